@@ -1,0 +1,50 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// NeuMeta Cluster: trains Neural Metamorphosis hypernetworks on a cluster.
+///
+/// `NeuMeta` (Sources/Shared) is the library both executables import; the `C*` targets are
+/// thin system-library shims found through pkg-config (Debian package names in `providers`).
+let package = Package(
+    name: "NeuMetaCluster",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "neumeta-coordinator", targets: ["Coordinator"]),
+        .executable(name: "neumeta-worker", targets: ["Worker"]),
+        .library(name: "NeuMeta", targets: ["NeuMeta"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", pkgConfig: "libzmq",
+                       providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CSodium", path: "Sources/CSodium", pkgConfig: "libsodium",
+                       providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+                       providers: [.apt(["libjpeg-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        .target(
+            name: "NeuMeta",
+            dependencies: ["COpenBLAS", "CZeroMQ", "CSodium", "CJPEG", "CPNG", "CZlib"],
+            path: "Sources/Shared",
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .executableTarget(
+            name: "Coordinator",
+            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Coordinator"
+        ),
+        .executableTarget(
+            name: "Worker",
+            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Worker"
+        ),
+        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta"], path: "Tests/NeuMetaTests"),
+    ]
+)

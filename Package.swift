@@ -19,7 +19,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
-        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ", pkgConfig: "libzmq",
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ",  // zmq.h is on the default path; libzmq.pc adds -isystem flags SwiftPM refuses
                        providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CSodium", path: "Sources/CSodium", pkgConfig: "libsodium",
                        providers: [.apt(["libsodium-dev"])]),

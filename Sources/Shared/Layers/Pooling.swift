@@ -1,0 +1,104 @@
+/// Average, max and global-average pooling over [N, C, H, W].
+/// Each pooling geometry uses `ConvGeometry` (kernel, stride, padding, output crop) with `channels = C`.
+public enum AvgPool2d {
+    /// y[n,c,oh,ow] = (1/k²) Σ_{i,j<k} x[n,c,oh·s+i−p, ow·s+j−p], zero padding counted (PyTorch
+    /// `count_include_pad=True`).
+    public static func forward(x: Tensor, y: Tensor, _ g: ConvGeometry) {
+        let NC = x.shape[0] * g.channels, scale = 1 / Float(g.kernel * g.kernel)
+        for nc in 0..<NC {
+            let src = x.data + nc * g.height * g.width, dst = y.data + nc * g.positions
+            for oh in 0..<g.outHeight {
+                for ow in 0..<g.outWidth {
+                    var s: Float = 0
+                    for i in 0..<g.kernel {
+                        let ih = g.source(oh, i, g.height); if ih < 0 { continue }
+                        for j in 0..<g.kernel {
+                            let iw = g.source(ow, j, g.width); if iw >= 0 { s += src[ih * g.width + iw] }
+                        }
+                    }
+                    dst[oh * g.outWidth + ow] = s * scale
+                }
+            }
+        }
+    }
+
+    /// dx[n,c,ih,iw] = (1/k²) Σ over windows containing (ih, iw) of dy; overwrites dx.
+    public static func backward(dy: Tensor, dx: Tensor, _ g: ConvGeometry) {
+        dx.zero()
+        let NC = dx.shape[0] * g.channels, scale = 1 / Float(g.kernel * g.kernel)
+        for nc in 0..<NC {
+            let dst = dx.data + nc * g.height * g.width, src = dy.data + nc * g.positions
+            for oh in 0..<g.outHeight {
+                for ow in 0..<g.outWidth {
+                    let v = src[oh * g.outWidth + ow] * scale
+                    for i in 0..<g.kernel {
+                        let ih = g.source(oh, i, g.height); if ih < 0 { continue }
+                        for j in 0..<g.kernel {
+                            let iw = g.source(ow, j, g.width); if iw >= 0 { dst[ih * g.width + iw] += v }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+public enum MaxPool2d {
+    /// y = max over the window; padding never wins (PyTorch pads with −∞).
+    public static func forward(x: Tensor, y: Tensor, _ g: ConvGeometry) {
+        precondition(g.mode == .zeros, "max pooling pads with -inf; use .zeros geometry")
+        let NC = x.shape[0] * g.channels
+        for nc in 0..<NC {
+            let src = x.data + nc * g.height * g.width, dst = y.data + nc * g.positions
+            for oh in 0..<g.outHeight {
+                for ow in 0..<g.outWidth { dst[oh * g.outWidth + ow] = src[argmax(src, oh, ow, g)] }
+            }
+        }
+    }
+
+    /// The gradient flows to the first maximal element of each window (PyTorch's tie rule);
+    /// the arg-max is recomputed from x rather than stored. Overwrites dx.
+    public static func backward(x: Tensor, dy: Tensor, dx: Tensor, _ g: ConvGeometry) {
+        dx.zero()
+        let NC = x.shape[0] * g.channels
+        for nc in 0..<NC {
+            let src = x.data + nc * g.height * g.width, d = dx.data + nc * g.height * g.width
+            let gy = dy.data + nc * g.positions
+            for oh in 0..<g.outHeight {
+                for ow in 0..<g.outWidth { d[argmax(src, oh, ow, g)] += gy[oh * g.outWidth + ow] }
+            }
+        }
+    }
+
+    @inline(__always) static func argmax(_ src: UnsafeMutablePointer<Float>, _ oh: Int, _ ow: Int, _ g: ConvGeometry) -> Int {
+        var best = -1, bestValue = -Float.infinity
+        for i in 0..<g.kernel {
+            let ih = g.source(oh, i, g.height); if ih < 0 { continue }
+            for j in 0..<g.kernel {
+                let iw = g.source(ow, j, g.width); if iw < 0 { continue }
+                let v = src[ih * g.width + iw]
+                if best < 0 || v > bestValue { best = ih * g.width + iw; bestValue = v }
+            }
+        }
+        return best
+    }
+}
+
+/// [N, C, H, W] → [N, C]: y[n,c] = mean_{h,w} x[n,c,h,w].
+public enum GlobalAvgPool {
+    public static func forward(x: Tensor, y: Tensor) {
+        let NC = y.count, HW = x.count / NC, scale = 1 / Float(HW)
+        for nc in 0..<NC {
+            var s: Float = 0
+            let src = x.data + nc * HW
+            for i in 0..<HW { s += src[i] }
+            y.data[nc] = s * scale
+        }
+    }
+
+    /// dx[n,c,h,w] = dy[n,c] / (H·W); overwrites dx.
+    public static func backward(dy: Tensor, dx: Tensor) {
+        let NC = dy.count, HW = dx.count / NC, scale = 1 / Float(HW)
+        for nc in 0..<NC { (dx.data + nc * HW).update(repeating: dy.data[nc] * scale, count: HW) }
+    }
+}

@@ -15,6 +15,18 @@ func expectClose(_ a: [Float], _ b: [Float], atol: Float, rtol: Float, _ what: S
             sourceLocation: sourceLocation)
 }
 
+/// ‖a − b‖₂ ≤ tolerance · ‖b‖₂ + floor·√n: for gradient checks through ReLU networks, where a
+/// finite-difference quotient that crosses a kink spoils single entries, not the vector; the
+/// floor (default 1e-3 per entry) is the Float rounding noise of a quotient.
+func expectRelativeL2(_ a: [Float], _ b: [Float], below tolerance: Double, floor: Double = 1e-3, _ what: String,
+                      sourceLocation: SourceLocation = #_sourceLocation) {
+    var err = 0.0, norm = 0.0
+    for (x, y) in zip(a, b) { err += Double(x - y) * Double(x - y); norm += Double(y) * Double(y) }
+    let relative = err.squareRoot() / max(norm.squareRoot(), 1e-12)
+    #expect(a.count == b.count && err.squareRoot() <= tolerance * norm.squareRoot() + floor * Double(a.count).squareRoot(),
+            "\(what): relative L2 error \(relative) over \(a.count) entries", sourceLocation: sourceLocation)
+}
+
 /// A tensor of N(0, scale²) values from a fixed seed.
 func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
     var rng = SeededRandom(seed)
@@ -26,13 +38,18 @@ func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
 /// Central finite differences of a scalar `loss` with respect to every element of `t`:
 /// (L(t + h·e_i) − L(t − h·e_i)) / 2h. The loss is accumulated in Double by the caller.
 func finiteDifference(_ t: Tensor, h: Float = 1e-2, _ loss: () -> Double) -> [Float] {
-    var g = [Float](repeating: 0, count: t.count)
-    for i in 0..<t.count {
+    finiteDifference(t, at: Array(0..<t.count), h: h, loss)
+}
+
+/// Central finite differences at the given flat indices only (for large tensors).
+func finiteDifference(_ t: Tensor, at indices: [Int], h: Float = 1e-2, _ loss: () -> Double) -> [Float] {
+    var g = [Float](repeating: 0, count: indices.count)
+    for (k, i) in indices.enumerated() {
         let saved = t[i]
         t[i] = saved + h; let lp = loss()
         t[i] = saved - h; let lm = loss()
         t[i] = saved
-        g[i] = Float((lp - lm) / (2 * Double(h)))
+        g[k] = Float((lp - lm) / (2 * Double(h)))
     }
     return g
 }

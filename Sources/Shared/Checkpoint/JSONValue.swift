@@ -84,7 +84,7 @@ enum JSONValue {
             case UInt8(ascii: "t"): try expect("true"); return .bool(true)
             case UInt8(ascii: "f"): try expect("false"); return .bool(false)
             case UInt8(ascii: "n"): try expect("null"); return .null
-            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
+            case UInt8(ascii: "-"), (UInt8(ascii: "0")...UInt8(ascii: "9"))?: return try number()
             case nil: throw failure("unexpected end of input")
             default: throw failure("unexpected character")
             }
@@ -200,21 +200,22 @@ enum JSONValue {
             let start = position
             var isInteger = true
             if peek == UInt8(ascii: "-") { position += 1 }
-            guard try digits() > 0 else { throw failure("expected digits") }
-            let leadingZero = bytes[peek == nil || bytes[start] != UInt8(ascii: "-") ? start : start + 1] == UInt8(ascii: "0")
-            if leadingZero && position - start > (bytes[start] == UInt8(ascii: "-") ? 2 : 1) {
+            let integerStart = position
+            let integerDigits = digits()
+            guard integerDigits > 0 else { throw failure("expected digits") }
+            guard integerDigits == 1 || bytes[integerStart] != UInt8(ascii: "0") else {
                 throw failure("leading zero in number")
             }
             if peek == UInt8(ascii: ".") {
                 position += 1
                 isInteger = false
-                guard try digits() > 0 else { throw failure("expected digits after .") }
+                guard digits() > 0 else { throw failure("expected digits after .") }
             }
             if peek == UInt8(ascii: "e") || peek == UInt8(ascii: "E") {
                 position += 1
                 isInteger = false
                 if peek == UInt8(ascii: "+") || peek == UInt8(ascii: "-") { position += 1 }
-                guard try digits() > 0 else { throw failure("expected exponent digits") }
+                guard digits() > 0 else { throw failure("expected exponent digits") }
             }
             let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start ..< position]), as: UTF8.self)
             if isInteger, let value = Int(text) { return .integer(value) }
@@ -222,7 +223,7 @@ enum JSONValue {
         }
 
         /// Consumes a run of decimal digits and returns its length.
-        mutating func digits() throws(ParseError) -> Int {
+        mutating func digits() -> Int {
             let start = position
             while let c = peek, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) { position += 1 }
             return position - start

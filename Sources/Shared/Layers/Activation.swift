@@ -3,13 +3,13 @@ public enum ReLU {
     /// y = max(x, 0); `y` may alias `x`.
     public static func forward(x: Tensor, y: Tensor) {
         let n = x.count, xs = x.data, ys = y.data
-        for i in 0..<n { ys[i] = max(xs[i], 0) }
+        Parallel.forRanges(n, minimum: 1 << 15) { r in for i in r { ys[i] = max(xs[i], 0) } }
     }
 
     /// dx = dy · [y > 0] (the output decides, so the input need not be kept); `dx` may alias `dy`.
     public static func backward(y: Tensor, dy: Tensor, dx: Tensor) {
         let n = y.count, ys = y.data, g = dy.data, d = dx.data
-        for i in 0..<n { d[i] = ys[i] > 0 ? g[i] : 0 }
+        Parallel.forRanges(n, minimum: 1 << 15) { r in for i in r { d[i] = ys[i] > 0 ? g[i] : 0 } }
     }
 }
 

@@ -24,7 +24,7 @@ public struct Conv2d: Sendable {
         let prod = workspace.buffer(.product, count: O * N * P)
         Gemm.sgemm(m: O, n: N * P, k: KK, a: weight.data, lda: KK, b: cols, ldb: N * P, beta: 0, c: prod, ldc: N * P)
         // Y[o, n·P + p] → y[n, o, p], adding the bias.
-        for n in 0..<N {
+        Parallel.forEach(N) { n in
             for o in 0..<O {
                 let src = prod + o * N * P + n * P, dst = y.data + (n * O + o) * P
                 let b = bias?.data[o] ?? 0
@@ -35,21 +35,23 @@ public struct Conv2d: Sendable {
 
     /// With Y = W·X (X the im2col columns):
     ///   dW += dY · Xᵀ,   db += Σ_{n,p} dy[n, o, p],   dX = Wᵀ · dY,   dx = col2im(dX).
-    /// `dx` may be nil for the first layer (no input gradient needed).
+    /// `dx` may be nil for the first layer (no input gradient needed). `columnsFromForward`:
+    /// the workspace still holds this layer's im2col columns of `x` from `forward` (a network
+    /// that gives each conv its own workspace skips recomputing them).
     public func backward(x: Tensor, weight: Tensor, dy: Tensor, dx: Tensor?, dWeight: Tensor, dBias: Tensor?,
-                         workspace: Workspace) {
+                         workspace: Workspace, columnsFromForward: Bool = false) {
         let g = geometry, N = x.shape[0], O = outChannels, P = g.positions, KK = g.patchSize
         let cols = workspace.buffer(.columns, count: KK * N * P)
-        im2col(x.data, batch: N, g, columns: cols)  // recomputed: cheaper than keeping one per layer
+        if !columnsFromForward { im2col(x.data, batch: N, g, columns: cols) }
         let dY = workspace.buffer(.gradProduct, count: O * N * P)
-        for n in 0..<N {
+        Parallel.forEach(N) { n in
             for o in 0..<O {
                 let src = dy.data + (n * O + o) * P, dst = dY + o * N * P + n * P
                 dst.update(from: src, count: P)
             }
         }
         if let dBias {
-            for o in 0..<O {
+            Parallel.forEach(O) { o in
                 let row = dY + o * N * P
                 var s: Float = 0
                 for i in 0..<(N * P) { s += row[i] }

@@ -5,7 +5,7 @@ public enum AvgPool2d {
     /// `count_include_pad=True`).
     public static func forward(x: Tensor, y: Tensor, _ g: ConvGeometry) {
         let NC = x.shape[0] * g.channels, scale = 1 / Float(g.kernel * g.kernel)
-        for nc in 0..<NC {
+        Parallel.forRanges(NC, minimum: 256) { planes in for nc in planes {
             let src = x.data + nc * g.height * g.width, dst = y.data + nc * g.positions
             for oh in 0..<g.outHeight {
                 for ow in 0..<g.outWidth {
@@ -19,14 +19,14 @@ public enum AvgPool2d {
                     dst[oh * g.outWidth + ow] = s * scale
                 }
             }
-        }
+        } }
     }
 
     /// dx[n,c,ih,iw] = (1/k²) Σ over windows containing (ih, iw) of dy; overwrites dx.
     public static func backward(dy: Tensor, dx: Tensor, _ g: ConvGeometry) {
         dx.zero()
         let NC = dx.shape[0] * g.channels, scale = 1 / Float(g.kernel * g.kernel)
-        for nc in 0..<NC {
+        Parallel.forRanges(NC, minimum: 256) { planes in for nc in planes {
             let dst = dx.data + nc * g.height * g.width, src = dy.data + nc * g.positions
             for oh in 0..<g.outHeight {
                 for ow in 0..<g.outWidth {
@@ -39,7 +39,7 @@ public enum AvgPool2d {
                     }
                 }
             }
-        }
+        } }
     }
 }
 

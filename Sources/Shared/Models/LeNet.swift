@@ -19,7 +19,8 @@ public final class LeNet: Network {
     let conv1: Conv2d, conv2: Conv2d, conv3: Conv2d
     let pool1: ConvGeometry, pool2: ConvGeometry, pool3: ConvGeometry
     private let arena = ActivationArena(), gradArena = ActivationArena()
-    private let workspace = Workspace()
+    /// One workspace per conv, so each keeps its im2col columns from forward to backward.
+    private let workspaces = [Workspace(), Workspace(), Workspace()]
     private let names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
                          "conv3.weight", "conv3.bias", "fc.weight", "fc.bias"]
 
@@ -76,13 +77,13 @@ public final class LeNet: Network {
         let n = input.shape[0]
         let a = arena.views(batch: n, shapes: activationShapes)
         let (a1, p1, a2, p2, a3, p3, logits) = (a[0], a[1], a[2], a[3], a[4], a[5], a[6])
-        conv1.forward(x: input, weight: p.value(0), bias: p.value(1), y: a1, workspace: workspace)
+        conv1.forward(x: input, weight: p.value(0), bias: p.value(1), y: a1, workspace: workspaces[0])
         ReLU.forward(x: a1, y: a1)
         AvgPool2d.forward(x: a1, y: p1, pool1)
-        conv2.forward(x: p1, weight: p.value(2), bias: p.value(3), y: a2, workspace: workspace)
+        conv2.forward(x: p1, weight: p.value(2), bias: p.value(3), y: a2, workspace: workspaces[1])
         ReLU.forward(x: a2, y: a2)
         AvgPool2d.forward(x: a2, y: p2, pool2)
-        conv3.forward(x: p2, weight: p.value(4), bias: p.value(5), y: a3, workspace: workspace)
+        conv3.forward(x: p2, weight: p.value(4), bias: p.value(5), y: a3, workspace: workspaces[2])
         ReLU.forward(x: a3, y: a3)
         AvgPool2d.forward(x: a3, y: p3, pool3)
         Linear.forward(x: p3.reshaped([n, 4 * width]), weight: p.value(6), bias: p.value(7), y: logits)
@@ -99,13 +100,16 @@ public final class LeNet: Network {
                         dWeight: p.gradient(6), dBias: p.gradient(7))
         AvgPool2d.backward(dy: dp3, dx: da3, pool3)
         ReLU.backward(y: a3, dy: da3, dx: da3)
-        conv3.backward(x: p2, weight: p.value(4), dy: da3, dx: dp2, dWeight: p.gradient(4), dBias: p.gradient(5), workspace: workspace)
+        conv3.backward(x: p2, weight: p.value(4), dy: da3, dx: dp2, dWeight: p.gradient(4), dBias: p.gradient(5), workspace: workspaces[2],
+                        columnsFromForward: true)
         AvgPool2d.backward(dy: dp2, dx: da2, pool2)
         ReLU.backward(y: a2, dy: da2, dx: da2)
-        conv2.backward(x: p1, weight: p.value(2), dy: da2, dx: dp1, dWeight: p.gradient(2), dBias: p.gradient(3), workspace: workspace)
+        conv2.backward(x: p1, weight: p.value(2), dy: da2, dx: dp1, dWeight: p.gradient(2), dBias: p.gradient(3), workspace: workspaces[1],
+                        columnsFromForward: true)
         AvgPool2d.backward(dy: dp1, dx: da1, pool1)
         ReLU.backward(y: a1, dy: da1, dx: da1)
-        conv1.backward(x: input, weight: p.value(0), dy: da1, dx: nil, dWeight: p.gradient(0), dBias: p.gradient(1), workspace: workspace)
+        conv1.backward(x: input, weight: p.value(0), dy: da1, dx: nil, dWeight: p.gradient(0), dBias: p.gradient(1), workspace: workspaces[0],
+                        columnsFromForward: true)
     }
 }
 

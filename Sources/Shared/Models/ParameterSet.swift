@@ -1,6 +1,8 @@
 /// What a parameter tensor is, which decides its initialisation and how NeuMeta addresses it.
 public enum ParameterRole: String, Sendable, Codable {
     case convWeight, linearWeight, bias, normWeight, normBias, runningMean, runningVar
+    /// The learnable scalar s of a residual block h ← s·f(h) + h (NeuMeta's INR), initialised 0.1.
+    case residualScale
 
     /// Learned by gradient descent (running statistics are buffers, not parameters).
     public var trainable: Bool { self != .runningMean && self != .runningVar }
@@ -76,7 +78,7 @@ public final class ParameterSet: @unchecked Sendable {
     /// PyTorch's default initialisation: conv and linear weights Kaiming-uniform with a = √5,
     /// i.e. U(−1/√fan_in, 1/√fan_in); biases U(−1/√fan_in, 1/√fan_in) with the fan-in of the
     /// weight they belong to (the preceding spec); norm weights 1, norm biases 0, running mean 0,
-    /// running variance 1.
+    /// running variance 1, residual scales 0.1.
     public func initializeDefault(rng: inout SeededRandom) {
         var fanIn = 1
         for (i, s) in specs.enumerated() {
@@ -90,6 +92,7 @@ public final class ParameterSet: @unchecked Sendable {
                 let bound = 1 / Float(fanIn).squareRoot()
                 for j in 0..<v.count { v[j] = rng.uniform(-bound, bound) }
             case .normWeight, .runningVar: v.fill(1)
+            case .residualScale: v.fill(0.1)
             case .normBias, .runningMean: v.fill(0)
             }
         }

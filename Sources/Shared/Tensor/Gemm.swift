@@ -16,6 +16,29 @@ public enum Gemm {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
+        // Split the larger of M and N across the compute threads; each piece is one BLAS call.
+        let flops = 2 * m * n * k
+        if Parallel.threads > 1 && flops >= 4_000_000 {
+            if n >= m {
+                Parallel.forRanges(n, minimum: 64) { r in
+                    blas(transA, transB, m, r.count, k, alpha, a, lda, transB ? b + r.lowerBound * ldb : b + r.lowerBound, ldb,
+                         beta, c + r.lowerBound, ldc)
+                }
+            } else {
+                Parallel.forRanges(m, minimum: 16) { r in
+                    blas(transA, transB, r.count, n, k, alpha, transA ? a + r.lowerBound : a + r.lowerBound * lda, lda, b, ldb,
+                         beta, c + r.lowerBound * ldc, ldc)
+                }
+            }
+        } else {
+            blas(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        }
+    }
+
+    @usableFromInline
+    static func blas(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                     _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                     _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
                     beta, c, blasint(ldc))

@@ -48,7 +48,7 @@ public struct ConvGeometry: Sendable, Equatable {
 public func im2col(_ x: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, columns: UnsafeMutablePointer<Float>) {
     let (H, W, K, P) = (g.height, g.width, g.kernel, g.positions)
     let ld = batch * P
-    for c in 0..<g.channels {
+    Parallel.forEach(g.channels) { c in
         for ki in 0..<K {
             for kj in 0..<K {
                 let row = columns + ((c * K + ki) * K + kj) * ld
@@ -58,15 +58,18 @@ public func im2col(_ x: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, col
                     for oh in 0..<g.outHeight {
                         let ih = g.source(oh, ki, H)
                         let dst = out + oh * g.outWidth
-                        if ih < 0 { dst.update(repeating: 0, count: g.outWidth); continue }
+                        if ih < 0 { for ow in 0..<g.outWidth { dst[ow] = 0 }; continue }
                         let src = plane + ih * W
-                        if g.stride == 1 && g.mode == .zeros {
-                            // Contiguous run with zero borders: the common case, kept branch-free.
+                        if g.stride == 1 {
+                            // Stride 1: a padded left run, one contiguous copy, a padded right run.
                             let lo = min(max(0, g.padding - kj), g.outWidth)
                             let hi = max(min(g.outWidth, W + g.padding - kj), lo)
-                            dst.update(repeating: 0, count: lo)
-                            (dst + lo).update(from: src + (lo - g.padding + kj), count: hi - lo)
-                            (dst + hi).update(repeating: 0, count: g.outWidth - hi)
+                            let (left, right): (Float, Float) = g.mode == .zeros ? (0, 0) : (src[0], src[W - 1])
+                            // Plain loops: the runs are short (2–32), where memmove calls cost more.
+                            for ow in 0..<lo { dst[ow] = left }
+                            let shifted = src + (kj - g.padding)
+                            for ow in lo..<hi { dst[ow] = shifted[ow] }
+                            for ow in hi..<g.outWidth { dst[ow] = right }
                         } else {
                             for ow in 0..<g.outWidth {
                                 let iw = g.source(ow, kj, W)
@@ -86,7 +89,7 @@ public func im2col(_ x: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, col
 public func col2im(_ columns: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>) {
     let (H, W, K, P) = (g.height, g.width, g.kernel, g.positions)
     let ld = batch * P
-    for c in 0..<g.channels {
+    Parallel.forEach(g.channels) { c in
         for ki in 0..<K {
             for kj in 0..<K {
                 let row = columns + ((c * K + ki) * K + kj) * ld
@@ -98,9 +101,20 @@ public func col2im(_ columns: UnsafePointer<Float>, batch: Int, _ g: ConvGeometr
                         if ih < 0 { continue }
                         let dst = plane + ih * W
                         let s = src + oh * g.outWidth
-                        for ow in 0..<g.outWidth {
-                            let iw = g.source(ow, kj, W)
-                            if iw >= 0 { dst[iw] += s[ow] }
+                        if g.stride == 1 {
+                            let lo = min(max(0, g.padding - kj), g.outWidth)
+                            let hi = max(min(g.outWidth, W + g.padding - kj), lo)
+                            let shifted = dst + (kj - g.padding)
+                            for ow in lo..<hi { shifted[ow] += s[ow] }
+                            if g.mode == .replicate {
+                                for ow in 0..<lo { dst[0] += s[ow] }
+                                for ow in hi..<g.outWidth { dst[W - 1] += s[ow] }
+                            }
+                        } else {
+                            for ow in 0..<g.outWidth {
+                                let iw = g.source(ow, kj, W)
+                                if iw >= 0 { dst[iw] += s[ow] }
+                            }
                         }
                     }
                 }

@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import NeuMeta
+
+@main
+struct Coordinator: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "neumeta-coordinator",
+        abstract: "NeuMeta Cluster coordinator: trains base networks and Neural Metamorphosis hypernetworks.",
+        discussion: """
+        OpenBLAS kernel: on start-up the process checks which kernel OpenBLAS loaded; if it is
+        below what the CPU supports (Debian's OpenBLAS 0.3.21 does not recognise some AVX-512
+        CPUs) it re-executes itself once with OPENBLAS_CORETYPE set. Set OPENBLAS_CORETYPE
+        yourself, or pass --blas-core NAME, to choose; --blas-threads N sets the thread count.
+        """,
+        subcommands: [TrainBase.self, Bench.self]
+    )
+
+    static func main() {
+        BLASRuntime.prepareProcess()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Options every compute command takes.
+struct BLASOptions: ParsableArguments {
+    @Option(help: "OpenBLAS kernel to force (e.g. Haswell, SkylakeX, Zen); default: detected.")
+    var blasCore: String?
+
+    @Option(help: "Compute threads (default: one per core). Kernels split their work across these.")
+    var threads: Int?
+
+    @Option(help: "OpenBLAS threads inside each BLAS call (default 1: the compute threads already split products).")
+    var blasThreads: Int?
+
+    func apply() {
+        BLASRuntime.configureThreads(threads: threads, blasThreads: blasThreads)
+    }
+}
+
+/// Writes a line to standard error (progress and logs; standard output is for results).
+func log(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// A single-line progress display on a terminal, throttled; silent when stderr is not a TTY.
+struct ProgressLine {
+    private let enabled = isatty(2) == 1
+    private var lastDraw = Date.distantPast
+
+    mutating func draw(_ text: @autoclosure () -> String, force: Bool = false) {
+        guard enabled, force || Date().timeIntervalSince(lastDraw) > 0.25 else { return }
+        lastDraw = Date()
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text()).utf8))
+    }
+
+    func clear() { if enabled { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } }
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    return s >= 3600 ? String(format: "%dh%02dm", s / 3600, (s % 3600) / 60)
+        : s >= 60 ? String(format: "%dm%02ds", s / 60, s % 60) : "\(s)s"
+}
+
+func printJSON(_ object: [String: Any]) {
+    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}

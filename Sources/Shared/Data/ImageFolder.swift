@@ -1,0 +1,130 @@
+import Dispatch
+import Foundation
+
+/// An ImageNet-style image collection on disk: `root/<split>/<class>/…/*.{jpg,jpeg,png}`.
+///
+/// As torchvision's `ImageFolder`: classes are the sorted names of the split's
+/// subdirectories and label `i` is the `i`-th; each class's images are found recursively,
+/// matched by extension case-insensitively, and sorted by relative path. Hidden files and
+/// directories (leading `.`) are skipped.
+/// The listing is therefore the same on every machine holding the same files. Images are
+/// decoded on demand.
+public struct ImageFolderDataset: Sendable {
+    /// The split directory, `root/<split>`.
+    public let directory: String
+    /// Class names in label order.
+    public let classNames: [String]
+    /// `[count]` image paths.
+    public let files: [String]
+    /// `[count]` labels, `labels[i]` the class of `files[i]`.
+    public let labels: [Int32]
+
+    public var count: Int { files.count }
+
+    private static let extensions: Set<String> = ["jpg", "jpeg", "png"]
+
+    /// Lists `root/<split>`; throws if it is missing, has no classes, or a class has no images.
+    public init(root: String, split: String) throws {
+        try self.init(directory: (root.hasSuffix("/") ? root : root + "/") + split)
+    }
+
+    /// Lists the class subdirectories of `directory`.
+    public init(directory path: String) throws {
+        let directory = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        let manager = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard manager.fileExists(atPath: directory, isDirectory: &isDirectory) else {
+            throw DataError.missingFile(path: directory)
+        }
+        guard isDirectory.boolValue else { throw DataError.badDirectory(path: directory, reason: "not a directory") }
+        let entries: [String]
+        do {
+            entries = try manager.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw DataError.unreadable(path: directory, reason: "\(error)")
+        }
+        let classNames = entries.filter { name in
+            var isClass: ObjCBool = false
+            return !name.hasPrefix(".") && manager.fileExists(atPath: directory + "/" + name, isDirectory: &isClass)
+                && isClass.boolValue
+        }.sorted()
+        guard !classNames.isEmpty else { throw DataError.badDirectory(path: directory, reason: "no class subdirectories") }
+
+        var files: [String] = []
+        var labels: [Int32] = []
+        for (label, name) in classNames.enumerated() {
+            let classDirectory = directory + "/" + name
+            guard let walk = manager.enumerator(atPath: classDirectory) else {
+                throw DataError.unreadable(path: classDirectory, reason: "cannot list directory")
+            }
+            var images: [String] = []
+            while let relative = walk.nextObject() as? String {
+                let isDirectory = walk.fileAttributes?[.type] as? FileAttributeType == .typeDirectory
+                if !isDirectory, ImageFolderDataset.isImage(relative) { images.append(relative) }
+            }
+            images.sort()
+            guard !images.isEmpty else {
+                throw DataError.badDirectory(path: classDirectory, reason: "no .jpg, .jpeg or .png images")
+            }
+            files += images.map { classDirectory + "/" + $0 }
+            labels += repeatElement(Int32(label), count: images.count)
+        }
+        self.directory = directory
+        self.classNames = classNames
+        self.files = files
+        self.labels = labels
+    }
+
+    /// Whether `relativePath` names an image: a `.jpg`, `.jpeg` or `.png` extension in any
+    /// case, and no hidden component (such as macOS `._name.jpg` resource forks).
+    private static func isImage(_ relativePath: String) -> Bool {
+        extensions.contains((relativePath as NSString).pathExtension.lowercased())
+            && !relativePath.split(separator: "/").contains { $0.hasPrefix(".") }
+    }
+
+    /// Decodes image `index`.
+    public func load(index: Int) throws -> RGBImage {
+        precondition(index >= 0 && index < count, "image index \(index) outside 0..<\(count) in \(directory)")
+        return try ImageDecoding.decodeFile(files[index])
+    }
+
+    /// Decodes, transforms (to `size × size`) and normalises the images at `indices` into
+    /// `images` (`[indices.count, 3, size, size]`, `(pixel / 255 - mean[c]) / std[c]`) and
+    /// writes their labels into `labels` (`[indices.count]`).
+    ///
+    /// Images are decoded in parallel. Sample `k` draws its augmentation from a generator
+    /// seeded by the `k`-th value of `rng`, so the batch depends only on `rng`'s state, not
+    /// on scheduling; `rng` advances by one draw per image. If any image fails, the error of
+    /// the first failing position in `indices` is thrown.
+    public func fillBatch(indices: some Collection<Int>, transform: ImageTransform, size: Int,
+                          rng: inout SeededRandom, mean: [Float], std: [Float],
+                          images: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>) throws {
+        let jobs = indices.map { (index: $0, seed: rng.next()) }
+        let imageSize = 3 * size * size
+        let failures = UnsafeMutableBufferPointer<DataError?>.allocate(capacity: jobs.count)
+        failures.initialize(repeating: nil)
+        defer { failures.deallocate() }
+        let output = SendablePointers(images: images, labels: labels, failures: failures.baseAddress!)
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { slot in
+            let job = jobs[slot]
+            output.labels[slot] = self.labels[job.index]
+            do {
+                var random = SeededRandom(job.seed)
+                let image = transform.apply(to: try load(index: job.index), size: size, rng: &random)
+                image.normalize(mean: mean, std: std, into: output.images + slot * imageSize)
+            } catch let error as DataError {
+                output.failures[slot] = error
+            } catch {
+                output.failures[slot] = .unreadable(path: files[job.index], reason: "\(error)")
+            }
+        }
+        if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
+    }
+}
+
+/// Destinations written concurrently by `fillBatch`, each slot by exactly one iteration.
+private struct SendablePointers: @unchecked Sendable {
+    let images: UnsafeMutablePointer<Float>
+    let labels: UnsafeMutablePointer<Int32>
+    let failures: UnsafeMutablePointer<DataError?>
+}

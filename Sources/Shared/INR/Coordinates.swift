@@ -1,0 +1,100 @@
+import Foundation
+
+/// Where each generated value of a target network comes from (NEUMETA.md §1–2).
+///
+/// Every trainable tensor t of the target network is addressed per (output, input) pair: one
+/// coordinate row per conv kernel or linear weight, one per bias entry. Rows of tensor t are
+/// ordered (o, i) row-major, so row r of t fills `values[(o·in + i)·k² ..< +k²]`.
+public struct CoordinateLayout: Sendable {
+    public struct Entry: Sendable {
+        /// Index of the tensor among the generated ones (= which INR head generates it).
+        public let tensor: Int
+        public let spec: ParameterSpec
+        public let firstRow: Int
+        public let rows: Int
+        /// The head outputs this tensor takes: `outputStart ..< outputStart + spec.kernelArea`.
+        public let outputStart: Int
+    }
+
+    public let entries: [Entry]
+    public let rowCount: Int
+    /// Number of generated tensors: coordinate `layer_count`.
+    public var layerCount: Int { entries.count }
+
+    /// The layout of `specs` (the trainable tensors of a network, in state-dict order) for heads
+    /// with `outputSize` outputs. A k×k kernel takes the centre k² outputs
+    /// (start = outputSize/2 − k²/2); linear weights and biases take output 0.
+    public init(specs: [ParameterSpec], outputSize: Int) {
+        var entries = [Entry](), row = 0
+        for (t, spec) in specs.enumerated() {
+            let area = spec.kernelArea
+            precondition(area <= outputSize, "\(spec.name): kernel area \(area) exceeds INR output size \(outputSize)")
+            let start = spec.role == .convWeight ? outputSize / 2 - area / 2 : 0
+            let rows = spec.outSize * spec.inSize
+            entries.append(Entry(tensor: t, spec: spec, firstRow: row, rows: rows, outputStart: start))
+            row += rows
+        }
+        self.entries = entries
+        self.rowCount = row
+    }
+
+    /// Raw coordinates of every row, `[rowCount, 6]` = (layer, out, in, layer_count, out_size,
+    /// in_size), each plus noise (U(0,1) − 0.5)·ε drawn in row order from `rng` (none when ε = 0).
+    public func rawCoordinates(noise epsilon: Float, rng: inout SeededRandom, into raw: UnsafeMutablePointer<Float>) {
+        let count = Float(layerCount)
+        for e in entries {
+            let outSize = Float(e.spec.outSize), inSize = Float(e.spec.inSize)
+            for o in 0..<e.spec.outSize {
+                for i in 0..<e.spec.inSize {
+                    let c = raw + 6 * (e.firstRow + o * e.spec.inSize + i)
+                    c[0] = Float(e.tensor); c[1] = Float(o); c[2] = Float(i)
+                    c[3] = count; c[4] = outSize; c[5] = inSize
+                    if epsilon != 0 { for d in 0..<6 { c[d] += (rng.uniform() - 0.5) * epsilon } }
+                }
+            }
+        }
+    }
+}
+
+/// The sinusoidal embedding of normalised coordinates.
+///
+/// Normalisation (NEUMETA.md §1): v = raw / norm, then v₀ = raw₀/raw₃, v₁ = raw₁/raw₄,
+/// v₂ = raw₂/raw₅ (index over size); v₃…v₅ stay raw/norm. Embedding of the 6-vector:
+/// [v, sin(2ᵏπv), cos(2ᵏπv) for k in 0..<F], i.e. 6 + 12F values per row, laid out as
+/// v (6), then for each k: sin (6), cos (6).
+public struct CoordinateEmbedding: Sendable {
+    public let frequencies: Int
+    public let norm: Float
+
+    public init(frequencies: Int, norm: Float) {
+        self.frequencies = frequencies
+        self.norm = norm
+    }
+
+    public var width: Int { 6 + 12 * frequencies }
+
+    /// Embeds `rows` raw coordinate rows `[rows, 6]` into `out` `[rows, width]`.
+    public func embed(raw: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let D = width, F = frequencies, norm = self.norm
+        Parallel.forRanges(rows, minimum: 512) { range in
+            for r in range {
+                let c = raw + 6 * r, e = out + D * r
+                var v: (Float, Float, Float, Float, Float, Float) = (c[0] / c[3], c[1] / c[4], c[2] / c[5], c[3] / norm, c[4] / norm, c[5] / norm)
+                withUnsafeBytes(of: &v) { bytes in
+                    let x = bytes.bindMemory(to: Float.self)
+                    for d in 0..<6 { e[d] = x[d] }
+                    var scale = Float.pi
+                    for k in 0..<F {
+                        let s = e + 6 + 12 * k
+                        for d in 0..<6 {
+                            let a = scale * x[d]
+                            s[d] = Foundation.sin(a)
+                            s[6 + d] = Foundation.cos(a)
+                        }
+                        scale *= 2
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+/// Activations of one generation pass over a `CoordinateLayout`, kept for its backward.
+/// Buffers grow to the largest layout seen and are reused, so steady-state steps allocate nothing.
+public final class INRActivations: @unchecked Sendable {
+    private(set) var rows = 0
+    private var capacity = 0
+    let hidden: Int, depth: Int, embeddingWidth: Int, outputSize: Int
+    /// Raw noisy coordinates [rows, 6], embedded coordinates [rows, D].
+    private(set) var raw = FloatStorage(count: 0), embedded = FloatStorage(count: 0)
+    /// h₀, then per block i: aᵢ = relu(zᵢ) and hᵢ; each [rows, H].
+    private(set) var h0 = FloatStorage(count: 0)
+    private(set) var blockA: [FloatStorage] = [], blockH: [FloatStorage] = []
+    /// Backward scratch: dh and dz [rows, H], d(output) [rows, outputSize].
+    private(set) var dH = FloatStorage(count: 0), dZ = FloatStorage(count: 0), dOut = FloatStorage(count: 0)
+
+    public init(config: INRConfig) {
+        hidden = config.hidden; depth = config.layers - 1
+        embeddingWidth = 6 + 12 * config.frequencies; outputSize = config.outputSize
+    }
+
+    func prepare(rows n: Int) {
+        rows = n
+        guard n > capacity else { return }
+        capacity = n
+        let H = hidden
+        raw = FloatStorage(count: n * 6); embedded = FloatStorage(count: n * embeddingWidth)
+        h0 = FloatStorage(count: n * H)
+        blockA = (0..<depth).map { _ in FloatStorage(count: n * H) }
+        blockH = (0..<depth).map { _ in FloatStorage(count: n * H) }
+        dH = FloatStorage(count: n * H); dZ = FloatStorage(count: n * H); dOut = FloatStorage(count: n * outputSize)
+    }
+
+    /// The last hidden state h_{L−1} (h₀ when there are no residual blocks).
+    var last: FloatStorage { depth == 0 ? h0 : blockH[depth - 1] }
+}
+
+extension HyperNetwork {
+    /// Generates every tensor of `layout` into `target` (values), using coordinate noise ε drawn
+    /// from `rng`, and keeps what the backward pass needs in `act`.
+    public func generate(_ layout: CoordinateLayout, noise epsilon: Float, rng: inout SeededRandom,
+                         activations act: INRActivations, into target: ParameterSet) {
+        precondition(layout.entries.count == heads.count, "layout has \(layout.entries.count) tensors, INR has \(heads.count) heads")
+        act.prepare(rows: layout.rowCount)
+        layout.rawCoordinates(noise: epsilon, rng: &rng, into: act.raw.base)
+        embedding.embed(raw: act.raw.base, rows: layout.rowCount, into: act.embedded.base)
+        let H = config.hidden, D = embedding.width, p = parameters
+        for (t, e) in layout.entries.enumerated() {
+            let head = heads[t], R = e.rows, area = e.spec.kernelArea
+            guard R > 0 else { continue }
+            let x = act.embedded.base + e.firstRow * D, h0 = act.h0.base + e.firstRow * H
+            // h₀ = relu(X W_inᵀ + b_in)
+            Gemm.sgemm(transB: true, m: R, n: H, k: D, a: x, lda: D, b: p.value(head.inWeight).data, ldb: D, beta: 0, c: h0, ldc: H)
+            Self.addBias(h0, rows: R, p.value(head.inBias).data, H, relu: true)
+            var previous = h0
+            for (i, block) in head.blocks.enumerated() {
+                // aᵢ = relu(hᵢ₋₁ Wᵢᵀ + bᵢ),  hᵢ = sᵢ·aᵢ + hᵢ₋₁
+                let a = act.blockA[i].base + e.firstRow * H, h = act.blockH[i].base + e.firstRow * H
+                Gemm.sgemm(transB: true, m: R, n: H, k: H, a: previous, lda: H, b: p.value(block.weight).data, ldb: H, beta: 0, c: a, ldc: H)
+                Self.addBias(a, rows: R, p.value(block.bias).data, H, relu: true)
+                let s = p.value(block.scale)[0], prev = previous
+                Parallel.forRanges(R * H, minimum: 1 << 15) { r in for j in r { h[j] = s * a[j] + prev[j] } }
+                previous = h
+            }
+            // y = h W_outᵀ + b_out on the selected outputs, then divided by the noisy in_size.
+            let out = target.value(e.tensor).data
+            Gemm.sgemm(transB: true, m: R, n: area, k: H, a: previous, lda: H, b: p.value(head.outWeight).data + e.outputStart * H,
+                       ldb: H, beta: 0, c: out, ldc: area)
+            let bias = p.value(head.outBias).data + e.outputStart, raw = act.raw.base + 6 * e.firstRow
+            for r in 0..<R {
+                let scale = 1 / raw[6 * r + 5]
+                for k in 0..<area { out[r * area + k] = (out[r * area + k] + bias[k]) * scale }
+            }
+        }
+    }
+
+    /// Back-propagates the gradient with respect to the generated tensors (`target.gradients`)
+    /// into the INR's parameter gradients (accumulated), through the last `generate` with `act`:
+    ///
+    ///     dy = dW_target / in_size;  dW_out += dyᵀh;  db_out += Σdy;  dh = dy W_out
+    ///     block i (reversed): dsᵢ += Σ dh⊙aᵢ;  dz = sᵢ·dh⊙[aᵢ>0];  dWᵢ += dzᵀhᵢ₋₁;  dbᵢ += Σdz;  dh += dz Wᵢ
+    ///     input: dz = dh⊙[h₀>0];  dW_in += dzᵀe;  db_in += Σdz
+    public func backward(_ layout: CoordinateLayout, activations act: INRActivations, targetGradients target: ParameterSet) {
+        let H = config.hidden, D = embedding.width, p = parameters
+        for (t, e) in layout.entries.enumerated() {
+            let head = heads[t], R = e.rows, area = e.spec.kernelArea
+            guard R > 0 else { continue }
+            let raw = act.raw.base + 6 * e.firstRow, dTarget = target.gradient(e.tensor).data, dy = act.dOut.base
+            for r in 0..<R {
+                let scale = 1 / raw[6 * r + 5]
+                for k in 0..<area { dy[r * area + k] = dTarget[r * area + k] * scale }
+            }
+            let last = head.blocks.isEmpty ? act.h0.base + e.firstRow * H : act.blockH[head.blocks.count - 1].base + e.firstRow * H
+            Gemm.sgemm(transA: true, m: area, n: H, k: R, a: dy, lda: area, b: last, ldb: H, beta: 1,
+                       c: p.gradient(head.outWeight).data + e.outputStart * H, ldc: H)
+            Self.addColumnSums(dy, rows: R, columns: area, into: p.gradient(head.outBias).data + e.outputStart)
+            let dH = act.dH.base, dZ = act.dZ.base
+            Gemm.sgemm(m: R, n: H, k: area, a: dy, lda: area, b: p.value(head.outWeight).data + e.outputStart * H, ldb: H,
+                       beta: 0, c: dH, ldc: H)
+            for (i, block) in head.blocks.enumerated().reversed() {
+                let a = act.blockA[i].base + e.firstRow * H
+                let previous = i == 0 ? act.h0.base + e.firstRow * H : act.blockH[i - 1].base + e.firstRow * H
+                let s = p.value(block.scale)[0]
+                var ds: Float = 0
+                for j in 0..<(R * H) { ds += dH[j] * a[j]; dZ[j] = a[j] > 0 ? s * dH[j] : 0 }
+                p.gradient(block.scale)[0] += ds
+                Gemm.sgemm(transA: true, m: H, n: H, k: R, a: dZ, lda: H, b: previous, ldb: H, beta: 1, c: p.gradient(block.weight).data, ldc: H)
+                Self.addColumnSums(dZ, rows: R, columns: H, into: p.gradient(block.bias).data)
+                Gemm.sgemm(m: R, n: H, k: H, a: dZ, lda: H, b: p.value(block.weight).data, ldb: H, beta: 1, c: dH, ldc: H)
+            }
+            let h0 = act.h0.base + e.firstRow * H, x = act.embedded.base + e.firstRow * D
+            Parallel.forRanges(R * H, minimum: 1 << 15) { r in for j in r { dZ[j] = h0[j] > 0 ? dH[j] : 0 } }
+            Gemm.sgemm(transA: true, m: H, n: D, k: R, a: dZ, lda: H, b: x, ldb: D, beta: 1, c: p.gradient(head.inWeight).data, ldc: D)
+            Self.addColumnSums(dZ, rows: R, columns: H, into: p.gradient(head.inBias).data)
+        }
+    }
+
+    /// m[r, c] += bias[c] (then relu) for every row.
+    static func addBias(_ m: UnsafeMutablePointer<Float>, rows: Int, _ bias: UnsafePointer<Float>, _ columns: Int, relu: Bool) {
+        Parallel.forRanges(rows, minimum: 128) { range in
+            for r in range {
+                let row = m + r * columns
+                if relu { for c in 0..<columns { row[c] = max(row[c] + bias[c], 0) } } else { for c in 0..<columns { row[c] += bias[c] } }
+            }
+        }
+    }
+
+    /// sums[c] += Σ_r m[r, c].
+    static func addColumnSums(_ m: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>) {
+        for r in 0..<rows {
+            let row = m + r * columns
+            for c in 0..<columns { sums[c] += row[c] }
+        }
+    }
+}

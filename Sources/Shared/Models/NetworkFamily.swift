@@ -1,0 +1,96 @@
+import Foundation
+
+/// The network families by name, and base-network checkpoints that record which one they hold.
+public enum NetworkFamily {
+    public static let names = ["lenet"]
+
+    public enum Failure: Error, CustomStringConvertible {
+        case unknownFamily(String)
+        case badWidths(family: String, widths: [Int], expected: String)
+        case badMetadata(path: String, key: String, problem: String)
+        case shapeMismatch(path: String, tensor: String, expected: [Int], found: [Int]?)
+
+        public var description: String {
+            switch self {
+            case .unknownFamily(let f): "unknown network family '\(f)' (known: \(NetworkFamily.names.joined(separator: ", ")))"
+            case .badWidths(let f, let w, let e): "family \(f) takes \(e), got widths \(w)"
+            case .badMetadata(let p, let k, let problem): "\(p): metadata '\(k)' \(problem)"
+            case .shapeMismatch(let p, let t, let e, let f):
+                f == nil ? "\(p): tensor '\(t)' is missing (expected shape \(e))"
+                         : "\(p): tensor '\(t)' has shape \(f!), expected \(e)"
+            }
+        }
+    }
+
+    /// A network of `family` with the given widths (LeNet: one width w).
+    public static func make(_ family: String, widths: [Int], classCount: Int = 10) throws -> Network {
+        switch family {
+        case "lenet":
+            guard widths.count == 1, widths[0] >= 1 else { throw Failure.badWidths(family: family, widths: widths, expected: "one width ≥ 1") }
+            return LeNet(width: widths[0], classCount: classCount)
+        default:
+            throw Failure.unknownFamily(family)
+        }
+    }
+}
+
+/// A trained base network on disk: a safetensors file with PyTorch key names whose metadata
+/// records `family`, `widths`, `class_count` and the input normalisation `input_mean`/`input_std`
+/// (JSON lists), plus whatever the caller adds (accuracy, epochs, ...).
+public struct NetworkCheckpoint {
+    public let network: Network
+    public let parameters: ParameterSet
+    public let mean: [Float], std: [Float]
+    public let metadata: [String: String]
+
+    public init(network: Network, parameters: ParameterSet, mean: [Float], std: [Float], metadata: [String: String] = [:]) {
+        self.network = network; self.parameters = parameters; self.mean = mean; self.std = std; self.metadata = metadata
+    }
+
+    static func json(_ value: Any) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    /// Writes atomically with a BLAKE2b digest of the tensor data in the metadata.
+    public func save(to path: String) throws {
+        var meta = metadata
+        meta["family"] = network.family
+        meta["widths"] = Self.json(network.widths)
+        meta["class_count"] = String(network.classCount)
+        meta["input_mean"] = Self.json(mean.map(Double.init))
+        meta["input_std"] = Self.json(std.map(Double.init))
+        meta["format"] = "neumeta-network/1"
+        let tensors = parameters.specs.indices.map { (parameters.specs[$0].name, parameters.value($0)) }
+        try CheckpointStore.save(tensors, metadata: meta, to: path)
+    }
+
+    /// Reads and verifies a checkpoint, rebuilding its network from the metadata.
+    public static func load(path: String) throws -> NetworkCheckpoint {
+        let file = try CheckpointStore.read(path: path, verify: true)
+        let meta = file.metadata
+        func list(_ key: String) throws -> [Double] {
+            guard let text = meta[key] else { throw NetworkFamily.Failure.badMetadata(path: path, key: key, problem: "is missing") }
+            guard let value = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [NSNumber] else {
+                throw NetworkFamily.Failure.badMetadata(path: path, key: key, problem: "is not a JSON list of numbers: \(text)")
+            }
+            return value.map(\.doubleValue)
+        }
+        guard let family = meta["family"] else { throw NetworkFamily.Failure.badMetadata(path: path, key: "family", problem: "is missing") }
+        let widths = try list("widths").map { Int($0) }
+        let classCount = Int(meta["class_count"] ?? "10") ?? 10
+        let network = try NetworkFamily.make(family, widths: widths, classCount: classCount)
+        let parameters = network.makeParameters()
+        let byName = Dictionary(file.tensors.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
+        for (i, spec) in parameters.specs.enumerated() {
+            guard let t = byName[spec.name], t.shape == spec.shape else {
+                throw NetworkFamily.Failure.shapeMismatch(path: path, tensor: spec.name, expected: spec.shape, found: byName[spec.name]?.shape)
+            }
+            parameters.value(i).copy(from: t)
+        }
+        let mean = try list("input_mean").map(Float.init), std = try list("input_std").map(Float.init)
+        guard mean.count == network.inputShape[0], std.count == mean.count else {
+            throw NetworkFamily.Failure.badMetadata(path: path, key: "input_mean", problem: "needs \(network.inputShape[0]) values")
+        }
+        return NetworkCheckpoint(network: network, parameters: parameters, mean: mean, std: std, metadata: meta)
+    }
+}

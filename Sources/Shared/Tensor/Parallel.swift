@@ -1,0 +1,42 @@
+import Dispatch
+import Foundation
+
+/// The process's compute threads. Kernels split their work into `Parallel.threads` pieces and
+/// run them with `DispatchQueue.concurrentPerform`; OpenBLAS itself then runs one thread per
+/// call (its own threads would spin against ours), so one setting governs all cores.
+public enum Parallel {
+    nonisolated(unsafe) private static var threadCount = ProcessInfo.processInfo.activeProcessorCount
+
+    /// Threads used by `forEach`; at least 1.
+    public static var threads: Int {
+        get { threadCount }
+        set { threadCount = max(1, newValue) }
+    }
+
+    /// Runs `body(i)` for i in 0..<count, concurrently when more than one thread is configured.
+    /// Iterations must touch disjoint memory.
+    public static func forEach(_ count: Int, _ body: (Int) -> Void) {
+        if threadCount <= 1 || count <= 1 {
+            for i in 0..<count { body(i) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let shared = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: count) { shared.value($0) }
+        }
+    }
+
+    /// Splits `0..<total` into at most `threads` contiguous, nearly equal ranges, each at least
+    /// `minimum` long (fewer ranges when the work is small), and runs them concurrently.
+    public static func forRanges(_ total: Int, minimum: Int = 1, _ body: (Range<Int>) -> Void) {
+        let pieces = max(1, min(threadCount, total / max(minimum, 1)))
+        if pieces == 1 { body(0..<total); return }
+        forEach(pieces) { p in body((p * total / pieces)..<((p + 1) * total / pieces)) }
+    }
+}
+
+/// Carries a value the caller guarantees is used safely across threads.
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

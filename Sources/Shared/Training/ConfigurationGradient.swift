@@ -1,0 +1,170 @@
+import Foundation
+
+/// Weights of NeuMeta's loss terms (NEUMETA.md §3).
+public struct LossWeights: Sendable, Equatable, Codable {
+    /// λ_reg: weight of Σ_tensors ‖W‖₂.
+    public var normRegularizer: Float = 1e-4
+    /// λ_rec: weight of the reconstruction term (used only at the pretrained width).
+    public var reconstruction: Float = 1
+    public init() {}
+    public init(normRegularizer: Float, reconstruction: Float) {
+        self.normRegularizer = normRegularizer; self.reconstruction = reconstruction
+    }
+}
+
+/// One sampled network configuration: the unit of work of a round.
+public struct Configuration: Sendable, Equatable {
+    public var width: Int
+    /// Dataset indices of the mini-batch.
+    public var batch: [Int]
+    /// Seed of the coordinate noise.
+    public var noiseSeed: UInt64
+    /// ε of the coordinate noise (U(0,1) − 0.5)·ε.
+    public var noise: Float
+    public var lossWeights: LossWeights
+
+    public init(width: Int, batch: [Int], noiseSeed: UInt64, noise: Float, lossWeights: LossWeights) {
+        self.width = width; self.batch = batch; self.noiseSeed = noiseSeed; self.noise = noise; self.lossWeights = lossWeights
+    }
+}
+
+/// The loss terms of one configuration (unweighted), and its accuracy on the batch.
+public struct LossTerms: Sendable, Equatable {
+    public var crossEntropy = 0.0, normRegularizer = 0.0, reconstruction = 0.0, total = 0.0
+    public var correct = 0, samples = 0
+    public init() {}
+
+    /// Sums terms of several configurations (the round's mean divides by the count).
+    public static func + (a: LossTerms, b: LossTerms) -> LossTerms {
+        var s = LossTerms()
+        s.crossEntropy = a.crossEntropy + b.crossEntropy; s.normRegularizer = a.normRegularizer + b.normRegularizer
+        s.reconstruction = a.reconstruction + b.reconstruction; s.total = a.total + b.total
+        s.correct = a.correct + b.correct; s.samples = a.samples + b.samples
+        return s
+    }
+}
+
+/// The gradient of one configuration — a pure function of (INR parameters, width, mini-batch,
+/// noise seed, loss weights) — used alike by the single-process trainer and cluster workers.
+///
+/// loss = CE(f_W(x), y) + λ_reg Σ_t ‖W_t‖₂ + [w = w*] · λ_rec · (1/T) Σ_t mean((W_t − W*_t)² ⊙ a_t),
+/// a_t = (|W*_t| + 1e-6) / max(|W*_t| + 1e-6), where W = INR(coordinates + noise) and W* are the
+/// permuted pretrained weights. Per-width networks, layouts and all buffers are cached, so after
+/// each width has been seen once a call allocates only the small batch-index copy.
+public final class ConfigurationGradient: @unchecked Sendable {
+    public let inr: HyperNetwork
+    public let family: String
+    public let dataset: ImageDataset
+    public let mean: [Float], std: [Float]
+    /// The permuted pretrained network (reconstruction target) and its width.
+    public let pretrained: ParameterSet?
+    public let pretrainedWidth: Int?
+
+    struct WidthCache { let network: Network; let weights: ParameterSet; let layout: CoordinateLayout; let trainable: [Int] }
+    private var caches: [Int: WidthCache] = [:]
+    private let activations: INRActivations
+    private var images = Tensor(zeros: [0]), labels = UnsafeMutablePointer<Int32>.allocate(capacity: 1), labelCapacity = 1
+    private var dLogits = Tensor(zeros: [0])
+
+    public init(inr: HyperNetwork, family: String, dataset: ImageDataset, mean: [Float], std: [Float],
+                pretrained: ParameterSet?, pretrainedWidth: Int?) {
+        self.inr = inr; self.family = family; self.dataset = dataset; self.mean = mean; self.std = std
+        self.pretrained = pretrained; self.pretrainedWidth = pretrainedWidth
+        activations = INRActivations(config: inr.config)
+    }
+
+    deinit { labels.deallocate() }
+
+    func cache(width: Int) throws -> WidthCache {
+        if let c = caches[width] { return c }
+        let network = try NetworkFamily.make(family, widths: [width], classCount: dataset.classCount)
+        let weights = network.makeParameters()
+        let trainable = weights.specs.indices.filter { weights.specs[$0].role.trainable }
+        let layout = CoordinateLayout(specs: trainable.map { weights.specs[$0] }, outputSize: inr.config.outputSize)
+        precondition(trainable == Array(0..<trainable.count), "generated tensors must precede buffers in the state dict")
+        let c = WidthCache(network: network, weights: weights, layout: layout, trainable: trainable)
+        caches[width] = c
+        return c
+    }
+
+    /// Generates the width-`width` network with noise ε from `noiseSeed` (ε = 0: clean).
+    public func generate(width: Int, noise: Float, noiseSeed: UInt64) throws -> (Network, ParameterSet) {
+        let c = try cache(width: width)
+        var rng = SeededRandom(noiseSeed)
+        inr.generate(c.layout, noise: noise, rng: &rng, activations: activations, into: c.weights)
+        return (c.network, c.weights)
+    }
+
+    /// Overwrites `inr.parameters.gradients` with the gradient of configuration `config` and
+    /// returns its loss terms.
+    public func compute(_ config: Configuration) throws -> LossTerms {
+        let c = try cache(width: config.width)
+        let (network, weights) = try generate(width: config.width, noise: config.noise, noiseSeed: config.noiseSeed)
+        let n = config.batch.count
+        ensureBatch(n, network)
+        let x = images.slice(from: 0, shape: [n] + network.inputShape)
+        dataset.fillBatch(indices: config.batch, mean: mean, std: std, images: x.data, labels: labels)
+        weights.zeroGradients()
+        let logits = network.forward(weights, input: x, mode: .training)
+        let dz = dLogits.slice(from: 0, shape: [n, network.classCount])
+        let (ce, correct) = SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: labels, dLogits: dz)
+        network.backward(weights, input: x, dLogits: dz)
+
+        var terms = LossTerms()
+        terms.crossEntropy = ce; terms.correct = correct; terms.samples = n
+        terms.normRegularizer = Self.addNormRegularizer(weights, tensors: c.trainable, weight: config.lossWeights.normRegularizer)
+        if let pretrained, config.width == pretrainedWidth, config.lossWeights.reconstruction > 0 {
+            terms.reconstruction = Self.addReconstruction(weights, target: pretrained, tensors: c.trainable,
+                                                          weight: config.lossWeights.reconstruction)
+        }
+        terms.total = ce + Double(config.lossWeights.normRegularizer) * terms.normRegularizer
+            + Double(config.lossWeights.reconstruction) * terms.reconstruction
+        inr.parameters.zeroGradients()
+        inr.backward(c.layout, activations: activations, targetGradients: weights)
+        return terms
+    }
+
+    private func ensureBatch(_ n: Int, _ network: Network) {
+        let need = n * network.inputShape.reduce(1, *)
+        if images.count < need { images = Tensor(zeros: [need]) }
+        if dLogits.count < n * network.classCount { dLogits = Tensor(zeros: [n * network.classCount]) }
+        if labelCapacity < n { labels.deallocate(); labels = .allocate(capacity: n); labelCapacity = n }
+    }
+
+    /// Σ_t ‖W_t‖₂, adding λ·W_t/‖W_t‖ to each tensor's gradient. Returns the unweighted sum.
+    static func addNormRegularizer(_ p: ParameterSet, tensors: [Int], weight: Float) -> Double {
+        var total = 0.0
+        for t in tensors {
+            let w = p.value(t), g = p.gradient(t)
+            var ss = 0.0
+            for i in 0..<w.count { ss += Double(w[i]) * Double(w[i]) }
+            let norm = ss.squareRoot()
+            total += norm
+            guard weight != 0, norm > 0 else { continue }
+            let k = weight / Float(norm)
+            for i in 0..<w.count { g.data[i] += k * w.data[i] }
+        }
+        return total
+    }
+
+    /// (1/T) Σ_t mean((W_t − W*_t)² ⊙ a_t), adding λ·(1/T)·2(W − W*)⊙a/n_t to the gradients.
+    static func addReconstruction(_ p: ParameterSet, target: ParameterSet, tensors: [Int], weight: Float) -> Double {
+        var total = 0.0
+        let T = Double(tensors.count)
+        for t in tensors {
+            let w = p.value(t), g = p.gradient(t), ref = target.value(t)
+            precondition(w.count == ref.count, "reconstruction target \(target.specs[t].name) has another shape")
+            var maxAbs: Float = 0
+            for i in 0..<ref.count { maxAbs = max(maxAbs, abs(ref[i]) + 1e-6) }
+            var sum = 0.0
+            let k = weight * Float(2 / (T * Double(w.count)))
+            for i in 0..<w.count {
+                let a = (abs(ref.data[i]) + 1e-6) / maxAbs, d = w.data[i] - ref.data[i]
+                sum += Double(d * d * a)
+                g.data[i] += k * d * a
+            }
+            total += sum / Double(w.count)
+        }
+        return total / T
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+@testable import NeuMeta
+
+/// A small synthetic 28×28 data set (random pixels, labels 0..<10).
+func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
+    var rng = SeededRandom(seed)
+    let pixels = (0..<(count * 784)).map { _ in UInt8(rng.index(below: 256)) }
+    let labels = (0..<count).map { _ in Int32(rng.index(below: 10)) }
+    return ImageDataset(name: "synthetic", channels: 1, height: 28, width: 28, classCount: 10, pixels: pixels, labels: labels)
+}
+
+@Suite struct INRTests {
+    static let tiny = INRConfig(hidden: 8, layers: 3, frequencies: 2, outputSize: 25, norm: 4)
+
+    @Test func coordinatesFollowTheSpecification() {
+        let net = LeNet(width: 2)
+        let layout = CoordinateLayout(specs: net.trainableSpecs, outputSize: 25)
+        #expect(layout.layerCount == 8)
+        #expect(layout.rowCount == 2 * 1 + 2 + 4 * 2 + 4 + 8 * 4 + 8 + 10 * 8 + 10)
+        #expect(layout.entries[0].outputStart == 8)   // 3×3 kernel: centre 9 of 25
+        #expect(layout.entries[2].outputStart == 0)   // 5×5 kernel: all 25
+        #expect(layout.entries[6].outputStart == 0)   // linear weight: output 0
+        var rng = SeededRandom(0)
+        var raw = [Float](repeating: 0, count: layout.rowCount * 6)
+        raw.withUnsafeMutableBufferPointer { layout.rawCoordinates(noise: 0, rng: &rng, into: $0.baseAddress!) }
+        // Row of conv2.weight (tensor 2), out 3, in 1: [2, 3, 1, 8, 4, 2].
+        let row = layout.entries[2].firstRow + 3 * 2 + 1
+        #expect(Array(raw[(6 * row)..<(6 * row + 6)]) == [2, 3, 1, 8, 4, 2])
+        // A bias row has in_index 0 and in_size 1.
+        let bias = layout.entries[3].firstRow + 1
+        #expect(Array(raw[(6 * bias)..<(6 * bias + 6)]) == [3, 1, 0, 8, 4, 1])
+        // Noise stays within ±ε/2.
+        var noisy = [Float](repeating: 0, count: raw.count)
+        noisy.withUnsafeMutableBufferPointer { layout.rawCoordinates(noise: 1, rng: &rng, into: $0.baseAddress!) }
+        #expect(zip(noisy, raw).allSatisfy { abs($0 - $1) <= 0.5 } && noisy != raw)
+    }
+
+    @Test func embeddingValues() {
+        let e = CoordinateEmbedding(frequencies: 2, norm: 8)
+        let raw: [Float] = [1, 2, 3, 4, 8, 6]
+        var out = [Float](repeating: 0, count: e.width)
+        raw.withUnsafeBufferPointer { r in out.withUnsafeMutableBufferPointer { e.embed(raw: r.baseAddress!, rows: 1, into: $0.baseAddress!) } }
+        let v: [Float] = [0.25, 0.25, 0.5, 0.5, 1, 0.75]
+        expectClose(Array(out[0..<6]), v, atol: 1e-6, rtol: 0, "normalised coordinate")
+        expectClose(Array(out[6..<12]), v.map { Foundation.sin(Float.pi * $0) }, atol: 1e-5, rtol: 0, "sin k=0")
+        expectClose(Array(out[24..<30]), v.map { Foundation.cos(2 * Float.pi * $0) }, atol: 1e-5, rtol: 0, "cos k=1")
+    }
+
+    /// INR backward alone: probe L = Σ_t ⟨W_t, R_t⟩ on the generated tensors (no target network),
+    /// so dW = R exactly and only the INR's own ReLUs can bend the difference quotient.
+    /// Every 2nd element of every head (all output selections: 3×3 centre, 5×5, linear, bias);
+    /// h = 5e-4 on parameters of scale ~0.3. Per tensor, the relative L2 error must stay under 2%:
+    /// Float rounding in the generated values (~1e-6 per quotient at this h) and the odd kink
+    /// crossing spoil single entries by ~1e-3, while a wrong formula errs by O(1) relative.
+    @Test func inrBackwardMatchesFiniteDifferences() {
+        let net = LeNet(width: 2)
+        let inr = HyperNetwork(config: Self.tiny, targetSpecs: net.trainableSpecs, seed: 5)
+        let layout = CoordinateLayout(specs: net.trainableSpecs, outputSize: 25)
+        let act = INRActivations(config: Self.tiny), weights = net.makeParameters()
+        let probeWeights = randomTensor([weights.count], seed: 8)
+        weights.gradients.base.update(from: probeWeights.data, count: weights.count)
+        func loss() -> Double {
+            var rng = SeededRandom(3)
+            inr.generate(layout, noise: 1, rng: &rng, activations: act, into: weights)
+            return probe(Tensor(storage: weights.values, offset: 0, shape: [weights.count]), probeWeights)
+        }
+        _ = loss()
+        inr.parameters.zeroGradients()
+        inr.backward(layout, activations: act, targetGradients: weights)
+        let analytic = Array(inr.parameters.gradients.buffer), p = inr.parameters
+        for i in 0..<p.specs.count {
+            let picks = Array(stride(from: i % 2, to: p.specs[i].count, by: 2))
+            let fd = finiteDifference(p.value(i), at: picks, h: 5e-4, loss)
+            expectRelativeL2(picks.map { analytic[p.offsets[i] + $0] }, fd, below: 0.02, p.specs[i].name)
+        }
+    }
+
+    /// Norm-regulariser and reconstruction gradients with respect to the generated weights.
+    @Test func lossTermGradients() {
+        let net = LeNet(width: 2)
+        let w = net.makeParameters(), target = net.makeParameters()
+        var rng = SeededRandom(4)
+        w.initializeDefault(rng: &rng); target.initializeDefault(rng: &rng)
+        let tensors = Array(0..<8)
+        w.zeroGradients()
+        _ = ConfigurationGradient.addNormRegularizer(w, tensors: tensors, weight: 0.3)
+        _ = ConfigurationGradient.addReconstruction(w, target: target, tensors: tensors, weight: 2)
+        let loss = {
+            let scratch = net.makeParameters()
+            scratch.values.base.update(from: w.values.base, count: w.count)
+            return 0.3 * ConfigurationGradient.addNormRegularizer(scratch, tensors: tensors, weight: 0)
+                + 2 * ConfigurationGradient.addReconstruction(scratch, target: target, tensors: tensors, weight: 0)
+        }
+        for i in tensors {
+            expectClose(w.gradient(i).toArray(), finiteDifference(w.value(i), h: 1e-3, loss), atol: 1e-4, rtol: 1e-2, w.specs[i].name)
+        }
+    }
+
+    /// The whole chain (INR → generated LeNet → cross-entropy + regulariser + reconstruction)
+    /// against central differences. The target network's ReLUs make a few entries' quotients
+    /// cross kinks, so this compares whole gradient vectors: relative L2 error under 3%.
+    @Test func configurationGradientMatchesFiniteDifferences() throws {
+        let net = LeNet(width: 2)
+        let inr = HyperNetwork(config: Self.tiny, targetSpecs: net.trainableSpecs, seed: 5)
+        let data = syntheticImages(count: 4, seed: 6)
+        let pretrained = net.makeParameters()
+        var rng = SeededRandom(7)
+        pretrained.initializeDefault(rng: &rng)
+        let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3],
+                                              pretrained: pretrained, pretrainedWidth: 2)
+        let config = Configuration(width: 2, batch: [0, 2, 3], noiseSeed: 11, noise: 1,
+                                   lossWeights: LossWeights(normRegularizer: 0.1, reconstruction: 1))
+        let terms = try objective.compute(config)
+        #expect(terms.reconstruction > 0 && terms.normRegularizer > 0 && terms.samples == 3)
+        let analytic = Array(inr.parameters.gradients.buffer)
+        let p = inr.parameters
+        var a = [Float](), f = [Float]()
+        for i in 0..<p.specs.count {
+            let picks = Array(stride(from: i % 4, to: p.specs[i].count, by: 4))
+            f += finiteDifference(p.value(i), at: picks, h: 2e-3) { (try? objective.compute(config).total) ?? .nan }
+            a += picks.map { analytic[p.offsets[i] + $0] }
+        }
+        expectRelativeL2(a, f, below: 0.03, "whole configuration gradient")
+    }
+
+    @Test func sameInputsGiveBitIdenticalGradients() throws {
+        let net = LeNet(width: 3)
+        let data = syntheticImages(count: 8, seed: 1)
+        func run() throws -> [Float] {
+            let inr = HyperNetwork(config: Self.tiny, targetSpecs: net.trainableSpecs, seed: 2)
+            let g = ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3], pretrained: nil, pretrainedWidth: nil)
+            _ = try g.compute(Configuration(width: 5, batch: [1, 2, 3], noiseSeed: 9, noise: 1, lossWeights: LossWeights()))
+            return Array(inr.parameters.gradients.buffer)
+        }
+        #expect(try run() == run())
+    }
+}

@@ -128,7 +128,8 @@ extension RGBImage {
     /// `region` (inside the image) resampled to `width × height` with PIL's antialiased
     /// bilinear filter: a triangle kernel widened by the reduction factor when shrinking, so
     /// downscaling averages rather than aliases; pixels centred at half-integers; taps may
-    /// read just outside `region` but never outside the image.
+    /// read just outside `region` but never outside the image. The intermediate pass stays in
+    /// `Float`, so results can differ from PIL's (which rounds between passes) by one level.
     public func resampled(_ region: CropRegion, width outputWidth: Int, height outputHeight: Int) -> RGBImage {
         precondition(region.x >= 0 && region.y >= 0 && region.width > 0 && region.height > 0
                      && region.x + region.width <= width && region.y + region.height <= height,

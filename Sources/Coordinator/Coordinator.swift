@@ -13,7 +13,7 @@ struct Coordinator: ParsableCommand {
         CPUs) it re-executes itself once with OPENBLAS_CORETYPE set. Set OPENBLAS_CORETYPE
         yourself, or pass --blas-core NAME, to choose; --blas-threads N sets the thread count.
         """,
-        subcommands: [TrainBase.self, Bench.self]
+        subcommands: [TrainBase.self, Train.self, Sample.self, Bench.self]
     )
 
     static func main() {
@@ -48,18 +48,23 @@ func log(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
-/// A single-line progress display on a terminal, throttled; silent when stderr is not a TTY.
+/// Progress for long work: a live, redrawn line on a terminal (at most 4 redraws a second);
+/// when standard error is a log file or pipe, a plain line every 30 seconds instead.
 struct ProgressLine {
-    private let enabled = isatty(2) == 1
-    private var lastDraw = Date.distantPast
+    private let terminal = isatty(2) == 1
+    private var lastDraw = Date()
 
-    mutating func draw(_ text: @autoclosure () -> String, force: Bool = false) {
-        guard enabled, force || Date().timeIntervalSince(lastDraw) > 0.25 else { return }
+    mutating func draw(_ text: @autoclosure () -> String) {
+        let interval: TimeInterval = terminal ? 0.25 : 30
+        guard Date().timeIntervalSince(lastDraw) > interval else { return }
         lastDraw = Date()
-        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text()).utf8))
+        FileHandle.standardError.write(Data(((terminal ? "\r\u{1B}[K" : "") + text() + (terminal ? "" : "\n")).utf8))
     }
 
-    func clear() { if enabled { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } }
+    /// Erases the live line before a permanent log line (and restarts the quiet interval).
+    mutating func clear() {
+        if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } else { lastDraw = Date() }
+    }
 }
 
 func formatDuration(_ seconds: Double) -> String {

@@ -20,8 +20,14 @@ struct TrainBase: ParsableCommand {
     @Option(help: "Network family (\(NetworkFamily.names.joined(separator: ", "))).")
     var family = "lenet"
 
-    @Option(help: "Network width (LeNet: w, giving channels w, 2w, 4w).")
+    @Option(help: "Network width w: LeNet channels w, 2w, 4w; CIFAR ResNet stages w, 2w, 4w; ResNet-18 w…8w.")
     var width = 32
+
+    @Option(help: "Explicit comma-separated widths (stage widths, then optional block hidden widths); overrides --width.")
+    var widths: String?
+
+    @Option(help: "Dataset: fashion-mnist (IDX files), cifar10 or cifar100 (binary batches) under --data.")
+    var dataset = "fashion-mnist"
 
     @Option(help: "Training epochs.")
     var epochs = 5
@@ -35,8 +41,8 @@ struct TrainBase: ParsableCommand {
     @Option(help: "Seed for initialisation and data order.")
     var seed: UInt64 = 0
 
-    @Option(help: "Dataset directory (Fashion-MNIST IDX files, gzipped or not).")
-    var data = FashionMNIST.defaultDirectory
+    @Option(help: "Dataset directory (default for fashion-mnist: \(FashionMNIST.defaultDirectory)).")
+    var data: String?
 
     @Option(help: "Where to write the checkpoint (.safetensors).")
     var out: String
@@ -48,22 +54,42 @@ struct TrainBase: ParsableCommand {
 
     func validate() throws {
         guard width >= 1 else { throw ValidationError("--width must be at least 1") }
+        guard ["fashion-mnist", "cifar10", "cifar100"].contains(dataset) else {
+            throw ValidationError("--dataset must be fashion-mnist, cifar10 or cifar100, not '\(dataset)'")
+        }
+        guard dataset == "fashion-mnist" || data != nil else { throw ValidationError("--dataset \(dataset) needs --data DIR") }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard lr > 0 else { throw ValidationError("--lr must be positive") }
     }
 
+    func loadData() throws -> (ImageDataset, ImageDataset) {
+        switch dataset {
+        case "cifar10", "cifar100":
+            let variant: CIFAR.Variant = dataset == "cifar10" ? .cifar10 : .cifar100
+            return (try CIFAR.load(split: .train, directory: data!, variant: variant), try CIFAR.load(split: .test, directory: data!, variant: variant))
+        default:
+            let directory = data ?? FashionMNIST.defaultDirectory
+            return (try FashionMNIST.load(split: .train, directory: directory), try FashionMNIST.load(split: .test, directory: directory))
+        }
+    }
+
     func run() throws {
         blas.apply()
         log(BLASRuntime.summary)
-        let train = try FashionMNIST.load(split: .train, directory: data)
-        let test = try FashionMNIST.load(split: .test, directory: data)
-        log("data: \(train.count) training and \(test.count) test images from \(data)")
-        let network = try NetworkFamily.make(family, widths: [width], classCount: train.classCount)
+        let (train, test) = try loadData()
+        log("data: \(train.count) training and \(test.count) test images (\(train.name))")
+        let chosen = try widths.map { text in
+            try text.split(separator: ",").map { part -> Int in
+                guard let w = Int(part.trimmingCharacters(in: .whitespaces)), w >= 1 else { throw ValidationError("--widths: '\(part)' is not a width") }
+                return w
+            }
+        } ?? NetworkFamily.widths(family, scaledFrom: width)
+        let network = try NetworkFamily.make(family, widths: chosen, classCount: train.classCount)
         var config = BaseTrainingConfig()
         config.epochs = epochs; config.batchSize = batchSize; config.learningRate = lr; config.seed = seed
         let trainer = BaseTrainer(network: network, train: train, test: test, config: config)
-        log("training \(family) width \(width): \(trainer.parameters.count) parameters, \(epochs) epochs, batch \(batchSize), Adam lr \(lr)")
+        log("training \(family) widths \(network.widths): \(trainer.parameters.count) parameters, \(epochs) epochs, batch \(batchSize), Adam lr \(lr)")
 
         var progress = ProgressLine()
         let result = trainer.run(onStep: { s in
@@ -84,7 +110,7 @@ struct TrainBase: ParsableCommand {
         try checkpoint.save(to: out)
         log(String(format: "test accuracy %.2f%% after %d epochs in %.1fs; saved %@", 100 * result.testAccuracy, epochs, result.elapsed, out))
         if json {
-            printJSON(["family": family, "width": width, "epochs": epochs, "test_accuracy": result.testAccuracy,
+            printJSON(["family": family, "width": network.widths[0], "widths": network.widths, "epochs": epochs, "test_accuracy": result.testAccuracy,
                        "train_loss": result.trainLoss, "seconds": result.elapsed, "parameters": trainer.parameters.count,
                        "checkpoint": out, "blas_core": BLASRuntime.coreName])
         }

@@ -2,7 +2,7 @@ import Foundation
 
 /// The network families by name, and base-network checkpoints that record which one they hold.
 public enum NetworkFamily {
-    public static let names = ["lenet"]
+    public static let names = ["lenet", "resnet20", "resnet32", "resnet56", "resnet18"]
 
     public enum Failure: Error, CustomStringConvertible {
         case unknownFamily(String)
@@ -22,14 +22,50 @@ public enum NetworkFamily {
         }
     }
 
-    /// A network of `family` with the given widths (LeNet: one width w).
+    /// A network of `family` with the given widths: LeNet takes one width w; CIFAR ResNets
+    /// (`resnetD`, D = 6n + 2) and ResNet-18 take their stage widths, optionally followed by
+    /// every block's hidden width. A `-folded` suffix selects the batch-norm-folded form.
     public static func make(_ family: String, widths: [Int], classCount: Int = 10) throws -> Network {
-        switch family {
-        case "lenet":
+        let folded = family.hasSuffix("-folded")
+        let name = folded ? String(family.dropLast("-folded".count)) : family
+        switch name {
+        case "lenet" where !folded:
             guard widths.count == 1, widths[0] >= 1 else { throw Failure.badWidths(family: family, widths: widths, expected: "one width ≥ 1") }
             return LeNet(width: widths[0], classCount: classCount)
+        case "resnet18":
+            guard let net = ResNet18(widths: widths, classCount: classCount, batchNorm: !folded) else {
+                throw Failure.badWidths(family: family, widths: widths, expected: "4 stage widths (+ 8 block hidden widths)")
+            }
+            return net
+        case let n where n.hasPrefix("resnet"):
+            guard let depth = Int(n.dropFirst("resnet".count)), depth >= 8, (depth - 2) % 6 == 0 else { throw Failure.unknownFamily(family) }
+            guard let net = CIFARResNet(depth: depth, widths: widths, classCount: classCount, batchNorm: !folded) else {
+                throw Failure.badWidths(family: family, widths: widths, expected: "3 stage widths (+ \(3 * (depth - 2) / 6) block hidden widths)")
+            }
+            return net
         default:
             throw Failure.unknownFamily(family)
+        }
+    }
+
+    /// The widths of `family` scaled from one base width w: LeNet [w], CIFAR ResNets
+    /// [w, 2w, 4w], ResNet-18 [w, 2w, 4w, 8w].
+    public static func widths(_ family: String, scaledFrom w: Int) -> [Int] {
+        let name = family.hasSuffix("-folded") ? String(family.dropLast("-folded".count)) : family
+        switch name {
+        case "lenet": return [w]
+        case "resnet18": return [w, 2 * w, 4 * w, 8 * w]
+        default: return [w, 2 * w, 4 * w]
+        }
+    }
+
+    /// Default widths of a family (the paper's base networks).
+    public static func defaultWidths(_ family: String) -> [Int]? {
+        switch family {
+        case "lenet": [32]
+        case "resnet18": [64, 128, 256, 512]
+        case let f where f.hasPrefix("resnet"): [16, 32, 64]
+        default: nil
         }
     }
 }

@@ -9,7 +9,8 @@ public struct AdamW: Sendable {
     public var learningRate: Float
     public var beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8
     public var weightDecay: Float
-    public private(set) var step = 0
+    /// Updates taken so far (bias-correction exponent); restored on resume.
+    public var step = 0
     public let firstMoment: FloatStorage
     public let secondMoment: FloatStorage
     public let trainable: [Range<Int>]

@@ -60,9 +60,7 @@ public final class ConfigurationGradient: @unchecked Sendable {
     public let pretrained: ParameterSet?
     public let pretrainedWidth: Int?
 
-    struct WidthCache { let network: Network; let weights: ParameterSet; let layout: CoordinateLayout; let trainable: [Int] }
-    private var caches: [Int: WidthCache] = [:]
-    private let activations: INRActivations
+    public let generator: NetworkGenerator
     private var images = Tensor(zeros: [0]), labels = UnsafeMutablePointer<Int32>.allocate(capacity: 1), labelCapacity = 1
     private var dLogits = Tensor(zeros: [0])
 
@@ -70,36 +68,16 @@ public final class ConfigurationGradient: @unchecked Sendable {
                 pretrained: ParameterSet?, pretrainedWidth: Int?) {
         self.inr = inr; self.family = family; self.dataset = dataset; self.mean = mean; self.std = std
         self.pretrained = pretrained; self.pretrainedWidth = pretrainedWidth
-        activations = INRActivations(config: inr.config)
+        generator = NetworkGenerator(inr: inr, family: family, classCount: dataset.classCount)
     }
 
     deinit { labels.deallocate() }
 
-    func cache(width: Int) throws -> WidthCache {
-        if let c = caches[width] { return c }
-        let network = try NetworkFamily.make(family, widths: [width], classCount: dataset.classCount)
-        let weights = network.makeParameters()
-        let trainable = weights.specs.indices.filter { weights.specs[$0].role.trainable }
-        let layout = CoordinateLayout(specs: trainable.map { weights.specs[$0] }, outputSize: inr.config.outputSize)
-        precondition(trainable == Array(0..<trainable.count), "generated tensors must precede buffers in the state dict")
-        let c = WidthCache(network: network, weights: weights, layout: layout, trainable: trainable)
-        caches[width] = c
-        return c
-    }
-
-    /// Generates the width-`width` network with noise ε from `noiseSeed` (ε = 0: clean).
-    public func generate(width: Int, noise: Float, noiseSeed: UInt64) throws -> (Network, ParameterSet) {
-        let c = try cache(width: width)
-        var rng = SeededRandom(noiseSeed)
-        inr.generate(c.layout, noise: noise, rng: &rng, activations: activations, into: c.weights)
-        return (c.network, c.weights)
-    }
-
     /// Overwrites `inr.parameters.gradients` with the gradient of configuration `config` and
     /// returns its loss terms.
     public func compute(_ config: Configuration) throws -> LossTerms {
-        let c = try cache(width: config.width)
-        let (network, weights) = try generate(width: config.width, noise: config.noise, noiseSeed: config.noiseSeed)
+        let c = try generator.cache(width: config.width)
+        let (network, weights) = try generator.generate(width: config.width, noise: config.noise, noiseSeed: config.noiseSeed)
         let n = config.batch.count
         ensureBatch(n, network)
         let x = images.slice(from: 0, shape: [n] + network.inputShape)
@@ -120,7 +98,7 @@ public final class ConfigurationGradient: @unchecked Sendable {
         terms.total = ce + Double(config.lossWeights.normRegularizer) * terms.normRegularizer
             + Double(config.lossWeights.reconstruction) * terms.reconstruction
         inr.parameters.zeroGradients()
-        inr.backward(c.layout, activations: activations, targetGradients: weights)
+        inr.backward(c.layout, activations: generator.activations, targetGradients: weights)
         return terms
     }
 

@@ -1,0 +1,133 @@
+import Foundation
+
+/// A trained (or training) NeuMeta INR on disk, one safetensors file:
+///
+/// - `heads.*`: the EMA parameters under their names (what sampling uses),
+/// - `state.inr`, `state.adam_m`, `state.adam_v`: flat raw parameters and AdamW moments (resume),
+/// - `base.*`: the permuted pretrained network (reconstruction target, pruning baseline),
+///
+/// with metadata holding the INR size, the round plan, the optimizer settings, the round reached,
+/// the family and input normalisation. Saved atomically with a BLAKE2b digest.
+public struct INRCheckpoint {
+    public var config: INRConfig
+    public var plan: RoundPlan
+    public var optimizer: OptimizerSettings
+    public var family: String
+    public var classCount: Int
+    public var mean: [Float], std: [Float]
+    public var round: Int
+    public var adamStep: Int
+    public var recipe: String
+    /// EMA, raw, first and second moments: flat buffers of the same length.
+    public var ema: FloatStorage, raw: FloatStorage, adamM: FloatStorage, adamV: FloatStorage
+    public var base: ParameterSet
+    public var extra: [String: String] = [:]
+
+    public enum Failure: Error, CustomStringConvertible {
+        case invalid(path: String, problem: String)
+        public var description: String {
+            switch self { case .invalid(let p, let problem): "\(p): not a usable NeuMeta INR checkpoint: \(problem)" }
+        }
+    }
+
+    public init(trainer: INRTrainer, base: ParameterSet, family: String, mean: [Float], std: [Float], recipe: String) {
+        config = trainer.inr.config; plan = trainer.plan; optimizer = trainer.optimizerSettings
+        self.family = family; classCount = trainer.objective.dataset.classCount
+        self.mean = mean; self.std = std; round = trainer.round; adamStep = trainer.optimizer.step; self.recipe = recipe
+        ema = trainer.ema.average; raw = trainer.inr.parameters.values
+        adamM = trainer.optimizer.firstMoment; adamV = trainer.optimizer.secondMoment
+        self.base = base
+    }
+
+    static func encode<T: Encodable>(_ value: T) -> String {
+        let e = JSONEncoder(); e.outputFormatting = [.sortedKeys]
+        return String(decoding: try! e.encode(value), as: UTF8.self)
+    }
+
+    public func save(to path: String) throws {
+        let specs = HyperNetwork.specs(config: config, tensorCount: base.specs.filter { $0.role.trainable }.count)
+        var tensors = [(String, Tensor)](), offset = 0
+        for s in specs { tensors.append((s.name, Tensor(storage: ema, offset: offset, shape: s.shape))); offset += s.count }
+        tensors.append(("state.inr", Tensor(storage: raw, offset: 0, shape: [raw.count])))
+        tensors.append(("state.adam_m", Tensor(storage: adamM, offset: 0, shape: [adamM.count])))
+        tensors.append(("state.adam_v", Tensor(storage: adamV, offset: 0, shape: [adamV.count])))
+        for (i, s) in base.specs.enumerated() { tensors.append(("base." + s.name, base.value(i))) }
+        var meta = extra
+        meta["format"] = "neumeta-inr/1"
+        meta["inr_config"] = Self.encode(config)
+        meta["plan"] = Self.encode(plan)
+        meta["optimizer"] = Self.encode(optimizer)
+        meta["family"] = family
+        meta["class_count"] = String(classCount)
+        meta["input_mean"] = Self.encode(mean)
+        meta["input_std"] = Self.encode(std)
+        meta["round"] = String(round)
+        meta["adam_step"] = String(adamStep)
+        meta["recipe"] = recipe
+        try CheckpointStore.save(tensors, metadata: meta, to: path)
+    }
+
+    public static func load(path: String) throws -> INRCheckpoint {
+        let file = try CheckpointStore.read(path: path, verify: true)
+        let meta = file.metadata
+        func decode<T: Decodable>(_ key: String, as: T.Type) throws -> T {
+            guard let text = meta[key] else { throw Failure.invalid(path: path, problem: "metadata '\(key)' is missing") }
+            do { return try JSONDecoder().decode(T.self, from: Data(text.utf8)) } catch {
+                throw Failure.invalid(path: path, problem: "metadata '\(key)' does not parse: \(error)")
+            }
+        }
+        guard meta["format"] == "neumeta-inr/1" else { throw Failure.invalid(path: path, problem: "format is \(meta["format"] ?? "missing")") }
+        let config = try decode("inr_config", as: INRConfig.self)
+        let plan = try decode("plan", as: RoundPlan.self), optimizer = try decode("optimizer", as: OptimizerSettings.self)
+        guard let family = meta["family"], let classCount = Int(meta["class_count"] ?? ""), let round = Int(meta["round"] ?? ""),
+              let adamStep = Int(meta["adam_step"] ?? "") else {
+            throw Failure.invalid(path: path, problem: "family, class_count, round or adam_step missing")
+        }
+        let network = try NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount)
+        let base = network.makeParameters()
+        for (i, s) in base.specs.enumerated() {
+            guard let t = file["base." + s.name], t.shape == s.shape else {
+                throw Failure.invalid(path: path, problem: "base tensor \(s.name) missing or of another shape")
+            }
+            base.value(i).copy(from: t)
+        }
+        let specs = HyperNetwork.specs(config: config, tensorCount: network.trainableSpecs.count)
+        let total = specs.reduce(0) { $0 + $1.count }
+        func flat(_ name: String) throws -> FloatStorage {
+            guard let t = file[name], t.count == total else { throw Failure.invalid(path: path, problem: "\(name) missing or not \(total) values") }
+            let s = FloatStorage(count: total)
+            s.base.update(from: t.data, count: total)
+            return s
+        }
+        let ema = FloatStorage(count: total)
+        var offset = 0
+        for s in specs {
+            guard let t = file[s.name], t.shape == s.shape else { throw Failure.invalid(path: path, problem: "INR tensor \(s.name) missing or misshapen") }
+            (ema.base + offset).update(from: t.data, count: s.count)
+            offset += s.count
+        }
+        var c = INRCheckpoint(config: config, plan: plan, optimizer: optimizer, family: family, classCount: classCount,
+                              mean: try decode("input_mean", as: [Float].self), std: try decode("input_std", as: [Float].self),
+                              round: round, adamStep: adamStep, recipe: meta["recipe"] ?? "", ema: ema, raw: try flat("state.inr"),
+                              adamM: try flat("state.adam_m"), adamV: try flat("state.adam_v"), base: base)
+        c.extra = meta.filter { !["format", "inr_config", "plan", "optimizer", "family", "class_count", "input_mean", "input_std",
+                                   "round", "adam_step", "recipe", CheckpointStore.digestKey].contains($0.key) }
+        return c
+    }
+
+    init(config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings, family: String, classCount: Int, mean: [Float],
+         std: [Float], round: Int, adamStep: Int, recipe: String, ema: FloatStorage, raw: FloatStorage, adamM: FloatStorage,
+         adamV: FloatStorage, base: ParameterSet) {
+        self.config = config; self.plan = plan; self.optimizer = optimizer; self.family = family; self.classCount = classCount
+        self.mean = mean; self.std = std; self.round = round; self.adamStep = adamStep; self.recipe = recipe
+        self.ema = ema; self.raw = raw; self.adamM = adamM; self.adamV = adamV; self.base = base
+    }
+
+    /// A generator over the EMA parameters.
+    public func makeGenerator() -> NetworkGenerator {
+        let network = try! NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount)
+        let inr = HyperNetwork(config: config, targetSpecs: network.trainableSpecs, seed: 0)
+        inr.parameters.values.base.update(from: ema.base, count: ema.count)
+        return NetworkGenerator(inr: inr, family: family, classCount: classCount)
+    }
+}

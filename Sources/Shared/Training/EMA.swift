@@ -1,0 +1,17 @@
+/// Exponential moving average of a parameter buffer: θ̄ ← d·θ̄ + (1 − d)·θ, one loop.
+public struct EMA: Sendable {
+    public let decay: Float
+    public let average: FloatStorage
+
+    /// Starts the average at the current parameters.
+    public init(of values: FloatStorage, decay: Float) {
+        self.decay = decay
+        average = FloatStorage(count: values.count)
+        average.base.update(from: values.base, count: values.count)
+    }
+
+    public func update(with values: FloatStorage) {
+        let d = decay, a = average.base, v = values.base
+        for i in 0..<average.count { a[i] = d * a[i] + (1 - d) * v[i] }
+    }
+}

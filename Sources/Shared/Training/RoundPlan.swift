@@ -1,0 +1,77 @@
+import Foundation
+
+/// How an INR training run samples its work: everything that decides a round's configurations.
+public struct RoundPlan: Sendable, Equatable, Codable {
+    /// Trained width range (inclusive), e.g. 8…32.
+    public var minWidth = 8, maxWidth = 32
+    /// Width of the pretrained network (reconstruction target).
+    public var pretrainedWidth = 32
+    /// Configurations per round (their gradients are averaged into one optimizer step).
+    public var configurationsPerRound = 1
+    public var batchSize = 128
+    /// Coordinate noise ε.
+    public var noise: Float = 1
+    /// λ_reg, and λ_rec at round 0 (it decays linearly to 0 at the last round).
+    public var normRegularizer: Float = 1e-4
+    public var reconstruction: Float = 1
+    /// Make configuration 0 of every round the pretrained width (so the reconstruction term is
+    /// fitted once per round) instead of leaving it to the uniform draw.
+    public var fitPretrainedEveryRound = false
+    public var rounds = 1
+    public var seed: UInt64 = 0
+    /// Training-set size, for mini-batch indexing.
+    public var datasetCount = 0
+
+    public init() {}
+
+    /// Mini-batches per epoch (the last partial batch is dropped).
+    public var batchesPerEpoch: Int { max(1, datasetCount / batchSize) }
+    /// Epochs covered by `rounds` rounds.
+    public var epochs: Double { Double(rounds * configurationsPerRound) / Double(batchesPerEpoch) }
+
+    /// λ_rec at `round`: linear decay from `reconstruction` to 0 over the run.
+    public func reconstructionWeight(round: Int) -> Float {
+        reconstruction * max(0, 1 - Float(round) / Float(max(rounds, 1)))
+    }
+
+    /// Configuration `index` of `round`: a pure function of (seed, round, index). The mini-batch
+    /// is batch number g = round·M + index of the data order, where each epoch is a fresh
+    /// permutation from (seed, epoch); the width is uniform in [minWidth, maxWidth].
+    public func configuration(round: Int, index: Int) -> Configuration {
+        precondition(datasetCount >= batchSize, "data set of \(datasetCount) is smaller than one batch of \(batchSize)")
+        var rng = SeededRandom(seed, 0x5717, UInt64(round), UInt64(index))
+        var width = minWidth + rng.index(below: maxWidth - minWidth + 1)
+        if fitPretrainedEveryRound && index == 0 { width = pretrainedWidth }
+        let g = round * configurationsPerRound + index
+        let epoch = g / batchesPerEpoch, start = (g % batchesPerEpoch) * batchSize
+        let order = EpochOrder.indices(count: datasetCount, seed: seed, epoch: epoch)
+        return Configuration(width: width, batch: Array(order[start..<(start + batchSize)]), noiseSeed: rng.next(), noise: noise,
+                             lossWeights: LossWeights(normRegularizer: normRegularizer, reconstruction: reconstructionWeight(round: round)))
+    }
+
+    /// All configurations of `round`, in index order.
+    public func configurations(round: Int) -> [Configuration] {
+        (0..<configurationsPerRound).map { configuration(round: round, index: $0) }
+    }
+}
+
+/// Optimizer settings of INR training.
+public struct OptimizerSettings: Sendable, Equatable, Codable {
+    public var learningRate: Float = 1e-3
+    public var weightDecay: Float = 0
+    /// Clamp every averaged gradient value to [−clip, clip] (nil: no clipping).
+    public var gradientClip: Float? = nil
+    /// EMA decay of the INR parameters.
+    public var emaDecay: Float = 0.995
+    /// Cosine decay of the learning rate to `minLearningRateFraction`·lr over the run.
+    public var cosineSchedule = false
+    public var minLearningRateFraction: Float = 0.05
+    public init() {}
+
+    public func learningRate(round: Int, rounds: Int) -> Float {
+        guard cosineSchedule, rounds > 1 else { return learningRate }
+        let t = Float(round) / Float(rounds - 1)
+        let floor = minLearningRateFraction * learningRate
+        return floor + (learningRate - floor) * 0.5 * (1 + Foundation.cos(Float.pi * t))
+    }
+}

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import NeuMeta
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Test accuracy of sampled networks across widths, beside individually trained and L1-pruned baselines.",
+        discussion: """
+        For each width: the network sampled from the EMA INR with K = 1 and with K = --samples
+        (noise-averaged), an individually trained network of that width (read from
+        --baselines DIR/<family>-<w>.safetensors; trained there first with --train-baselines),
+        and L1-norm channel pruning of the base network without fine-tuning (widths up to the
+        base width). Writes the table as CSV and Markdown and a PNG plot next to --out.
+
+        Example: neumeta-coordinator evaluate --inr runs/inr.safetensors --widths 4,8,16,32,48 --samples 10 --json
+        """
+    )
+
+    @Option(help: "INR checkpoint (train output).") var inr: String
+    @Option(help: "Comma-separated widths.") var widths = "4,6,8,12,16,20,24,28,32,36,40,48"
+    @Option(help: "K of the noise-averaged column.") var samples = 10
+    @Option(help: "Directory of individually trained baselines (<family>-<w>.safetensors).") var baselines = "runs/baselines"
+    @Flag(help: "Train missing individual baselines (train-base recipe) into --baselines.") var trainBaselines = false
+    @Option(help: "Epochs for baselines trained with --train-baselines.") var baselineEpochs = 5
+    @Option(help: "Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.png (default: next to --inr).") var out: String?
+    @Option(help: "Seed of the sampling noise.") var seed: UInt64 = 0
+    @Option(help: "Dataset directory.") var data = FashionMNIST.defaultDirectory
+    @Flag(help: "Print the table as one JSON object ({\"rows\": [...]}).") var json = false
+    @OptionGroup var blas: BLASOptions
+
+    func parsedWidths() throws -> [Int] {
+        try widths.split(separator: ",").map { part in
+            guard let w = Int(part.trimmingCharacters(in: .whitespaces)), w >= 1 else { throw ValidationError("--widths: '\(part)' is not a width") }
+            return w
+        }
+    }
+
+    func validate() throws {
+        _ = try parsedWidths()
+        guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+    }
+
+    func run() throws {
+        blas.apply()
+        let checkpoint = try INRCheckpoint.load(path: inr)
+        let test = try FashionMNIST.load(split: .test, directory: data)
+        let generator = checkpoint.makeGenerator()
+        let family = checkpoint.family, baseWidth = checkpoint.plan.pretrainedWidth
+        let baseNetwork = try NetworkFamily.make(family, widths: [baseWidth], classCount: checkpoint.classCount)
+        let kColumn = "neumeta_k\(samples)"
+        var columns = ["neumeta_k1"]
+        if samples != 1 { columns.append(kColumn) }
+        columns += ["individual", "pruning_l1"]
+        var table = ResultTable(columns: columns)
+        let prefix = out ?? (inr.hasSuffix(".safetensors") ? String(inr.dropLast(".safetensors".count)) : inr) + ".eval"
+        let start = Date()
+        for width in try parsedWidths() {
+            func accuracy(_ network: Network, _ weights: ParameterSet, mean: [Float], std: [Float]) -> Double {
+                BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: mean, std: std)
+            }
+            var row: [String: Double] = [:]
+            let (network, k1) = try generator.sample(width: width, samples: 1, noise: checkpoint.plan.noise, seed: seed)
+            row["neumeta_k1"] = accuracy(network, k1, mean: checkpoint.mean, std: checkpoint.std)
+            if samples != 1 {
+                let (_, kw) = try generator.sample(width: width, samples: samples, noise: checkpoint.plan.noise, seed: seed)
+                row[kColumn] = accuracy(network, kw, mean: checkpoint.mean, std: checkpoint.std)
+            }
+            if let individual = try individualBaseline(family: family, width: width) {
+                row["individual"] = accuracy(individual.network, individual.parameters, mean: individual.mean, std: individual.std)
+            }
+            if width <= baseWidth {
+                let pruned = try L1Pruning.prune(checkpoint.base, from: baseNetwork, to: network)
+                row["pruning_l1"] = accuracy(network, pruned, mean: checkpoint.mean, std: checkpoint.std)
+            }
+            table.add(width: width, params: network.makeParameters().count, accuracies: row)
+            log("width \(width): " + columns.map { c in row[c].map { String(format: "%@ %.2f%%", c, 100 * $0) } ?? "\(c) –" }.joined(separator: "  ")
+                + String(format: "  (%@ elapsed)", formatDuration(Date().timeIntervalSince(start))))
+        }
+        try FileManager.default.createDirectory(atPath: (prefix as NSString).deletingLastPathComponent.isEmpty ? "." :
+                                                (prefix as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try table.csv.write(toFile: prefix + ".csv", atomically: true, encoding: .utf8)
+        try table.markdown.write(toFile: prefix + ".md", atomically: true, encoding: .utf8)
+        var plot = LinePlot(title: "\(family) on \(test.name): test accuracy by width (trained \(checkpoint.plan.minWidth)-\(checkpoint.plan.maxWidth))",
+                            xLabel: "width", yLabel: "test accuracy %")
+        for c in columns { plot.add(series: c, points: table.points(c)) }
+        try plot.writePNG(to: prefix + ".png")
+        print(table.markdown, terminator: "")
+        log("wrote \(prefix).csv, \(prefix).md, \(prefix).png")
+        if json { printJSON(["rows": table.jsonRows, "inr": inr, "samples": samples]) }
+    }
+
+    /// The individually trained network of `width`, trained first when asked and missing.
+    func individualBaseline(family: String, width: Int) throws -> NetworkCheckpoint? {
+        let path = "\(baselines)/\(family)-\(width).safetensors"
+        if FileManager.default.fileExists(atPath: path) { return try NetworkCheckpoint.load(path: path) }
+        guard trainBaselines else { return nil }
+        log("training the individual baseline \(family) width \(width) (\(baselineEpochs) epochs) into \(path)")
+        var command = try TrainBase.parse(["--family", family, "--width", String(width), "--epochs", String(baselineEpochs),
+                                           "--data", data, "--out", path])
+        try command.run()
+        return try NetworkCheckpoint.load(path: path)
+    }
+}

@@ -80,7 +80,7 @@ struct Evaluate: ParsableCommand {
                                                 (prefix as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try table.csv.write(toFile: prefix + ".csv", atomically: true, encoding: .utf8)
         try table.markdown.write(toFile: prefix + ".md", atomically: true, encoding: .utf8)
-        var plot = LinePlot(title: "\(family) on \(test.name): test accuracy by width (trained \(checkpoint.plan.minWidth)-\(checkpoint.plan.maxWidth))",
+        var plot = LinePlot(title: "\(family), \(test.name), trained widths \(checkpoint.plan.minWidth)-\(checkpoint.plan.maxWidth)",
                             xLabel: "width", yLabel: "test accuracy %")
         for c in columns { plot.add(series: c, points: table.points(c)) }
         try plot.writePNG(to: prefix + ".png")

@@ -88,7 +88,7 @@ struct TrainBase: ParsableCommand {
         let network = try NetworkFamily.make(family, widths: chosen, classCount: train.classCount)
         var config = BaseTrainingConfig()
         config.epochs = epochs; config.batchSize = batchSize; config.learningRate = lr; config.seed = seed
-        let trainer = BaseTrainer(network: network, train: train, test: test, config: config)
+        let trainer = try BaseTrainer(network: network, train: train, test: test, config: config)
         log("training \(family) widths \(network.widths): \(trainer.parameters.count) parameters, \(epochs) epochs, batch \(batchSize), Adam lr \(lr)")
 
         var progress = ProgressLine()

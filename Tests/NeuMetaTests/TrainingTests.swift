@@ -113,9 +113,32 @@ import Testing
                                 pixels: Array(full.pixels[(n * size)..<((n + 1000) * size)]), labels: Array(full.labels[n..<(n + 1000)]))
         var config = BaseTrainingConfig()
         config.epochs = 1; config.batchSize = 32
-        let trainer = BaseTrainer(network: LeNet(width: 8), train: train, test: test, config: config)
+        let trainer = try BaseTrainer(network: LeNet(width: 8), train: train, test: test, config: config)
         let report = trainer.run()!
         #expect(report.testAccuracy > 0.55, "test accuracy \(report.testAccuracy) after one epoch on 3000 images")
+        // A family whose input does not match the data is refused with an error naming both.
+        #expect(throws: BaseTrainer.ShapeMismatch.self) {
+            try BaseTrainer(network: CIFARResNet(depth: 8, stageWidths: [2, 2, 2]), train: train, test: test, config: config)
+        }
+    }
+}
+
+@Suite struct ResamplingTests {
+    @Test func resampledTargetPicksNearestChannelsAndScalesFanIn() {
+        let big = LeNet(width: 4), small = LeNet(width: 2)
+        let p = big.makeParameters(), q = small.makeParameters()
+        for i in 0..<p.count { p.values.base[i] = Float(i) }
+        PretrainedResampling.resample(p, into: q)
+        // conv1.bias [4] → [2]: channels ⌊(j + ½)·2⌋ = 1, 3.
+        #expect(q.value("conv1.bias").toArray() == [p.value("conv1.bias")[1], p.value("conv1.bias")[3]])
+        // conv2.weight [8, 4, 5, 5] → [4, 2, 5, 5]: out 1,3,5,7; in 1,3; values × 4/2.
+        let w = p.value("conv2.weight"), v = q.value("conv2.weight")
+        #expect(v[((2 * 2 + 1) * 25) + 7] == 2 * w[((5 * 4 + 3) * 25) + 7])
+        // fc.weight [10, 16] → [10, 8]: classes map to themselves.
+        #expect(q.value("fc.weight")[3 * 8 + 0] == 2 * p.value("fc.weight")[3 * 16 + 1])
+        let same = big.makeParameters()
+        PretrainedResampling.resample(p, into: same)
+        #expect(Array(same.values.buffer) == Array(p.values.buffer))
     }
 }
 

@@ -38,9 +38,15 @@ public final class BaseTrainer {
     private var optimizer: AdamW
     private let batchImages: Tensor, batchLabels: UnsafeMutablePointer<Int32>, dLogits: Tensor
 
-    public init(network: Network, train: ImageDataset, test: ImageDataset, config: BaseTrainingConfig) {
-        precondition([train.channels, train.height, train.width] == network.inputShape,
-                     "dataset images \(train.channels)×\(train.height)×\(train.width) do not fit network input \(network.inputShape)")
+    public struct ShapeMismatch: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public init(network: Network, train: ImageDataset, test: ImageDataset, config: BaseTrainingConfig) throws {
+        for data in [train, test] where [data.channels, data.height, data.width] != network.inputShape || data.classCount != network.classCount {
+            throw ShapeMismatch(description: "\(data.name) has \(data.channels)×\(data.height)×\(data.width) images in \(data.classCount) classes; "
+                                + "\(network.family) expects \(network.inputShape.map(String.init).joined(separator: "×")) in \(network.classCount)")
+        }
         self.network = network
         self.train = train
         self.test = test

@@ -6,6 +6,9 @@ public struct LossWeights: Sendable, Equatable, Codable {
     public var normRegularizer: Float = 1e-4
     /// λ_rec: weight of the reconstruction term (used only at the pretrained width).
     public var reconstruction: Float = 1
+    /// Weight of reconstruction at the other widths, toward the pretrained weights resampled to
+    /// that width (`PretrainedResampling`); 0 (the paper) turns it off.
+    public var resampledReconstruction: Float = 0
     public init() {}
     public init(normRegularizer: Float, reconstruction: Float) {
         self.normRegularizer = normRegularizer; self.reconstruction = reconstruction
@@ -91,15 +94,29 @@ public final class ConfigurationGradient: @unchecked Sendable {
         var terms = LossTerms()
         terms.crossEntropy = ce; terms.correct = correct; terms.samples = n
         terms.normRegularizer = Self.addNormRegularizer(weights, tensors: c.trainable, weight: config.lossWeights.normRegularizer)
+        var recWeight: Float = 0
         if let pretrained, config.width == pretrainedWidth, config.lossWeights.reconstruction > 0 {
-            terms.reconstruction = Self.addReconstruction(weights, target: pretrained, tensors: c.trainable,
-                                                          weight: config.lossWeights.reconstruction)
+            recWeight = config.lossWeights.reconstruction
+            terms.reconstruction = Self.addReconstruction(weights, target: pretrained, tensors: c.trainable, weight: recWeight)
+        } else if let pretrained, config.lossWeights.resampledReconstruction > 0 {
+            recWeight = config.lossWeights.resampledReconstruction
+            let target = try resampledTarget(width: config.width, pretrained: pretrained)
+            terms.reconstruction = Self.addReconstruction(weights, target: target, tensors: c.trainable, weight: recWeight)
         }
-        terms.total = ce + Double(config.lossWeights.normRegularizer) * terms.normRegularizer
-            + Double(config.lossWeights.reconstruction) * terms.reconstruction
+        terms.total = ce + Double(config.lossWeights.normRegularizer) * terms.normRegularizer + Double(recWeight) * terms.reconstruction
         inr.parameters.zeroGradients()
         inr.backward(c.layout, activations: generator.activations, targetGradients: weights)
         return terms
+    }
+
+    private var resampled: [Int: ParameterSet] = [:]
+
+    func resampledTarget(width: Int, pretrained: ParameterSet) throws -> ParameterSet {
+        if let t = resampled[width] { return t }
+        let target = try generator.cache(width: width).network.makeParameters()
+        PretrainedResampling.resample(pretrained, into: target)
+        resampled[width] = target
+        return target
     }
 
     private func ensureBatch(_ n: Int, _ network: Network) {

@@ -14,6 +14,10 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// λ_reg, and λ_rec at round 0 (it decays linearly to 0 at the last round).
     public var normRegularizer: Float = 1e-4
     public var reconstruction: Float = 1
+    /// Weight of reconstruction toward the resampled pretrained network at the other widths
+    /// (nil or 0: off, as in the paper); decays with λ_rec. Optional so that plans saved before
+    /// it existed still decode.
+    public var resampledReconstruction: Float? = nil
     /// Make configuration 0 of every round the pretrained width (so the reconstruction term is
     /// fitted once per round) instead of leaving it to the uniform draw.
     public var fitPretrainedEveryRound = false
@@ -46,7 +50,14 @@ public struct RoundPlan: Sendable, Equatable, Codable {
         let epoch = g / batchesPerEpoch, start = (g % batchesPerEpoch) * batchSize
         let order = EpochOrder.indices(count: datasetCount, seed: seed, epoch: epoch)
         return Configuration(width: width, batch: Array(order[start..<(start + batchSize)]), noiseSeed: rng.next(), noise: noise,
-                             lossWeights: LossWeights(normRegularizer: normRegularizer, reconstruction: reconstructionWeight(round: round)))
+                             lossWeights: lossWeights(round: round))
+    }
+
+    /// The loss weights of `round` (reconstruction weights decayed linearly).
+    public func lossWeights(round: Int) -> LossWeights {
+        var w = LossWeights(normRegularizer: normRegularizer, reconstruction: reconstructionWeight(round: round))
+        w.resampledReconstruction = reconstruction > 0 ? (resampledReconstruction ?? 0) * reconstructionWeight(round: round) / reconstruction : 0
+        return w
     }
 
     /// All configurations of `round`, in index order.

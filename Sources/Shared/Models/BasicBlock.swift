@@ -313,3 +313,22 @@ final class ResidualTrunk {
         folded.value("fc.bias").copy(from: p.value(fcBias))
     }
 }
+
+/// A network that is a `ResidualTrunk` (stem, residual stages, pooling, classifier): its state
+/// dict, channel groups, forward and backward are the trunk's.
+protocol ResidualNetwork: Network {
+    var trunk: ResidualTrunk { get }
+}
+
+extension ResidualNetwork {
+    public var parameterSpecs: [ParameterSpec] { trunk.specs }
+    public var channelGroups: [ChannelGroup] { trunk.groups }
+
+    public func forward(_ parameters: ParameterSet, input: Tensor, mode: ForwardMode) -> Tensor {
+        trunk.forward(parameters, input: input, mode: mode)
+    }
+
+    public func backward(_ parameters: ParameterSet, input: Tensor, dLogits: Tensor) {
+        trunk.backward(parameters, input: input, dLogits: dLogits)
+    }
+}

@@ -28,7 +28,7 @@
 ///
 /// Parameter counts (widths 16/32/64, 10 classes; trainable = conv/fc weights, biases, BN affine,
 /// running statistics excluded): ResNet-20 272,474 · ResNet-32 466,906 · ResNet-56 855,770.
-public final class CIFARResNet: Network {
+public final class CIFARResNet: ResidualNetwork {
     public let depth: Int
     public let stageWidths: [Int]
     /// [3][n]: the hidden width of every block.
@@ -83,16 +83,6 @@ public final class CIFARResNet: Network {
     public var family: String { "resnet\(depth)" + (batchNorm ? "" : "-folded") }
     /// The 3 stage widths, then the hidden width of every block, stage by stage (3 + 3n numbers).
     public var widths: [Int] { stageWidths + blockHiddenWidths.flatMap { $0 } }
-    public var parameterSpecs: [ParameterSpec] { trunk.specs }
-    public var channelGroups: [ChannelGroup] { trunk.groups }
-
-    public func forward(_ parameters: ParameterSet, input: Tensor, mode: ForwardMode) -> Tensor {
-        trunk.forward(parameters, input: input, mode: mode)
-    }
-
-    public func backward(_ parameters: ParameterSet, input: Tensor, dLogits: Tensor) {
-        trunk.backward(parameters, input: input, dLogits: dLogits)
-    }
 
     /// The same architecture with batch norm folded into conv biases, and the parameters that
     /// make its logits equal this network's inference-mode logits:

@@ -14,7 +14,7 @@
 /// parameters, torchvision's count.
 ///
 /// Widths, hidden widths, folding and channel groups work as in `CIFARResNet`.
-public final class ResNet18: Network {
+public final class ResNet18: ResidualNetwork {
     public let stageWidths: [Int]
     /// [4][2]: the hidden width (conv1 → conv2) of every block.
     public let blockHiddenWidths: [[Int]]
@@ -57,16 +57,6 @@ public final class ResNet18: Network {
     public var family: String { batchNorm ? "resnet18" : "resnet18-folded" }
     /// The 4 stage widths, then the hidden width of every block, stage by stage (12 numbers).
     public var widths: [Int] { stageWidths + blockHiddenWidths.flatMap { $0 } }
-    public var parameterSpecs: [ParameterSpec] { trunk.specs }
-    public var channelGroups: [ChannelGroup] { trunk.groups }
-
-    public func forward(_ parameters: ParameterSet, input: Tensor, mode: ForwardMode) -> Tensor {
-        trunk.forward(parameters, input: input, mode: mode)
-    }
-
-    public func backward(_ parameters: ParameterSet, input: Tensor, dLogits: Tensor) {
-        trunk.backward(parameters, input: input, dLogits: dLogits)
-    }
 
     /// The folded architecture and parameters with the same inference-mode logits
     /// (see `CIFARResNet.foldedBatchNorm`).

@@ -6,8 +6,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure sgemm throughput and the base-network training step (build with -c release).",
         discussion: """
-        Prints GFLOP/s of cblas_sgemm at 2048³ and at INR-like shapes (e.g. 5000×256×256),
-        checked against the naive product on a sample of entries, with the OpenBLAS core in
+        Prints GFLOP/s of cblas_sgemm at 2048³ and at INR-like shapes (e.g. 5000×256×256), \
+        checked against the naive product on a sample of entries, with the OpenBLAS core in \
         use, and the LeNet training step time. Figures are best-of-N over repeated runs.
         """
     )

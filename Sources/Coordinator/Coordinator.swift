@@ -8,9 +8,9 @@ struct Coordinator: ParsableCommand {
         commandName: "neumeta-coordinator",
         abstract: "NeuMeta Cluster coordinator: trains base networks and Neural Metamorphosis hypernetworks.",
         discussion: """
-        OpenBLAS kernel: on start-up the process checks which kernel OpenBLAS loaded; if it is
-        below what the CPU supports (Debian's OpenBLAS 0.3.21 does not recognise some AVX-512
-        CPUs) it re-executes itself once with OPENBLAS_CORETYPE set. Set OPENBLAS_CORETYPE
+        OpenBLAS kernel: on start-up the process checks which kernel OpenBLAS loaded; if it is \
+        below what the CPU supports (Debian's OpenBLAS 0.3.21 does not recognise some AVX-512 \
+        CPUs) it re-executes itself once with OPENBLAS_CORETYPE set. Set OPENBLAS_CORETYPE \
         yourself, or pass --blas-core NAME, to choose; --blas-threads N sets the thread count.
         """,
         subcommands: [TrainBase.self, Permute.self, Train.self, Evaluate.self, Sample.self, Bench.self]

@@ -6,10 +6,10 @@ struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Test accuracy of sampled networks across widths, beside individually trained and L1-pruned baselines.",
         discussion: """
-        For each width: the network sampled from the EMA INR with K = 1 and with K = --samples
-        (noise-averaged), an individually trained network of that width (read from
-        --baselines DIR/<family>-<w>.safetensors; trained there first with --train-baselines),
-        and L1-norm channel pruning of the base network without fine-tuning (widths up to the
+        For each width: the network sampled from the EMA INR with K = 1 and with K = --samples \
+        (noise-averaged), an individually trained network of that width (read from \
+        --baselines DIR/<family>-<w>.safetensors; trained there first with --train-baselines), \
+        and L1-norm channel pruning of the base network without fine-tuning (widths up to the \
         base width). Writes the table as CSV and Markdown and a PNG plot next to --out.
 
         Example: neumeta-coordinator evaluate --inr runs/inr.safetensors --widths 4,8,16,32,48 --samples 10 --json

@@ -6,11 +6,11 @@ struct Permute: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Permute a base network's channels along shortest Hamiltonian paths (intra-model smoothness).",
         discussion: """
-        For every channel group (a layer's output channels with its bias and the next layer's
-        input channels; whole residual streams in ResNets), orders the channels along a
-        shortest Hamiltonian path of the L1 distances between their parameter slices (2-opt and
-        Or-opt local search from a seed), reorders them, and checks that the network computes the
-        same function: the largest absolute logit difference on test images is printed, with
+        For every channel group (a layer's output channels with its bias and the next layer's \
+        input channels; whole residual streams in ResNets), orders the channels along a \
+        shortest Hamiltonian path of the L1 distances between their parameter slices (2-opt and \
+        Or-opt local search from a seed), reorders them, and checks that the network computes the \
+        same function: the largest absolute logit difference on test images is printed, with \
         the total variation before and after.
 
         Example: neumeta-coordinator permute --base runs/lenet-32.safetensors --out runs/lenet-32-permuted.safetensors

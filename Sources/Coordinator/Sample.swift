@@ -6,9 +6,9 @@ struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Export a network of any width sampled from a trained INR.",
         discussion: """
-        Generates the width-w network from the EMA INR (averaging K samples: the first with clean
-        coordinates, the rest with coordinate noise) and writes it as a safetensors file with the
-        base family's PyTorch key names and input normalisation, loadable by train-base's
+        Generates the width-w network from the EMA INR (averaging K samples: the first with clean \
+        coordinates, the rest with coordinate noise) and writes it as a safetensors file with the \
+        base family's PyTorch key names and input normalisation, loadable by train-base's \
         consumers and by PyTorch. With --evaluate, prints its test accuracy.
 
         Example: neumeta-coordinator sample --inr runs/inr.safetensors --width 20 --out runs/lenet-20.safetensors

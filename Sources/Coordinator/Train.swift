@@ -27,13 +27,13 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a NeuMeta INR from a pretrained base network on this process.",
         discussion: """
-        Loads the base checkpoint (from train-base), permutes its channels along shortest
-        Hamiltonian paths, then trains the INR over the width range with coordinate noise:
-        each round samples configurations (width, mini-batch, noise seed), averages their
+        Loads the base checkpoint (from train-base), permutes its channels along shortest \
+        Hamiltonian paths, then trains the INR over the width range with coordinate noise: \
+        each round samples configurations (width, mini-batch, noise seed), averages their \
         gradients, steps AdamW and the EMA. Saves the EMA INR (plus optimizer state) to --out.
 
-        Recipes: 'paper' is the paper's recipe exactly (16 frequencies, one width per step);
-        'default' is ours (6 frequencies, the pretrained width fitted every round next to a
+        Recipes: 'paper' is the paper's recipe exactly (16 frequencies, one width per step); \
+        'default' is ours (6 frequencies, the pretrained width fitted every round next to a \
         uniformly drawn one, cosine learning rate).
 
         Example: neumeta-coordinator train --base runs/lenet-32.safetensors --epochs 6 --out runs/inr.safetensors

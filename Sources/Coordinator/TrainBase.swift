@@ -7,10 +7,10 @@ struct TrainBase: ParsableCommand {
         commandName: "train-base",
         abstract: "Train one network of a family at a chosen width on this process.",
         discussion: """
-        Trains with Adam and cross-entropy on inputs standardised by the training set's
-        per-channel mean and std, prints one line per epoch (a live progress line on a
-        terminal), and saves a safetensors checkpoint with PyTorch key names whose metadata
-        records the family, widths, input mean/std and test accuracy. Also produces the
+        Trains with Adam and cross-entropy on inputs standardised by the training set's \
+        per-channel mean and std, prints one line per epoch (a live progress line on a \
+        terminal), and saves a safetensors checkpoint with PyTorch key names whose metadata \
+        records the family, widths, input mean/std and test accuracy. Also produces the \
         "individually trained" baseline at any width.
 
         Example: neumeta-coordinator train-base --width 32 --epochs 5 --out runs/lenet-32.safetensors

@@ -9,8 +9,9 @@ struct Evaluate: ParsableCommand {
         For each width: the network sampled from the EMA INR with K = 1 and with K = --samples \
         (noise-averaged), an individually trained network of that width (read from \
         --baselines DIR/<family>-<w>.safetensors; trained there first with --train-baselines), \
-        and L1-norm channel pruning of the base network without fine-tuning (widths up to the \
-        base width). Writes the table as CSV and Markdown and a PNG plot next to --out.
+        L1-norm channel pruning of the base network without fine-tuning (widths up to the \
+        base width), and the permuted base network resampled to the width (nearest channel \
+        position, weights scaled by the fan-in ratio). Writes the table as CSV and Markdown and a PNG plot next to --out.
 
         Example: neumeta-coordinator evaluate --inr runs/inr.safetensors --widths 4,8,16,32,48 --samples 10 --json
         """
@@ -50,7 +51,7 @@ struct Evaluate: ParsableCommand {
         let kColumn = "neumeta_k\(samples)"
         var columns = ["neumeta_k1"]
         if samples != 1 { columns.append(kColumn) }
-        columns += ["individual", "pruning_l1"]
+        columns += ["individual", "pruning_l1", "resampled"]
         var table = ResultTable(columns: columns)
         let prefix = out ?? (inr.hasSuffix(".safetensors") ? String(inr.dropLast(".safetensors".count)) : inr) + ".eval"
         let start = Date()
@@ -72,6 +73,11 @@ struct Evaluate: ParsableCommand {
                 let pruned = try L1Pruning.prune(checkpoint.base, from: baseNetwork, to: network)
                 row["pruning_l1"] = accuracy(network, pruned, mean: checkpoint.mean, std: checkpoint.std)
             }
+            // The permuted base network resampled to this width (nearest channel, fan-in scaled):
+            // what intra-model smoothness alone gives, without any INR.
+            let resampled = network.makeParameters()
+            PretrainedResampling.resample(checkpoint.base, into: resampled)
+            row["resampled"] = accuracy(network, resampled, mean: checkpoint.mean, std: checkpoint.std)
             table.add(width: width, params: network.makeParameters().count, accuracies: row)
             log("width \(width): " + columns.map { c in row[c].map { String(format: "%@ %.2f%%", c, 100 * $0) } ?? "\(c) –" }.joined(separator: "  ")
                 + String(format: "  (%@ elapsed)", formatDuration(Date().timeIntervalSince(start))))

@@ -1,0 +1,225 @@
+/// The coordinator's scheduling logic as a value-type state machine without I/O: one mutating
+/// method per event, each returning the actions the run loop must perform, in order.
+///
+/// A round has `configurationsPerRound` configurations, indices 0..<M. `startRound` assigns them
+/// across the live workers; every configuration must receive exactly one accepted result, and
+/// `roundComplete` hands the results over in configuration-index order, so the coordinator's sum
+/// is the same whoever computed what — 1 worker, 3 workers, or a run where one died mid-round.
+///
+/// Assignment is balanced and deterministic: each configuration, in index order, goes to the
+/// live worker with the fewest outstanding configurations, ties to the earliest joined. A
+/// worker silent for longer than `heartbeatTimeout`, or gone (goodbye, rejoin), is dropped and
+/// its outstanding configurations are assigned to the others the same way; with no live
+/// worker they wait for the next one to join. A result is accepted only from the worker the
+/// configuration is currently assigned to, for the round in progress, once; anything else is
+/// discarded with a reason. Time is a monotonic `Duration` since any fixed origin.
+public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
+    public enum Action {
+        /// Send the parameters of `round` to these workers (before their work for it).
+        case broadcastParameters(round: Int, to: [WorkerID])
+        /// Send `work(round, configurations)`; these are added to the worker's queue.
+        case sendWork(to: WorkerID, round: Int, configurations: [Int])
+        case sendHeartbeat(to: [WorkerID])
+        /// Forget this worker (its configurations have been reassigned by the same event).
+        case dropWorker(WorkerID, name: String, reason: DropReason)
+        /// A result that was not accepted; log it and drop it.
+        case discardResult(from: WorkerID, round: Int, configuration: Int, reason: DiscardReason)
+        /// Every configuration of `round` has its result: payloads in configuration-index order.
+        case roundComplete(round: Int, results: [Payload])
+        /// No result was accepted for `silentFor`; `waitingFor` names the workers holding
+        /// outstanding configurations, `unassigned` counts those waiting for any worker at all.
+        case stalled(round: Int, waitingFor: [String], unassigned: Int, silentFor: Duration)
+    }
+
+    public enum DropReason: Equatable, Sendable {
+        case heartbeatTimeout(silentFor: Duration)
+        /// The worker said goodbye.
+        case left
+        /// The worker said hello again (it restarted, so its queue is gone).
+        case rejoined
+    }
+
+    public enum DiscardReason: Equatable, Sendable {
+        /// Not joined, or already dropped (a dropped worker that is still alive stops hearing
+        /// heartbeats, times out on its side and says hello again).
+        case unknownWorker
+        /// Not the round in progress (nil: none is).
+        case wrongRound(current: Int?)
+        case configurationOutOfRange
+        /// That configuration already has its result.
+        case duplicate
+        /// That configuration is assigned to another worker.
+        case notAssigned
+    }
+
+    struct Worker {
+        var name: String
+        /// Join order, for deterministic tie-breaking.
+        var sequence: Int
+        var lastHeard: Duration
+        /// Outstanding configurations of the round in progress.
+        var assigned: Set<Int> = []
+    }
+
+    public let configurationsPerRound: Int
+    public let heartbeatInterval: Duration
+    public let heartbeatTimeout: Duration
+    public let stallReportInterval: Duration
+
+    var workers: [WorkerID: Worker] = [:]
+    var nextSequence = 0
+    /// The round in progress, if any.
+    public private(set) var round: Int?
+    /// Configurations of the round in progress assigned to no one (no live worker).
+    var unassigned: [Int] = []
+    var results: [Int: Payload] = [:]
+    var lastProgress: Duration = .zero
+    var lastStallReport: Duration?
+    var lastHeartbeat: Duration?
+
+    public init(configurationsPerRound: Int,
+                heartbeatInterval: Duration = WireProtocol.heartbeatInterval,
+                heartbeatTimeout: Duration = WireProtocol.heartbeatTimeout,
+                stallReportInterval: Duration = WireProtocol.stallReportInterval) {
+        precondition((1...WireProtocol.maxConfigurationsPerRound).contains(configurationsPerRound),
+                     "configurations per round must be in 1…\(WireProtocol.maxConfigurationsPerRound)")
+        self.configurationsPerRound = configurationsPerRound
+        self.heartbeatInterval = heartbeatInterval
+        self.heartbeatTimeout = heartbeatTimeout
+        self.stallReportInterval = stallReportInterval
+    }
+
+    /// Live workers in join order.
+    public var liveWorkers: [WorkerID] { workers.sorted { $0.value.sequence < $1.value.sequence }.map(\.key) }
+
+    /// The name a worker joined with.
+    public func name(of id: WorkerID) -> String? { workers[id]?.name }
+
+    /// Outstanding configurations of a worker, ascending.
+    public func outstanding(of id: WorkerID) -> [Int] { workers[id]?.assigned.sorted() ?? [] }
+
+    // MARK: Events
+
+    /// Starts `round`: all its configurations are outstanding. Call after the previous round
+    /// completed (or first).
+    public mutating func startRound(_ round: Int, now: Duration) -> [Action] {
+        precondition(self.round == nil, "round \(self.round ?? -1) is still in progress")
+        self.round = round
+        results = [:]; unassigned = []
+        lastProgress = now; lastStallReport = nil
+        for id in workers.keys { workers[id]?.assigned = [] }
+        let live = liveWorkers
+        var actions: [Action] = live.isEmpty ? [] : [.broadcastParameters(round: round, to: live)]
+        actions += assign(Array(0..<configurationsPerRound))
+        return actions
+    }
+
+    /// A worker was admitted (after its hello, once the coordinator has sent the welcome). A
+    /// known id first loses its outstanding work, as its process restarted. It receives
+    /// configurations that no one holds, otherwise work from the next assignment.
+    public mutating func workerJoined(_ id: WorkerID, name: String, now: Duration) -> [Action] {
+        var actions: [Action] = []
+        if workers[id] != nil { actions += drop(id, reason: .rejoined) }
+        workers[id] = Worker(name: name, sequence: nextSequence, lastHeard: now)
+        nextSequence += 1
+        if round != nil, !unassigned.isEmpty {
+            let waiting = unassigned
+            unassigned = []
+            actions += assign(waiting)
+        }
+        return actions
+    }
+
+    /// Any message from a worker (heartbeat included) proves it alive. Returns false for an
+    /// unknown id; the coordinator drops such messages.
+    @discardableResult
+    public mutating func heard(from id: WorkerID, now: Duration) -> Bool {
+        guard workers[id] != nil else { return false }
+        workers[id]?.lastHeard = now
+        return true
+    }
+
+    /// A worker left (goodbye): drop it and reassign its configurations.
+    public mutating func workerLeft(_ id: WorkerID) -> [Action] {
+        workers[id] == nil ? [] : drop(id, reason: .left)
+    }
+
+    /// A result for configuration `configuration` of `round`.
+    public mutating func result(from id: WorkerID, round: Int, configuration: Int, payload: Payload, now: Duration) -> [Action] {
+        func discard(_ reason: DiscardReason) -> [Action] {
+            [.discardResult(from: id, round: round, configuration: configuration, reason: reason)]
+        }
+        guard heard(from: id, now: now) else { return discard(.unknownWorker) }
+        guard let current = self.round, round == current else { return discard(.wrongRound(current: self.round)) }
+        guard (0..<configurationsPerRound).contains(configuration) else { return discard(.configurationOutOfRange) }
+        guard results[configuration] == nil else { return discard(.duplicate) }
+        guard workers[id]?.assigned.remove(configuration) != nil else { return discard(.notAssigned) }
+        results[configuration] = payload
+        lastProgress = now; lastStallReport = nil
+        guard results.count == configurationsPerRound else { return [] }
+        let ordered = (0..<configurationsPerRound).compactMap { results[$0] }
+        self.round = nil
+        results = [:]
+        return [.roundComplete(round: current, results: ordered)]
+    }
+
+    /// Periodic housekeeping: drops workers silent for longer than `heartbeatTimeout`
+    /// (reassigning their configurations), sends heartbeats every `heartbeatInterval`, and
+    /// reports a stall every `stallReportInterval` without progress.
+    public mutating func tick(now: Duration) -> [Action] {
+        // Remove every silent worker before reassigning, so nothing goes to one about to be dropped.
+        var actions: [Action] = [], orphaned: [Int] = []
+        for id in liveWorkers {
+            guard let worker = workers[id], now - worker.lastHeard > heartbeatTimeout else { continue }
+            workers[id] = nil
+            actions.append(.dropWorker(id, name: worker.name, reason: .heartbeatTimeout(silentFor: now - worker.lastHeard)))
+            orphaned += worker.assigned
+        }
+        actions += assign(orphaned.sorted())
+        let live = liveWorkers
+        if !live.isEmpty, lastHeartbeat.map({ now - $0 >= heartbeatInterval }) ?? true {
+            actions.append(.sendHeartbeat(to: live))
+            lastHeartbeat = now
+        }
+        if let round, now - lastProgress >= stallReportInterval,
+           lastStallReport.map({ now - $0 >= stallReportInterval }) ?? true {
+            let waiting = live.compactMap { id in workers[id].flatMap { $0.assigned.isEmpty ? nil : $0.name } }
+            actions.append(.stalled(round: round, waitingFor: waiting, unassigned: unassigned.count, silentFor: now - lastProgress))
+            lastStallReport = now
+        }
+        return actions
+    }
+
+    // MARK: Internals
+
+    /// Removes `id` and reassigns its outstanding configurations.
+    private mutating func drop(_ id: WorkerID, reason: DropReason) -> [Action] {
+        guard let worker = workers.removeValue(forKey: id) else { return [] }
+        return [.dropWorker(id, name: worker.name, reason: reason)] + assign(worker.assigned.sorted())
+    }
+
+    /// Assigns `configs` (ascending) balanced across live workers; with none, parks them.
+    private mutating func assign(_ configs: [Int]) -> [Action] {
+        guard let round, !configs.isEmpty else { return [] }
+        let live = liveWorkers
+        guard !live.isEmpty else {
+            unassigned = (unassigned + configs).sorted()
+            return []
+        }
+        var given: [WorkerID: [Int]] = [:]
+        for c in configs {
+            let target = live.min { a, b in
+                let (x, y) = (workers[a]?.assigned.count ?? 0, workers[b]?.assigned.count ?? 0)
+                return x != y ? x < y : (workers[a]?.sequence ?? 0) < (workers[b]?.sequence ?? 0)
+            }
+            guard let target else { continue }
+            workers[target]?.assigned.insert(c)
+            given[target, default: []].append(c)
+        }
+        return live.compactMap { id in given[id].map { .sendWork(to: id, round: round, configurations: $0) } }
+    }
+}
+
+extension Scheduler.Action: Equatable where Payload: Equatable {}
+extension Scheduler.Action: Sendable where Payload: Sendable {}
+extension Scheduler: Sendable where Payload: Sendable {}

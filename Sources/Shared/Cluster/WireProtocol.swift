@@ -1,0 +1,363 @@
+/// The coordinator ⇄ worker wire protocol: the one place that defines its version, messages,
+/// frame layouts, limits and timing constants.
+///
+/// ## Frames
+/// A message is one ZeroMQ multipart message: a header frame, then one frame per large Float
+/// tensor (`WireTensor`: raw little-endian IEEE-754, 4·n bytes, nothing else). A ROUTER adds
+/// the peer's routing-id frame in front; `ZMQ.Socket` strips and adds it, never this file.
+///
+/// Header frame (all integers little-endian):
+///
+///     offset size  field
+///     0      4     magic "NMC1"
+///     4      2     protocol version (`WireProtocol.version`)
+///     6      1     kind (`MessageKind` raw value)
+///     7      1     reserved, 0
+///     8      4     body length B (bytes after this 12-byte prefix; must equal frame size − 12)
+///     12     B     body, by kind:
+///
+///     hello       u16 n, n bytes worker name (UTF-8) · u16 n, n bytes data fingerprint (UTF-8)
+///     welcome     u64 round · u32 n, n bytes job spec (JSON) · u32 parameter count · u32 base-weight count
+///                 + frame 1: parameters · frame 2: permuted base weights (may be empty)
+///     refuse      u16 n, n bytes reason (UTF-8)
+///     work        u64 round · u32 k · k × u32 configuration index (strictly increasing)
+///     result      u64 round · u32 configuration · f64 cross-entropy · f64 norm regularizer ·
+///                 f64 reconstruction · f64 total · u32 correct · u32 samples · u32 gradient count
+///                 + frame 1: gradient
+///     parameters  u64 round · u32 count + frame 1: parameters to use for `round`
+///     heartbeat   (empty)
+///     goodbye     (empty)
+///
+/// `hello`'s layout is frozen across versions and its header version is the worker's protocol
+/// version, so a coordinator can always tell who is knocking and refuse with a reason; every
+/// other kind must carry exactly `WireProtocol.version`.
+///
+/// Decoding checks the frame count, header size, magic, version, kind, reserved byte, body
+/// length, every declared count and length against the bytes actually present, the limits
+/// below, UTF-8 validity, and that nothing trails; it throws `WireError`, never traps.
+/// Float payloads (loss terms, tensors) are carried bit-exactly, NaN included: see
+/// `WireTensor.isFinite`.
+public enum WireProtocol {
+    /// Bumped on any incompatible change to the layouts above.
+    public static let version: UInt16 = 1
+    public static let magic: [UInt8] = Array("NMC1".utf8)
+    /// Size of the fixed header prefix in bytes.
+    public static let headerPrefixBytes = 12
+
+    // MARK: Limits (decode rejects anything larger)
+
+    /// Longest worker name, data fingerprint (bytes of UTF-8).
+    public static let maxNameBytes = 256
+    /// Longest refusal reason (bytes of UTF-8).
+    public static let maxReasonBytes = 4096
+    /// Largest job spec (bytes of JSON).
+    public static let maxJobSpecBytes = 4 << 20
+    /// Configuration indices are below this; a work message lists at most this many.
+    public static let maxConfigurationsPerRound = 1 << 16
+    /// Largest round number.
+    public static let maxRound = Int(Int32.max)
+    /// Largest tensor: 2²⁸ floats = 1 GiB per frame. Sockets also set ZMQ_MAXMSGSIZE from this,
+    /// so a peer cannot make ZeroMQ buffer a larger frame in the first place.
+    public static let maxTensorElements = 1 << 28
+    /// Largest header frame.
+    public static let maxHeaderBytes = headerPrefixBytes + maxJobSpecBytes + 64
+    /// Largest `samples` in a result's loss terms.
+    public static let maxSamples = 1 << 24
+
+    // MARK: Timing
+
+    /// The coordinator sends every worker a heartbeat this often; a worker sends one when it
+    /// has sent nothing else for this long (its compute must not block that).
+    public static let heartbeatInterval: Duration = .seconds(1)
+    /// A peer silent for `liveness` heartbeat intervals is considered gone.
+    public static let liveness = 3
+    /// `liveness · heartbeatInterval`: 3 s.
+    public static var heartbeatTimeout: Duration { heartbeatInterval * liveness }
+    /// First reconnect delay of a worker; it doubles after each failed attempt…
+    public static let reconnectInitialDelay: Duration = .milliseconds(100)
+    /// …up to this cap.
+    public static let reconnectMaxDelay: Duration = .seconds(5)
+    /// The coordinator logs a stalled round (naming the workers it waits for) after this long
+    /// without an accepted result, and again every such interval.
+    public static let stallReportInterval: Duration = .seconds(10)
+}
+
+/// The kind byte of the header frame.
+public enum MessageKind: UInt8, Sendable, CaseIterable {
+    case hello = 1, welcome, refuse, work, result, parameters, heartbeat, goodbye
+
+    /// Tensor frames that follow the header frame.
+    public var tensorFrames: Int {
+        switch self {
+        case .welcome: 2
+        case .result, .parameters: 1
+        case .hello, .refuse, .work, .heartbeat, .goodbye: 0
+        }
+    }
+}
+
+/// One protocol message. Rounds and configuration indices are `Int` in Swift and range-checked
+/// against `WireProtocol.maxRound` / `maxConfigurationsPerRound` on both encode and decode.
+public enum Message: Sendable, Equatable {
+    /// Worker → coordinator, first message after connecting.
+    case hello(workerName: String, protocolVersion: UInt16, dataFingerprint: String)
+    /// Coordinator → worker: the job, the round in progress and the parameters to use for it,
+    /// and the permuted pretrained weights (the reconstruction target; empty if none).
+    case welcome(jobSpec: [UInt8], round: Int, parameters: WireTensor, baseWeights: WireTensor)
+    /// Coordinator → worker: not admitted (version or data mismatch); the worker stops.
+    case refuse(reason: String)
+    /// Coordinator → worker: compute these configurations of `round` (added to any already
+    /// assigned; indices strictly increasing).
+    case work(round: Int, configurations: [Int])
+    /// Worker → coordinator: the gradient and loss terms of one configuration.
+    case result(round: Int, configuration: Int, terms: LossTerms, gradient: WireTensor)
+    /// Coordinator → worker: the parameters to use for `round`.
+    case parameters(round: Int, values: WireTensor)
+    /// Either direction: still alive.
+    case heartbeat
+    /// Either direction: leaving (coordinator: training finished).
+    case goodbye
+
+    public var kind: MessageKind {
+        switch self {
+        case .hello: .hello
+        case .welcome: .welcome
+        case .refuse: .refuse
+        case .work: .work
+        case .result: .result
+        case .parameters: .parameters
+        case .heartbeat: .heartbeat
+        case .goodbye: .goodbye
+        }
+    }
+}
+
+/// Why a frame sequence was rejected (or why a message could not be encoded).
+public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
+    case frameCount(expected: Int, found: Int)
+    case headerSize(Int)
+    case badMagic
+    case unsupportedVersion(UInt16)
+    case unknownKind(UInt8)
+    case reservedByte(UInt8)
+    case bodyLength(declared: Int, actual: Int)
+    case truncated(field: String)
+    case trailingBytes(Int)
+    case tooLarge(field: String, size: Int, limit: Int)
+    case outOfRange(field: String, value: Int)
+    case invalidUTF8(field: String)
+    case controlCharacter(field: String)
+    case tensorSize(frame: Int, declaredElements: Int, bytes: Int)
+
+    public var description: String {
+        switch self {
+        case let .frameCount(e, f): "expected \(e) frames, got \(f)"
+        case let .headerSize(n): "header frame of \(n) bytes (must be \(WireProtocol.headerPrefixBytes)…\(WireProtocol.maxHeaderBytes))"
+        case .badMagic: "bad magic (not an NMC1 message)"
+        case let .unsupportedVersion(v): "protocol version \(v) (this build speaks \(WireProtocol.version))"
+        case let .unknownKind(k): "unknown message kind \(k)"
+        case let .reservedByte(b): "reserved header byte is \(b), not 0"
+        case let .bodyLength(d, a): "header declares a \(d)-byte body, frame holds \(a)"
+        case let .truncated(f): "truncated at \(f)"
+        case let .trailingBytes(n): "\(n) unexpected trailing bytes"
+        case let .tooLarge(f, s, l): "\(f) of \(s) exceeds the limit \(l)"
+        case let .outOfRange(f, v): "\(f) = \(v) out of range"
+        case let .invalidUTF8(f): "\(f) is not valid UTF-8"
+        case let .controlCharacter(f): "\(f) contains control characters"
+        case let .tensorSize(i, n, b): "frame \(i) has \(b) bytes for \(n) declared floats"
+        }
+    }
+}
+
+/// A message ready to send: the header frame and the tensor frames that follow it.
+public struct EncodedMessage: Sendable {
+    public let header: [UInt8]
+    public let tensors: [WireTensor]
+}
+
+// MARK: - Encoding
+
+extension Message {
+    /// The header frame and tensor frames. Throws when a field exceeds a limit the peer's
+    /// decoder would enforce, so nothing is ever sent that the other side must reject.
+    public func encoded() throws(WireError) -> EncodedMessage {
+        var w = WireWriter()
+        w.raw(WireProtocol.magic)
+        if case let .hello(_, version, _) = self { w.u16(version) } else { w.u16(WireProtocol.version) }
+        w.u8(kind.rawValue)
+        w.u8(0)
+        w.u32(0)  // body length, patched below
+        var tensors: [WireTensor] = []
+        switch self {
+        case let .hello(name, _, fingerprint):
+            try Self.string(name, "worker name", WireProtocol.maxNameBytes, &w)
+            try Self.string(fingerprint, "data fingerprint", WireProtocol.maxNameBytes, &w)
+        case let .welcome(spec, round, parameters, base):
+            try w.u64(UInt64(Self.checkRound(round)))
+            guard spec.count <= WireProtocol.maxJobSpecBytes else {
+                throw .tooLarge(field: "job spec", size: spec.count, limit: WireProtocol.maxJobSpecBytes)
+            }
+            w.u32(UInt32(spec.count)); w.raw(spec)
+            try w.u32(Self.checkTensor(parameters, "parameters")); try w.u32(Self.checkTensor(base, "base weights"))
+            tensors = [parameters, base]
+        case let .refuse(reason):
+            try Self.string(reason, "reason", WireProtocol.maxReasonBytes, &w)
+        case let .work(round, configs):
+            try w.u64(UInt64(Self.checkRound(round)))
+            guard configs.count <= WireProtocol.maxConfigurationsPerRound else {
+                throw .tooLarge(field: "configuration list", size: configs.count, limit: WireProtocol.maxConfigurationsPerRound)
+            }
+            w.u32(UInt32(configs.count))
+            var previous = -1
+            for c in configs {
+                guard c > previous, c < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "configuration", value: c) }
+                w.u32(UInt32(c)); previous = c
+            }
+        case let .result(round, config, terms, gradient):
+            try w.u64(UInt64(Self.checkRound(round)))
+            guard (0..<WireProtocol.maxConfigurationsPerRound).contains(config) else { throw .outOfRange(field: "configuration", value: config) }
+            w.u32(UInt32(config))
+            w.f64(terms.crossEntropy); w.f64(terms.normRegularizer); w.f64(terms.reconstruction); w.f64(terms.total)
+            guard (0...WireProtocol.maxSamples).contains(terms.samples) else { throw .outOfRange(field: "samples", value: terms.samples) }
+            guard (0...terms.samples).contains(terms.correct) else { throw .outOfRange(field: "correct", value: terms.correct) }
+            w.u32(UInt32(terms.correct)); w.u32(UInt32(terms.samples))
+            try w.u32(Self.checkTensor(gradient, "gradient"))
+            tensors = [gradient]
+        case let .parameters(round, values):
+            try w.u64(UInt64(Self.checkRound(round)))
+            try w.u32(Self.checkTensor(values, "parameters"))
+            tensors = [values]
+        case .heartbeat, .goodbye:
+            break
+        }
+        w.patchU32(at: 8, UInt32(w.bytes.count - WireProtocol.headerPrefixBytes))
+        return EncodedMessage(header: w.bytes, tensors: tensors)
+    }
+
+    private static func string(_ s: String, _ field: String, _ limit: Int, _ w: inout WireWriter) throws(WireError) {
+        let bytes = Array(s.utf8)
+        guard bytes.count <= limit else { throw .tooLarge(field: field, size: bytes.count, limit: limit) }
+        guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw .controlCharacter(field: field) }
+        w.u16(UInt16(bytes.count)); w.raw(bytes)
+    }
+
+    private static func checkRound(_ round: Int) throws(WireError) -> Int {
+        guard (0...WireProtocol.maxRound).contains(round) else { throw .outOfRange(field: "round", value: round) }
+        return round
+    }
+
+    private static func checkTensor(_ t: WireTensor, _ field: String) throws(WireError) -> UInt32 {
+        guard t.count <= WireProtocol.maxTensorElements else {
+            throw .tooLarge(field: field, size: t.count, limit: WireProtocol.maxTensorElements)
+        }
+        return UInt32(t.count)
+    }
+}
+
+// MARK: - Decoding
+
+extension Message {
+    /// Decodes received frames (routing-id frame already removed).
+    public static func decode(_ frames: [ZMQ.Frame]) throws(WireError) -> Message {
+        defer { withExtendedLifetime(frames) {} }  // the buffers point into the frames
+        return try decode(buffers: frames.map(\.bytes))
+    }
+
+    /// Decodes frames given as raw buffers (valid for the duration of the call).
+    static func decode(buffers frames: [UnsafeRawBufferPointer]) throws(WireError) -> Message {
+        guard let headerFrame = frames.first else { throw .frameCount(expected: 1, found: 0) }
+        guard (WireProtocol.headerPrefixBytes...WireProtocol.maxHeaderBytes).contains(headerFrame.count) else {
+            throw .headerSize(headerFrame.count)
+        }
+        var r = WireReader(headerFrame)
+        guard try r.bytes(4, "magic") == WireProtocol.magic else { throw .badMagic }
+        let version = try r.u16("version")
+        let rawKind = try r.u8("kind")
+        guard let kind = MessageKind(rawValue: rawKind) else { throw .unknownKind(rawKind) }
+        guard kind == .hello || version == WireProtocol.version else { throw .unsupportedVersion(version) }
+        let reserved = try r.u8("reserved")
+        guard reserved == 0 else { throw .reservedByte(reserved) }
+        let bodyLength = Int(try r.u32("body length"))
+        guard bodyLength == r.remaining else { throw .bodyLength(declared: bodyLength, actual: r.remaining) }
+        guard frames.count == 1 + kind.tensorFrames else { throw .frameCount(expected: 1 + kind.tensorFrames, found: frames.count) }
+
+        let message: Message
+        switch kind {
+        case .hello:
+            let name = try r.string("worker name", limit: WireProtocol.maxNameBytes)
+            let fingerprint = try r.string("data fingerprint", limit: WireProtocol.maxNameBytes)
+            message = .hello(workerName: name, protocolVersion: version, dataFingerprint: fingerprint)
+        case .welcome:
+            let round = try readRound(&r)
+            let specLength = Int(try r.u32("job spec length"))
+            guard specLength <= WireProtocol.maxJobSpecBytes else {
+                throw .tooLarge(field: "job spec", size: specLength, limit: WireProtocol.maxJobSpecBytes)
+            }
+            let spec = try r.bytes(specLength, "job spec")
+            let parameterCount = try readCount(&r, "parameter count"), baseCount = try readCount(&r, "base-weight count")
+            message = .welcome(jobSpec: spec, round: round, parameters: try tensor(frames, 1, parameterCount),
+                               baseWeights: try tensor(frames, 2, baseCount))
+        case .refuse:
+            message = .refuse(reason: try r.string("reason", limit: WireProtocol.maxReasonBytes))
+        case .work:
+            let round = try readRound(&r)
+            let k = Int(try r.u32("configuration count"))
+            guard k <= WireProtocol.maxConfigurationsPerRound else {
+                throw .tooLarge(field: "configuration list", size: k, limit: WireProtocol.maxConfigurationsPerRound)
+            }
+            guard r.remaining == 4 * k else { throw .truncated(field: "configuration list") }
+            var configs: [Int] = []
+            configs.reserveCapacity(k)
+            for _ in 0..<k {
+                let c = Int(try r.u32("configuration"))
+                let previous = configs.last ?? -1
+                guard c > previous, c < WireProtocol.maxConfigurationsPerRound else {
+                    throw .outOfRange(field: "configuration", value: c)
+                }
+                configs.append(c)
+            }
+            message = .work(round: round, configurations: configs)
+        case .result:
+            let round = try readRound(&r)
+            let config = Int(try r.u32("configuration"))
+            guard config < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "configuration", value: config) }
+            var terms = LossTerms()
+            terms.crossEntropy = try r.f64("cross-entropy"); terms.normRegularizer = try r.f64("norm regularizer")
+            terms.reconstruction = try r.f64("reconstruction"); terms.total = try r.f64("total")
+            terms.correct = Int(try r.u32("correct")); terms.samples = Int(try r.u32("samples"))
+            guard terms.samples <= WireProtocol.maxSamples else { throw .outOfRange(field: "samples", value: terms.samples) }
+            guard terms.correct <= terms.samples else { throw .outOfRange(field: "correct", value: terms.correct) }
+            let count = try readCount(&r, "gradient count")
+            message = .result(round: round, configuration: config, terms: terms, gradient: try tensor(frames, 1, count))
+        case .parameters:
+            let round = try readRound(&r)
+            let count = try readCount(&r, "parameter count")
+            message = .parameters(round: round, values: try tensor(frames, 1, count))
+        case .heartbeat:
+            message = .heartbeat
+        case .goodbye:
+            message = .goodbye
+        }
+        try r.finish()
+        return message
+    }
+
+    private static func readRound(_ r: inout WireReader) throws(WireError) -> Int {
+        let round = try r.u64("round")
+        guard round <= UInt64(WireProtocol.maxRound) else { throw .outOfRange(field: "round", value: Int(truncatingIfNeeded: round)) }
+        return Int(round)
+    }
+
+    private static func readCount(_ r: inout WireReader, _ field: String) throws(WireError) -> Int {
+        let n = Int(try r.u32(field))
+        guard n <= WireProtocol.maxTensorElements else { throw .tooLarge(field: field, size: n, limit: WireProtocol.maxTensorElements) }
+        return n
+    }
+
+    /// Frame `index` as a tensor of exactly `count` floats.
+    private static func tensor(_ frames: [UnsafeRawBufferPointer], _ index: Int, _ count: Int) throws(WireError) -> WireTensor {
+        let bytes = frames[index]
+        guard bytes.count == 4 * count else { throw .tensorSize(frame: index, declaredElements: count, bytes: bytes.count) }
+        return WireTensor(littleEndianBytes: bytes)
+    }
+}

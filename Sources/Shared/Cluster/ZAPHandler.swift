@@ -1,0 +1,118 @@
+import Foundation
+
+/// A ZeroMQ authentication (ZAP, RFC 27) handler: a REP socket on `inproc://zeromq.zap.01` in
+/// the coordinator's context, served by its own thread, that libzmq consults for every CURVE
+/// handshake on sockets of that context.
+///
+/// It admits a CURVE client iff its public key is allow-listed (status 200, and the user id —
+/// readable as the "User-Id" frame property — is the key's Z85 text); it refuses everything
+/// else with status 400 and reports the refusal, with the offending key, to `onRefusal`. NULL
+/// and PLAIN requests are refused too (a CURVE server never produces them; this is defence in
+/// depth should a socket ever be misconfigured with a ZAP domain but no CURVE).
+///
+/// Create it before binding the server socket: without a handler libzmq admits every CURVE
+/// client.
+public final class ZAPHandler: @unchecked Sendable {
+    public static let endpoint = "inproc://zeromq.zap.01"
+    public static let defaultDomain = "neumeta"
+    /// How often the serving thread checks for `stop()`.
+    static let pollInterval: Duration = .milliseconds(50)
+
+    /// A refused handshake.
+    public struct Refusal: Sendable, CustomStringConvertible {
+        /// "CURVE", "NULL", "PLAIN", … as libzmq reports it.
+        public let mechanism: String
+        /// The peer's IP address.
+        public let address: String
+        /// The client's public key (Z85), for CURVE.
+        public let publicKey: String?
+        public let reason: String
+
+        public var description: String {
+            "refused \(mechanism) client \(address)\(publicKey.map { " with key \($0)" } ?? ""): \(reason)"
+        }
+    }
+
+    private let stopRequested = LockedFlag()
+    private let finished = DispatchSemaphore(value: 0)
+    private let stopOnce = LockedFlag()
+    /// False when `init` threw before starting the thread (then `deinit` must not wait for it).
+    private var started = false
+
+    /// Binds the ZAP endpoint in `context` (throws if another handler already holds it) and
+    /// starts serving; `allowed` are the admitted client public keys.
+    public init(context: ZMQ.Context, allowed: Set<CurveKey>, domain: String = ZAPHandler.defaultDomain,
+                onRefusal: @escaping @Sendable (Refusal) -> Void) throws {
+        let socket = try ZMQ.Socket(context, .rep)
+        try socket.bind(Self.endpoint)
+        let stop = stopRequested, done = finished
+        Thread.detachNewThread {
+            Self.serve(socket, allowed: allowed, domain: domain, onRefusal: onRefusal, stop: stop)
+            socket.close()
+            done.signal()
+        }
+        started = true
+    }
+
+    deinit { stop() }
+
+    /// Stops serving and waits (≤ `pollInterval`) for the thread to finish. Idempotent.
+    public func stop() {
+        guard started, !stopOnce.testAndSet() else { return }
+        _ = stopRequested.testAndSet()
+        finished.wait()
+    }
+
+    private static func serve(_ socket: ZMQ.Socket, allowed: Set<CurveKey>, domain: String,
+                              onRefusal: @Sendable (Refusal) -> Void, stop: LockedFlag) {
+        while !stop.isSet {
+            let request: [ZMQ.Frame]?
+            do { request = try socket.receive(timeout: pollInterval) } catch {
+                // Keep the endpoint bound whatever happens: without a handler libzmq admits
+                // every CURVE client. Back off instead of spinning on a persistent error.
+                Thread.sleep(forTimeInterval: 0.05)
+                continue
+            }
+            guard let request else { continue }
+            let reply = decide(request.map(\.array), allowed: allowed, domain: domain, onRefusal: onRefusal)
+            // A REP socket must answer every request; a failure here means the context is going away.
+            try? socket.send(frames: reply)
+        }
+    }
+
+    /// The reply frames for one request (RFC 27: version, request id, status code, status text,
+    /// user id, metadata).
+    static func decide(_ frames: [[UInt8]], allowed: Set<CurveKey>, domain: String,
+                       onRefusal: @Sendable (Refusal) -> Void) -> [[UInt8]] {
+        func text(_ i: Int) -> String { i < frames.count ? String(decoding: frames[i], as: UTF8.self) : "" }
+        func reply(_ code: String, _ status: String, user: String = "") -> [[UInt8]] {
+            [Array("1.0".utf8), frames.count > 1 ? frames[1] : [], Array(code.utf8), Array(status.utf8), Array(user.utf8), []]
+        }
+        // Request: version, request id, domain, address, routing id, mechanism, credentials…
+        guard frames.count >= 6, text(0) == "1.0" else {
+            onRefusal(Refusal(mechanism: "?", address: "?", publicKey: nil, reason: "malformed ZAP request"))
+            return reply("500", "malformed ZAP request")
+        }
+        let address = text(3), mechanism = text(5)
+        func refuse(_ reason: String, key: String? = nil) -> [[UInt8]] {
+            onRefusal(Refusal(mechanism: mechanism, address: address, publicKey: key, reason: reason))
+            return reply("400", reason)
+        }
+        guard text(2) == domain else { return refuse("unknown ZAP domain \"\(text(2))\"") }
+        guard mechanism == "CURVE" else { return refuse("only CURVE clients are admitted") }
+        guard frames.count == 7, let key = CurveKey(bytes: frames[6]) else { return refuse("malformed CURVE credentials") }
+        guard allowed.contains(key) else { return refuse("public key is not in the allow-list", key: key.z85) }
+        return reply("200", "OK", user: key.z85)
+    }
+}
+
+/// A Bool behind a lock (portable to macOS 13, unlike `Synchronization.Atomic`).
+final class LockedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+
+    var isSet: Bool { lock.withLock { value } }
+
+    /// Sets the flag; returns whether it was already set.
+    func testAndSet() -> Bool { lock.withLock { defer { value = true }; return value } }
+}

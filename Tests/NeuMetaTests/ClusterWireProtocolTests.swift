@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+@testable import NeuMeta
+
+/// Frames of `message` as byte arrays (header, then tensors).
+func wireFrames(_ message: Message) throws -> [[UInt8]] {
+    let encoded = try message.encoded()
+    return [encoded.header] + encoded.tensors.map { t in t.withUnsafeBufferPointer { Array(UnsafeRawBufferPointer($0)) } }
+}
+
+/// Decodes byte-array frames through real `ZMQ.Frame`s, as a socket would deliver them.
+func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
+    try Message.decode(frames.map(ZMQ.Frame.init(bytes:)))
+}
+
+@Suite struct ClusterWireProtocolTests {
+    static func terms() -> LossTerms {
+        var t = LossTerms()
+        t.crossEntropy = 2.3; t.normRegularizer = 17.25; t.reconstruction = 0.125; t.total = 2.4; t.correct = 17; t.samples = 128
+        return t
+    }
+
+    /// One of every kind, with awkward float values (NaN payload, −0, ∞, subnormal).
+    static let samples: [Message] = [
+        .hello(workerName: "gpu-node-07 ✓", protocolVersion: WireProtocol.version, dataFingerprint: String(repeating: "ab", count: 32)),
+        .welcome(jobSpec: Array(#"{"family":"lenet","rounds":3}"#.utf8), round: 12,
+                 parameters: WireTensor([1, -0.0, .infinity, Float(nan: 0x1234, signaling: false), .leastNonzeroMagnitude]),
+                 baseWeights: WireTensor([0.5, 0.25])),
+        .welcome(jobSpec: [], round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])),
+        .refuse(reason: "data fingerprint differs from the coordinator's"),
+        .work(round: 3, configurations: [0, 2, 5, 65_535]),
+        .work(round: WireProtocol.maxRound, configurations: []),
+        .result(round: 7, configuration: 4, terms: terms(), gradient: WireTensor((0..<1000).map { Float($0) * 0.001 - 0.3 })),
+        .parameters(round: 9, values: WireTensor([3, 1, 4, 1, 5, 9, 2, 6])),
+        .heartbeat,
+        .goodbye,
+    ]
+
+    @Test func everyMessageRoundTrips() throws {
+        #expect(Set(Self.samples.map(\.kind)).count == MessageKind.allCases.count)
+        for message in Self.samples {
+            let frames = try wireFrames(message)
+            #expect(frames.count == 1 + message.kind.tensorFrames)
+            #expect(Array(frames[0].prefix(4)) == WireProtocol.magic)
+            #expect(try wireDecode(frames) == message)
+        }
+    }
+
+    @Test func headerLayoutIsLittleEndianAndFixed() throws {
+        let header = try wireFrames(.work(round: 0x0102, configurations: [7]))[0]
+        // magic · version 1 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
+        #expect(header == Array("NMC1".utf8) + [1, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
+    }
+
+    @Test func helloFromAnotherVersionDecodesSoItCanBeRefused() throws {
+        var frames = try wireFrames(.hello(workerName: "old", protocolVersion: 7, dataFingerprint: "x"))
+        #expect(try wireDecode(frames) == .hello(workerName: "old", protocolVersion: 7, dataFingerprint: "x"))
+        frames = try wireFrames(.heartbeat)
+        frames[0][4] = 9
+        #expect(throws: WireError.unsupportedVersion(9)) { try wireDecode(frames) }
+    }
+
+    @Test func rejectsMalformedFrames() throws {
+        let result = try wireFrames(Self.samples[6])
+        func expectError(_ expected: WireError, _ frames: [[UInt8]], sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(throws: expected, sourceLocation: sourceLocation) { try wireDecode(frames) }
+        }
+        expectError(.frameCount(expected: 1, found: 0), [])
+        expectError(.headerSize(3), [[1, 2, 3]])
+        var bad = result; bad[0][0] = UInt8(ascii: "X")
+        expectError(.badMagic, bad)
+        bad = result; bad[0][6] = 99
+        expectError(.unknownKind(99), bad)
+        bad = result; bad[0][7] = 1
+        expectError(.reservedByte(1), bad)
+        bad = result; bad[0].append(0)
+        expectError(.bodyLength(declared: result[0].count - 12, actual: result[0].count - 11), bad)
+        expectError(.frameCount(expected: 2, found: 1), [result[0]])
+        expectError(.frameCount(expected: 2, found: 3), result + [[]])
+        bad = result; bad[1].removeLast()
+        expectError(.tensorSize(frame: 1, declaredElements: 1000, bytes: 3999), bad)
+        // correct > samples
+        bad = result; bad[0][12 + 8 + 4 + 32] = 200
+        expectError(.outOfRange(field: "correct", value: 200), bad)
+
+        var work = try wireFrames(.work(round: 1, configurations: [3, 4]))
+        work[0][24] = 4  // first index 4, second 4: not increasing
+        expectError(.outOfRange(field: "configuration", value: 4), work)
+        work = try wireFrames(.work(round: 1, configurations: [3]))
+        work[0][12 ..< 16] = [0, 0, 0, 0x80]  // round 2³¹ > Int32.max
+        expectError(.outOfRange(field: "round", value: 1 << 31), work)
+
+        var hello = try wireFrames(.hello(workerName: "ab", protocolVersion: 1, dataFingerprint: ""))
+        hello[0][14] = 0xFF
+        expectError(.invalidUTF8(field: "worker name"), hello)
+        hello[0][14] = 0x0A
+        expectError(.controlCharacter(field: "worker name"), hello)
+
+        // A huge declared job spec is refused by its length, before any read or allocation.
+        var welcome = try wireFrames(.welcome(jobSpec: [1], round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])))
+        welcome[0][20 ..< 24] = [0, 0, 0, 0x10]
+        expectError(.tooLarge(field: "job spec", size: 0x1000_0000, limit: WireProtocol.maxJobSpecBytes), welcome)
+    }
+
+    @Test func encodingRefusesWhatThePeerWouldReject() {
+        #expect(throws: WireError.tooLarge(field: "worker name", size: 300, limit: WireProtocol.maxNameBytes)) {
+            try Message.hello(workerName: String(repeating: "n", count: 300), protocolVersion: 1, dataFingerprint: "").encoded()
+        }
+        #expect(throws: WireError.controlCharacter(field: "reason")) { try Message.refuse(reason: "a\nb").encoded() }
+        #expect(throws: WireError.outOfRange(field: "configuration", value: 2)) {
+            try Message.work(round: 0, configurations: [3, 2]).encoded()
+        }
+        #expect(throws: WireError.outOfRange(field: "round", value: -1)) { try Message.work(round: -1, configurations: []).encoded() }
+    }
+
+    @Test func tensorsAreBitExactAndShareStorage() {
+        let t = WireTensor([Float(nan: 7, signaling: false), -0.0])
+        #expect(t == t && t != WireTensor([Float(nan: 8, signaling: false), -0.0]) && t != WireTensor([.nan, 0]))
+        #expect(!t.isFinite && WireTensor([1, 2]).isFinite)
+        let storage = FloatStorage(count: 3)
+        storage.base[1] = 5
+        let snapshot = WireTensor(copying: storage)
+        storage.base[1] = 6
+        #expect(snapshot.array == [0, 5, 0])
+    }
+
+    /// 20,000 seeded mutations of valid messages and random frame sets: decoding never traps,
+    /// and whatever it accepts re-encodes to a message that decodes to the same value.
+    @Test func decoderFuzz() throws {
+        var rng = SeededRandom(0xF022)
+        let valid = try Self.samples.map(wireFrames)
+        var accepted = 0, rejected = 0
+        for _ in 0..<20_000 {
+            var frames = valid[rng.index(below: valid.count)]
+            switch rng.index(below: 8) {
+            case 0:  // flip bytes anywhere
+                for _ in 0...rng.index(below: 4) {
+                    let f = rng.index(below: frames.count)
+                    guard !frames[f].isEmpty else { continue }
+                    frames[f][rng.index(below: frames[f].count)] ^= UInt8.random(in: 1...255, using: &rng)
+                }
+            case 1:  // overwrite a header field (version…counts) with a random byte
+                let i = 4 + rng.index(below: min(frames[0].count - 4, 40))
+                frames[0][i] = UInt8.random(in: 0...255, using: &rng)
+            case 2:  // truncate a frame
+                let f = rng.index(below: frames.count)
+                frames[f] = Array(frames[f].prefix(rng.index(below: frames[f].count + 1)))
+            case 3:  // extend a frame
+                let f = rng.index(below: frames.count)
+                frames[f] += (0..<rng.index(below: 9)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            case 4:  // drop or duplicate a frame
+                let f = rng.index(below: frames.count)
+                if rng.index(below: 2) == 0 { frames.remove(at: f) } else { frames.insert(frames[f], at: f) }
+            case 5:  // a valid header with another message's tensor frames
+                frames = [frames[0]] + Array(valid[rng.index(below: valid.count)].dropFirst())
+            case 6:  // random frames with a valid magic and version
+                frames = (0..<rng.index(below: 4)).map { _ in
+                    Array("NMC1".utf8) + [1, 0] + (0..<rng.index(below: 48)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                }
+            default:  // entirely random frames
+                frames = (0..<rng.index(below: 5)).map { _ in (0..<rng.index(below: 64)).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+            }
+            do {
+                let message = try wireDecode(frames)
+                #expect(try wireDecode(wireFrames(message)) == message)
+                accepted += 1
+            } catch {
+                rejected += 1
+            }
+        }
+        #expect(accepted + rejected == 20_000)
+        #expect(accepted > 100 && rejected > 10_000, "accepted \(accepted), rejected \(rejected)")
+    }
+}

@@ -25,6 +25,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Epochs for baselines trained with --train-baselines.") var baselineEpochs = 5
     @Option(help: "Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.png (default: next to --inr).") var out: String?
     @Option(help: "Seed of the sampling noise.") var seed: UInt64 = 0
+    @Flag(help: "Sample from the raw last-step INR parameters instead of their EMA.") var raw = false
     @Option(help: "Dataset directory.") var data = FashionMNIST.defaultDirectory
     @Flag(help: "Print the table as one JSON object ({\"rows\": [...]}).") var json = false
     @OptionGroup var blas: BLASOptions
@@ -45,7 +46,7 @@ struct Evaluate: ParsableCommand {
         blas.apply()
         let checkpoint = try INRCheckpoint.load(path: inr)
         let test = try FashionMNIST.load(split: .test, directory: data)
-        let generator = checkpoint.makeGenerator()
+        let generator = checkpoint.makeGenerator(ema: !raw)
         let family = checkpoint.family, baseWidth = checkpoint.plan.pretrainedWidth
         let baseNetwork = try NetworkFamily.make(family, widths: [baseWidth], classCount: checkpoint.classCount)
         let kColumn = "neumeta_k\(samples)"

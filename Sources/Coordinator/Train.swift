@@ -59,6 +59,8 @@ struct Train: ParsableCommand {
     @Option(help: "INR hidden width (overrides the recipe).") var hidden: Int?
     @Option(help: "INR layers L (overrides the recipe).") var layers: Int?
     @Option(help: "Learning rate (overrides the recipe).") var lr: Float?
+    @Option(help: "λ_rec at round 0, the reconstruction weight at the pretrained width (overrides the recipe; decays linearly to 0).")
+    var reconstruction: Float?
     @Option(help: "Reconstruction weight at the other widths toward the resampled pretrained network (0: off; overrides the recipe).")
     var resampledReconstruction: Float?
     @Option(help: "Mini-batch size.") var batchSize = 128
@@ -92,6 +94,7 @@ struct Train: ParsableCommand {
         if let hidden { config.hidden = hidden }
         if let layers { config.layers = layers }
         if let lr { optimizer.learningRate = lr }
+        if let reconstruction { plan.reconstruction = reconstruction }
         if let resampledReconstruction { plan.resampledReconstruction = resampledReconstruction }
         config.norm = Float(maxWidth)
         plan.minWidth = minWidth; plan.maxWidth = maxWidth; plan.pretrainedWidth = pretrainedWidth

@@ -123,11 +123,11 @@ public struct INRCheckpoint {
         self.ema = ema; self.raw = raw; self.adamM = adamM; self.adamV = adamV; self.base = base
     }
 
-    /// A generator over the EMA parameters.
-    public func makeGenerator() -> NetworkGenerator {
+    /// A generator over the EMA parameters (or the raw, last-step parameters).
+    public func makeGenerator(ema useEMA: Bool = true) -> NetworkGenerator {
         let network = try! NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount)
         let inr = HyperNetwork(config: config, targetSpecs: network.trainableSpecs, seed: 0)
-        inr.parameters.values.base.update(from: ema.base, count: ema.count)
+        inr.parameters.values.base.update(from: (useEMA ? ema : raw).base, count: ema.count)
         return NetworkGenerator(inr: inr, family: family, classCount: classCount)
     }
 }

@@ -91,7 +91,7 @@ struct Evaluate: ParsableCommand {
                             xLabel: "width", yLabel: "test accuracy %")
         for c in columns { plot.add(series: c, points: table.points(c)) }
         try plot.writePNG(to: prefix + ".png")
-        print(table.markdown, terminator: "")
+        if json { log(table.markdown) } else { print(table.markdown, terminator: "") }
         log("wrote \(prefix).csv, \(prefix).md, \(prefix).png")
         if json { printJSON(["rows": table.jsonRows, "inr": inr, "samples": samples]) }
     }

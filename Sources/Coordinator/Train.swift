@@ -63,6 +63,8 @@ struct Train: ParsableCommand {
     var reconstruction: Float?
     @Option(help: "Reconstruction weight at the other widths toward the resampled pretrained network (0: off; overrides the recipe).")
     var resampledReconstruction: Float?
+    @Flag(help: "Scale-free reconstruction: divide each tensor's error by Σ a·W*² instead of its element count.")
+    var normalizedReconstruction = false
     @Option(help: "Mini-batch size.") var batchSize = 128
     @Option(help: "Coordinate noise ε.") var noise: Float = 1
     @Option(help: "Seed of the run (widths, batches, noise, INR initialisation).") var seed: UInt64 = 0
@@ -95,6 +97,7 @@ struct Train: ParsableCommand {
         if let layers { config.layers = layers }
         if let lr { optimizer.learningRate = lr }
         if let reconstruction { plan.reconstruction = reconstruction }
+        if normalizedReconstruction { plan.normalizedReconstruction = true }
         if let resampledReconstruction { plan.resampledReconstruction = resampledReconstruction }
         config.norm = Float(maxWidth)
         plan.minWidth = minWidth; plan.maxWidth = maxWidth; plan.pretrainedWidth = pretrainedWidth

@@ -86,11 +86,13 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
         w.zeroGradients()
         _ = ConfigurationGradient.addNormRegularizer(w, tensors: tensors, weight: 0.3)
         _ = ConfigurationGradient.addReconstruction(w, target: target, tensors: tensors, weight: 2)
+        _ = ConfigurationGradient.addReconstruction(w, target: target, tensors: tensors, weight: 0.5, normalized: true)
         let loss = {
             let scratch = net.makeParameters()
             scratch.values.base.update(from: w.values.base, count: w.count)
             return 0.3 * ConfigurationGradient.addNormRegularizer(scratch, tensors: tensors, weight: 0)
                 + 2 * ConfigurationGradient.addReconstruction(scratch, target: target, tensors: tensors, weight: 0)
+                + 0.5 * ConfigurationGradient.addReconstruction(scratch, target: target, tensors: tensors, weight: 0, normalized: true)
         }
         for i in tensors {
             expectClose(w.gradient(i).toArray(), finiteDifference(w.value(i), h: 1e-3, loss), atol: 1e-4, rtol: 1e-2, w.specs[i].name)

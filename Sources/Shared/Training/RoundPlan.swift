@@ -18,6 +18,8 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// (nil or 0: off, as in the paper); decays with λ_rec. Optional so that plans saved before
     /// it existed still decode.
     public var resampledReconstruction: Float? = nil
+    /// Scale-free reconstruction (see `LossWeights.normalizedReconstruction`); nil: off.
+    public var normalizedReconstruction: Bool? = nil
     /// Make configuration 0 of every round the pretrained width (so the reconstruction term is
     /// fitted once per round) instead of leaving it to the uniform draw.
     public var fitPretrainedEveryRound = false
@@ -56,6 +58,7 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// The loss weights of `round` (reconstruction weights decayed linearly).
     public func lossWeights(round: Int) -> LossWeights {
         var w = LossWeights(normRegularizer: normRegularizer, reconstruction: reconstructionWeight(round: round))
+        w.normalizedReconstruction = normalizedReconstruction ?? false
         w.resampledReconstruction = reconstruction > 0 ? (resampledReconstruction ?? 0) * reconstructionWeight(round: round) / reconstruction : 0
         return w
     }

@@ -67,6 +67,16 @@ struct ProgressLine {
     }
 }
 
+/// A comma-separated list of positive widths, e.g. "4,8,16"; `option` names the flag in errors.
+func parseWidths(_ text: String, option: String) throws -> [Int] {
+    try text.split(separator: ",").map { part in
+        guard let w = Int(part.trimmingCharacters(in: .whitespaces)), w >= 1 else {
+            throw ValidationError("\(option): '\(part)' is not a positive width")
+        }
+        return w
+    }
+}
+
 func formatDuration(_ seconds: Double) -> String {
     let s = Int(seconds.rounded())
     return s >= 3600 ? String(format: "%dh%02dm", s / 3600, (s % 3600) / 60)

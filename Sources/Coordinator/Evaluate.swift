@@ -31,10 +31,7 @@ struct Evaluate: ParsableCommand {
     @OptionGroup var blas: BLASOptions
 
     func parsedWidths() throws -> [Int] {
-        try widths.split(separator: ",").map { part in
-            guard let w = Int(part.trimmingCharacters(in: .whitespaces)), w >= 1 else { throw ValidationError("--widths: '\(part)' is not a width") }
-            return w
-        }
+        try parseWidths(widths, option: "--widths")
     }
 
     func validate() throws {
@@ -79,7 +76,7 @@ struct Evaluate: ParsableCommand {
             let resampled = network.makeParameters()
             PretrainedResampling.resample(checkpoint.base, into: resampled)
             row["resampled"] = accuracy(network, resampled, mean: checkpoint.mean, std: checkpoint.std)
-            table.add(width: width, params: network.makeParameters().count, accuracies: row)
+            table.add(width: width, params: network.parameterSpecs.reduce(0) { $0 + $1.count }, accuracies: row)
             log("width \(width): " + columns.map { c in row[c].map { String(format: "%@ %.2f%%", c, 100 * $0) } ?? "\(c) –" }.joined(separator: "  ")
                 + String(format: "  (%@ elapsed)", formatDuration(Date().timeIntervalSince(start))))
         }

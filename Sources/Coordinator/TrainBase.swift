@@ -79,12 +79,7 @@ struct TrainBase: ParsableCommand {
         log(BLASRuntime.summary)
         let (train, test) = try loadData()
         log("data: \(train.count) training and \(test.count) test images (\(train.name))")
-        let chosen = try widths.map { text in
-            try text.split(separator: ",").map { part -> Int in
-                guard let w = Int(part.trimmingCharacters(in: .whitespaces)), w >= 1 else { throw ValidationError("--widths: '\(part)' is not a width") }
-                return w
-            }
-        } ?? NetworkFamily.widths(family, scaledFrom: width)
+        let chosen = try widths.map { try parseWidths($0, option: "--widths") } ?? NetworkFamily.widths(family, scaledFrom: width)
         let network = try NetworkFamily.make(family, widths: chosen, classCount: train.classCount)
         var config = BaseTrainingConfig()
         config.epochs = epochs; config.batchSize = batchSize; config.learningRate = lr; config.seed = seed

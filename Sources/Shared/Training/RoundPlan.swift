@@ -44,14 +44,24 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// is batch number g = round·M + index of the data order, where each epoch is a fresh
     /// permutation from (seed, epoch); the width is uniform in [minWidth, maxWidth].
     public func configuration(round: Int, index: Int) -> Configuration {
+        configuration(round: round, index: index, order: epochOrder(of: round * configurationsPerRound + index))
+    }
+
+    /// The data order of the epoch that holds global batch `g`.
+    func epochOrder(of g: Int) -> (epoch: Int, indices: [Int]) {
+        let epoch = g / batchesPerEpoch
+        return (epoch, EpochOrder.indices(count: datasetCount, seed: seed, epoch: epoch))
+    }
+
+    func configuration(round: Int, index: Int, order: (epoch: Int, indices: [Int])) -> Configuration {
         precondition(datasetCount >= batchSize, "data set of \(datasetCount) is smaller than one batch of \(batchSize)")
         var rng = SeededRandom(seed, 0x5717, UInt64(round), UInt64(index))
         var width = minWidth + rng.index(below: maxWidth - minWidth + 1)
         if fitPretrainedEveryRound && index == 0 { width = pretrainedWidth }
         let g = round * configurationsPerRound + index
-        let epoch = g / batchesPerEpoch, start = (g % batchesPerEpoch) * batchSize
-        let order = EpochOrder.indices(count: datasetCount, seed: seed, epoch: epoch)
-        return Configuration(width: width, batch: Array(order[start..<(start + batchSize)]), noiseSeed: rng.next(), noise: noise,
+        precondition(g / batchesPerEpoch == order.epoch, "data order of the wrong epoch")
+        let start = (g % batchesPerEpoch) * batchSize
+        return Configuration(width: width, batch: Array(order.indices[start..<(start + batchSize)]), noiseSeed: rng.next(), noise: noise,
                              lossWeights: lossWeights(round: round))
     }
 
@@ -64,8 +74,15 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     }
 
     /// All configurations of `round`, in index order.
+    /// The epoch's data order (a 60k-element shuffle for Fashion-MNIST) is drawn once per epoch
+    /// the round touches, not once per configuration.
     public func configurations(round: Int) -> [Configuration] {
-        (0..<configurationsPerRound).map { configuration(round: round, index: $0) }
+        var order = epochOrder(of: round * configurationsPerRound)
+        return (0..<configurationsPerRound).map { index in
+            let g = round * configurationsPerRound + index
+            if g / batchesPerEpoch != order.epoch { order = epochOrder(of: g) }
+            return configuration(round: round, index: index, order: order)
+        }
     }
 }
 

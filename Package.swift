@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
@@ -31,7 +32,7 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         .target(
             name: "NeuMeta",
-            dependencies: ["COpenBLAS", "CZeroMQ", "CSodium", "CJPEG", "CPNG", "CZlib"],
+            dependencies: ["COpenBLAS", "CZeroMQ", "CSodium", "CJPEG", "CPNG", "CZlib", .product(name: "Yams", package: "Yams")],
             path: "Sources/Shared",
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
@@ -45,6 +46,6 @@ let package = Package(
             dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Worker"
         ),
-        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta"], path: "Tests/NeuMetaTests"),
+        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", .product(name: "Yams", package: "Yams")], path: "Tests/NeuMetaTests"),
     ]
 )

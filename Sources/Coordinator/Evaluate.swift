@@ -99,7 +99,7 @@ struct Evaluate: ParsableCommand {
         if FileManager.default.fileExists(atPath: path) { return try NetworkCheckpoint.load(path: path) }
         guard trainBaselines else { return nil }
         log("training the individual baseline \(family) width \(width) (\(baselineEpochs) epochs) into \(path)")
-        var command = try TrainBase.parse(["--family", family, "--width", String(width), "--epochs", String(baselineEpochs),
+        let command = try TrainBase.parse(["--family", family, "--width", String(width), "--epochs", String(baselineEpochs),
                                            "--data", data, "--out", path])
         try command.run()
         return try NetworkCheckpoint.load(path: path)

@@ -2,27 +2,6 @@ import ArgumentParser
 import Foundation
 import NeuMeta
 
-/// Named starting points for INR training.
-enum Recipe: String, ExpressibleByArgument, CaseIterable {
-    /// The paper's recipe, exactly (NEUMETA.md §2–3).
-    case paper
-    /// Ours, from measurements on Fashion-MNIST (see README).
-    case `default`
-
-    func apply(to plan: inout RoundPlan, _ optimizer: inout OptimizerSettings, _ config: inout INRConfig) {
-        switch self {
-        case .paper:
-            config.hidden = 256; config.layers = 4; config.frequencies = 16
-            plan.configurationsPerRound = 1; plan.fitPretrainedEveryRound = false
-            optimizer.learningRate = 1e-3; optimizer.cosineSchedule = false; optimizer.gradientClip = nil
-        case .default:
-            config.hidden = 256; config.layers = 4; config.frequencies = 6
-            plan.configurationsPerRound = 2; plan.fitPretrainedEveryRound = true
-            optimizer.learningRate = 1e-3; optimizer.cosineSchedule = true; optimizer.gradientClip = nil
-        }
-    }
-}
-
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a NeuMeta INR from a pretrained base network on this process.",
@@ -82,40 +61,16 @@ struct Train: ParsableCommand {
     func run() throws {
         blas.apply()
         log(BLASRuntime.summary)
-        let checkpoint = try NetworkCheckpoint.load(path: base)
-        guard checkpoint.network.widths.count == 1 else { throw ValidationError("only single-width families are supported by train") }
-        let train = try FashionMNIST.load(split: .train, directory: data)
+        var overrides = RecipeOverrides()
+        overrides.configurationsPerRound = configsPerRound; overrides.frequencies = frequencies; overrides.hidden = hidden
+        overrides.layers = layers; overrides.learningRate = lr; overrides.reconstruction = reconstruction
+        overrides.resampledReconstruction = resampledReconstruction
+        overrides.normalizedReconstruction = normalizedReconstruction ? true : nil
+        let setup = try TrainingSetup(base: base, data: data, recipe: recipe, overrides: overrides, minWidth: minWidth, maxWidth: maxWidth,
+                                      epochs: epochs, batchSize: batchSize, noise: noise, seed: seed, permute: !noPermute)
         let test = try FashionMNIST.load(split: .test, directory: data)
-        let pretrainedWidth = checkpoint.network.widths[0]
-        log("base: \(checkpoint.network.family) width \(pretrainedWidth) from \(base)")
-
-        var config = INRConfig(), plan = RoundPlan(), optimizer = OptimizerSettings()
-        recipe.apply(to: &plan, &optimizer, &config)
-        if let configsPerRound { plan.configurationsPerRound = configsPerRound }
-        if let frequencies { config.frequencies = frequencies }
-        if let hidden { config.hidden = hidden }
-        if let layers { config.layers = layers }
-        if let lr { optimizer.learningRate = lr }
-        if let reconstruction { plan.reconstruction = reconstruction }
-        if normalizedReconstruction { plan.normalizedReconstruction = true }
-        if let resampledReconstruction { plan.resampledReconstruction = resampledReconstruction }
-        config.norm = Float(maxWidth)
-        plan.minWidth = minWidth; plan.maxWidth = maxWidth; plan.pretrainedWidth = pretrainedWidth
-        plan.batchSize = batchSize; plan.noise = noise; plan.seed = seed; plan.datasetCount = train.count
-        plan.rounds = max(1, Int((epochs * Double(plan.batchesPerEpoch) / Double(plan.configurationsPerRound)).rounded()))
-
-        let permuted = checkpoint.parameters
-        if !noPermute {
-            let report = Permutation.permute(permuted, groups: checkpoint.network.channelGroups, seed: seed)
-            log(String(format: "permuted %d channel groups: total variation %.1f → %.1f", report.groups.count, report.totalVariationBefore,
-                       report.totalVariationAfter))
-        }
-        let inr = HyperNetwork(config: config, targetSpecs: checkpoint.network.trainableSpecs, seed: seed)
-        let objective = ConfigurationGradient(inr: inr, family: checkpoint.network.family, dataset: train, mean: checkpoint.mean,
-                                              std: checkpoint.std, pretrained: permuted, pretrainedWidth: pretrainedWidth)
-        let trainer = INRTrainer(objective: objective, plan: plan, optimizer: optimizer)
-        log("training INR (\(recipe.rawValue) recipe): \(inr.parameters.count) parameters, hidden \(config.hidden), L \(config.layers), F \(config.frequencies); "
-            + "\(plan.rounds) rounds × \(plan.configurationsPerRound) configurations (\(String(format: "%.2f", plan.epochs)) epochs), widths \(minWidth)…\(maxWidth)")
+        let trainer = setup.makeTrainer()
+        let plan = trainer.plan, checkpoint = setup.checkpoint
 
         let start = Date()
         var window = LossTerms(), windowConfigs = 0
@@ -144,8 +99,7 @@ struct Train: ParsableCommand {
             }
         }
         let seconds = Date().timeIntervalSince(start)
-        var saved = INRCheckpoint(trainer: trainer, base: permuted, family: checkpoint.network.family, mean: checkpoint.mean,
-                                  std: checkpoint.std, recipe: recipe.rawValue)
+        var saved = setup.checkpoint(of: trainer)
         saved.extra["base_checkpoint"] = base
         saved.extra["train_seconds"] = String(format: "%.1f", seconds)
         try saved.save(to: out)

@@ -4,7 +4,10 @@ import CSodium
 public enum Digest {
     /// Runs `sodium_init()` exactly once, on first use (a static `let` is initialised atomically).
     static let sodiumReady: Void = {
-        precondition(sodium_init() >= 0, "libsodium failed to initialise")
+        // Calls stay outside `precondition`: under -Ounchecked (our release builds) its
+        // condition is not evaluated at all.
+        let status = sodium_init()
+        precondition(status >= 0, "libsodium failed to initialise")
     }()
 
     /// Lower-case hex of the 32-byte BLAKE2b of `bytes`.
@@ -40,7 +43,8 @@ public struct Blake2b: ~Copyable {
     public init() {
         _ = Digest.sodiumReady
         memory = UnsafeMutableRawPointer.allocate(byteCount: crypto_generichash_statebytes(), alignment: 64)
-        precondition(crypto_generichash_init(state, nil, 0, Blake2b.outputBytes) == 0)
+        let status = crypto_generichash_init(state, nil, 0, Blake2b.outputBytes)
+        precondition(status == 0)
     }
 
     deinit { memory.deallocate() }
@@ -48,14 +52,15 @@ public struct Blake2b: ~Copyable {
     /// Absorbs `bytes`.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress else { return }
-        precondition(crypto_generichash_update(
-            state, base.assumingMemoryBound(to: UInt8.self), UInt64(bytes.count)) == 0)
+        let status = crypto_generichash_update(state, base.assumingMemoryBound(to: UInt8.self), UInt64(bytes.count))
+        precondition(status == 0)
     }
 
     /// The 32-byte digest of everything absorbed.
     public consuming func finalize() -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: Blake2b.outputBytes)
-        precondition(crypto_generichash_final(state, &digest, Blake2b.outputBytes) == 0)
+        let status = crypto_generichash_final(state, &digest, Blake2b.outputBytes)
+        precondition(status == 0)
         return digest
     }
 }

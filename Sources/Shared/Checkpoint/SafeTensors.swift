@@ -90,7 +90,8 @@ public enum SafeTensors {
         var offset = 0
         for (name, tensor) in tensors {
             precondition(name != metadataKey, "a tensor cannot be named \(metadataKey)")
-            precondition(names.insert(name).inserted, "duplicate tensor name \(name)")
+            let isNew = names.insert(name).inserted  // not inside precondition: -Ounchecked skips its condition
+            precondition(isNew, "duplicate tensor name \(name)")
             let end = offset + 4 * tensor.count
             let shape = tensor.shape.map(String.init).joined(separator: ",")
             members.append(JSONValue.quoted(name)

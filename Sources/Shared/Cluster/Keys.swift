@@ -140,6 +140,30 @@ public enum KeyStore {
         return (coordinator, pairs)
     }
 
+    /// Adds a worker key pair `NAME.key/.pub` to an existing key directory and appends its
+    /// public key to `authorized_workers` (the one step that admits another worker; the
+    /// coordinator reads the allow-list when it starts). Never overwrites a key file.
+    @discardableResult
+    public static func addWorker(_ name: String, to directory: URL) throws -> CurveKeyPair {
+        let ok = !name.isEmpty && name.utf8.count <= 64 && !name.hasPrefix(".") && name != coordinatorName
+            && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+        guard ok else { throw KeyError.invalidWorkerName(name) }
+        let allowList = directory.appendingPathComponent(allowListName)
+        guard FileManager.default.fileExists(atPath: allowList.path) else { throw KeyError.missing(path: allowList.path) }
+        for ext in ["key", "pub"] where FileManager.default.fileExists(atPath: directory.appendingPathComponent("\(name).\(ext)").path) {
+            throw KeyError.exists(path: directory.appendingPathComponent("\(name).\(ext)").path)
+        }
+        let pair = try CurveKeyPair.generate()
+        try write(pair.secret.z85 + "\n", to: directory.appendingPathComponent("\(name).key"), mode: 0o600)
+        try write(pair.public.z85 + "\n", to: directory.appendingPathComponent("\(name).pub"), mode: 0o644)
+        let handle = try FileHandle(forWritingTo: allowList)
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data("\(pair.public.z85) \(name)\n".utf8))
+        try handle.synchronize()
+        return pair
+    }
+
     /// The key pair of the secret key file at `url`.
     public static func loadSecret(_ url: URL) throws -> CurveKeyPair {
         let attributes: [FileAttributeKey: Any]

@@ -46,8 +46,10 @@ public enum WireProtocol {
 
     // MARK: Limits (decode rejects anything larger)
 
-    /// Longest worker name, data fingerprint (bytes of UTF-8).
+    /// Longest worker name (bytes of UTF-8).
     public static let maxNameBytes = 256
+    /// Longest data fingerprint (bytes of UTF-8; `DataFingerprint.text`).
+    public static let maxFingerprintBytes = 2048
     /// Longest refusal reason (bytes of UTF-8).
     public static let maxReasonBytes = 4096
     /// Largest job spec (bytes of JSON).
@@ -191,7 +193,7 @@ extension Message {
         switch self {
         case let .hello(name, _, fingerprint):
             try Self.string(name, "worker name", WireProtocol.maxNameBytes, &w)
-            try Self.string(fingerprint, "data fingerprint", WireProtocol.maxNameBytes, &w)
+            try Self.string(fingerprint, "data fingerprint", WireProtocol.maxFingerprintBytes, &w)
         case let .welcome(spec, round, parameters, base):
             try w.u64(UInt64(Self.checkRound(round)))
             guard spec.count <= WireProtocol.maxJobSpecBytes else {
@@ -285,7 +287,7 @@ extension Message {
         switch kind {
         case .hello:
             let name = try r.string("worker name", limit: WireProtocol.maxNameBytes)
-            let fingerprint = try r.string("data fingerprint", limit: WireProtocol.maxNameBytes)
+            let fingerprint = try r.string("data fingerprint", limit: WireProtocol.maxFingerprintBytes)
             message = .hello(workerName: name, protocolVersion: version, dataFingerprint: fingerprint)
         case .welcome:
             let round = try readRound(&r)

@@ -43,12 +43,15 @@ public enum ZMQ {
         case dealer
         /// ZAP handler (request/reply).
         case rep
+        /// One end of an in-process wake-up channel between two threads.
+        case pair
 
         var raw: Int32 {
             switch self {
             case .router: ZMQ_ROUTER
             case .dealer: ZMQ_DEALER
             case .rep: ZMQ_REP
+            case .pair: ZMQ_PAIR
             }
         }
     }
@@ -175,6 +178,13 @@ extension ZMQ {
 
         /// ROUTER: fail (EHOSTUNREACH) instead of silently dropping messages to unknown peers.
         public func setRouterMandatory(_ on: Bool) throws { try setOption(ZMQ_ROUTER_MANDATORY, Int32(on ? 1 : 0)) }
+
+        /// ROUTER: a new connection presenting a routing id already in use takes it over (a worker
+        /// that reconnects keeps its name) instead of being refused.
+        public func setRouterHandover(_ on: Bool) throws { try setOption(ZMQ_ROUTER_HANDOVER, Int32(on ? 1 : 0)) }
+
+        /// How long `close` may wait to flush unsent messages (default 0).
+        public func setLinger(_ duration: Duration) throws { try setOption(ZMQ_LINGER, Self.milliseconds(duration)) }
 
         /// `d` in whole milliseconds, clamped to 0…Int32.max; nil → −1 (libzmq's "forever").
         static func milliseconds(_ d: Duration?) -> Int32 {

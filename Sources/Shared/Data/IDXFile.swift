@@ -101,11 +101,15 @@ public enum FashionMNIST {
     /// Loads `split` from `directory`, preferring `<file>.gz` and falling back to `<file>`.
     /// The data set is named after the directory and split, e.g. `"fashion-mnist-train"`.
     public static func load(split: DatasetSplit, directory: String = defaultDirectory) throws -> ImageDataset {
-        let prefix = split == .train ? "train" : "t10k"
-        let images = try locate("\(prefix)-images-idx3-ubyte", in: directory)
-        let labels = try locate("\(prefix)-labels-idx1-ubyte", in: directory)
+        let (images, labels) = try files(split: split, directory: directory)
         let directoryName = directory.split(separator: "/").last.map(String.init) ?? "idx"
         return try ImageDataset.loadIDX(images: images, labels: labels, name: "\(directoryName)-\(split.rawValue)")
+    }
+
+    /// The image and label files `load` reads for `split` (what a data fingerprint covers).
+    public static func files(split: DatasetSplit, directory: String = defaultDirectory) throws -> (images: String, labels: String) {
+        let prefix = split == .train ? "train" : "t10k"
+        return (try locate("\(prefix)-images-idx3-ubyte", in: directory), try locate("\(prefix)-labels-idx1-ubyte", in: directory))
     }
 
     private static func locate(_ file: String, in directory: String) throws -> String {

@@ -4,6 +4,8 @@ import Foundation
 ///
 /// - `heads.*`: the EMA parameters under their names (what sampling uses),
 /// - `state.inr`, `state.adam_m`, `state.adam_v`: flat raw parameters and AdamW moments (resume),
+/// - `state.progress`: [round, AdamW step] as floats (exact below 2²⁴), so the round state is
+///   covered by the data digest like the rest (the metadata copy is for people and tools),
 /// - `base.*`: the permuted pretrained network (reconstruction target, pruning baseline),
 ///
 /// with metadata holding the INR size, the round plan, the optimizer settings, the round reached,
@@ -51,6 +53,7 @@ public struct INRCheckpoint {
         tensors.append(("state.inr", Tensor(storage: raw, offset: 0, shape: [raw.count])))
         tensors.append(("state.adam_m", Tensor(storage: adamM, offset: 0, shape: [adamM.count])))
         tensors.append(("state.adam_v", Tensor(storage: adamV, offset: 0, shape: [adamV.count])))
+        tensors.append(("state.progress", Tensor(shape: [2], values: [Float(round), Float(adamStep)])))
         for (i, s) in base.specs.enumerated() { tensors.append(("base." + s.name, base.value(i))) }
         var meta = extra
         meta["format"] = "neumeta-inr/1"
@@ -82,6 +85,11 @@ public struct INRCheckpoint {
         guard let family = meta["family"], let classCount = Int(meta["class_count"] ?? ""), let round = Int(meta["round"] ?? ""),
               let adamStep = Int(meta["adam_step"] ?? "") else {
             throw Failure.invalid(path: path, problem: "family, class_count, round or adam_step missing")
+        }
+        if let progress = file["state.progress"] {
+            guard progress.count == 2, progress.data[0] == Float(round), progress.data[1] == Float(adamStep) else {
+                throw Failure.invalid(path: path, problem: "state.progress disagrees with the metadata's round \(round) / adam_step \(adamStep)")
+            }
         }
         let network = try NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount)
         let base = network.makeParameters()

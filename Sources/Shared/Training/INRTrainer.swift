@@ -37,27 +37,42 @@ public final class INRTrainer {
         accumulator = FloatStorage(count: p.count)
     }
 
-    /// Runs round `round` and advances.
+    /// Runs round `round` and advances: every configuration's gradient computed here, in index
+    /// order, then `finishRound`.
     public func runRound() throws -> RoundReport {
         let start = Date()
         let configs = plan.configurations(round: round)
-        let n = accumulator.count, acc = accumulator.base, g = inr.parameters.gradients.base
-        acc.update(repeating: 0, count: n)
+        beginRound()
         var terms = LossTerms()
         for config in configs {
             terms = terms + (try objective.compute(config))
-            for i in 0..<n { acc[i] += g[i] }
+            accumulate(UnsafeBufferPointer(inr.parameters.gradients.buffer))
         }
-        let lr = try applyMeanGradient(of: configs.count)
-        let report = RoundReport(round: round, terms: terms, configurations: configs.count, widths: configs.map(\.width),
-                                 learningRate: lr, seconds: Date().timeIntervalSince(start))
-        round += 1
-        return report
+        let lr = finishRound(configurations: configs.count)
+        return RoundReport(round: round - 1, terms: terms, configurations: configs.count, widths: configs.map(\.width),
+                           learningRate: lr, seconds: Date().timeIntervalSince(start))
     }
 
-    /// Divides the accumulated gradient by `count`, clips it, steps AdamW and the EMA.
-    /// Returns the learning rate used.
-    func applyMeanGradient(of count: Int) throws -> Float {
+    // MARK: The round, step by step (the cluster coordinator sums gradients that workers computed)
+
+    /// Clears the round's gradient sum.
+    public func beginRound() {
+        accumulator.base.update(repeating: 0, count: accumulator.count)
+    }
+
+    /// Adds one configuration's gradient to the round's sum. Call in configuration-index order:
+    /// float addition is not associative, and that order is what makes every worker count give
+    /// the same bits.
+    public func accumulate(_ gradient: UnsafeBufferPointer<Float>) {
+        precondition(gradient.count == accumulator.count, "gradient of \(gradient.count) values for \(accumulator.count) parameters")
+        let acc = accumulator.base
+        for i in 0..<accumulator.count { acc[i] += gradient[i] }
+    }
+
+    /// Divides the sum by `count`, clips it, steps AdamW and the EMA, and advances to the next
+    /// round. Returns the learning rate used.
+    @discardableResult
+    public func finishRound(configurations count: Int) -> Float {
         let n = accumulator.count, acc = accumulator.base, g = inr.parameters.gradients.base
         let scale = 1 / Float(count)
         if let clip = optimizerSettings.gradientClip {
@@ -69,6 +84,24 @@ public final class INRTrainer {
         optimizer.learningRate = lr
         optimizer.update(values: inr.parameters.values, gradients: inr.parameters.gradients)
         ema.update(with: inr.parameters.values)
+        round += 1
         return lr
+    }
+
+    // MARK: Resume
+
+    /// Continues from a checkpoint of the same run: raw parameters, EMA, AdamW moments and step,
+    /// and the round reached. Throws if the checkpoint belongs to another INR or plan.
+    public func restore(from checkpoint: INRCheckpoint) throws {
+        let n = inr.parameters.count
+        guard checkpoint.config == inr.config, checkpoint.plan == plan, checkpoint.raw.count == n else {
+            throw INRCheckpoint.Failure.invalid(path: "checkpoint", problem: "it holds another INR or round plan than this run")
+        }
+        inr.parameters.values.base.update(from: checkpoint.raw.base, count: n)
+        ema.average.base.update(from: checkpoint.ema.base, count: n)
+        optimizer.firstMoment.base.update(from: checkpoint.adamM.base, count: n)
+        optimizer.secondMoment.base.update(from: checkpoint.adamV.base, count: n)
+        optimizer.step = checkpoint.adamStep
+        round = checkpoint.round
     }
 }

@@ -1,0 +1,130 @@
+import Foundation
+
+/// Everything a worker needs, besides its local data and the two tensors of the welcome, to
+/// compute the gradient of any configuration of the run: the target family, the INR size, the
+/// round plan (which decides every configuration's width, batch and noise seed), the input
+/// normalisation and the fingerprint of the training data. Travels as JSON in the welcome.
+public struct JobSpec: Sendable, Equatable, Codable {
+    public var family: String
+    public var classCount: Int
+    public var pretrainedWidth: Int
+    public var mean: [Float], std: [Float]
+    public var inr: INRConfig
+    public var plan: RoundPlan
+    /// INR parameter count (the welcome's first tensor).
+    public var parameterCount: Int
+    /// Pretrained-network parameter count (the welcome's second tensor).
+    public var baseParameterCount: Int
+    /// The coordinator's training data; a worker with other data is refused.
+    public var data: DataFingerprint
+
+    public init(family: String, classCount: Int, pretrainedWidth: Int, mean: [Float], std: [Float], inr: INRConfig,
+                plan: RoundPlan, parameterCount: Int, baseParameterCount: Int, data: DataFingerprint) {
+        self.family = family; self.classCount = classCount; self.pretrainedWidth = pretrainedWidth
+        self.mean = mean; self.std = std; self.inr = inr; self.plan = plan
+        self.parameterCount = parameterCount; self.baseParameterCount = baseParameterCount; self.data = data
+    }
+
+    public var json: [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Array(try! encoder.encode(self))
+    }
+
+    /// Decodes a job spec received from the coordinator (any malformed JSON is an error, not a trap).
+    public static func decode(_ bytes: [UInt8]) throws -> JobSpec {
+        do { return try JSONDecoder().decode(JobSpec.self, from: Data(bytes)) } catch {
+            throw JobSpecError.malformed("\(error)")
+        }
+    }
+}
+
+public enum JobSpecError: Error, CustomStringConvertible, Equatable {
+    case malformed(String)
+    /// The spec does not fit this build (unknown family, wrong tensor sizes…).
+    case unusable(String)
+
+    public var description: String {
+        switch self {
+        case .malformed(let why): "job spec does not decode: \(why)"
+        case .unusable(let why): "job spec cannot be used: \(why)"
+        }
+    }
+}
+
+/// What identifies a data set on disk: the name of each file that is read, its size and the
+/// BLAKE2b of its bytes. Workers read the data from their own disks; comparing fingerprints
+/// catches a different version, a truncated download or a wrong directory before any gradient
+/// is computed from it.
+public struct DataFingerprint: Sendable, Equatable, Codable, CustomStringConvertible {
+    public struct File: Sendable, Equatable, Codable {
+        /// The file's name (no directory: workers keep their data wherever they like).
+        public var name: String
+        public var size: Int
+        /// Lower-case hex of the 32-byte BLAKE2b of the file's bytes.
+        public var digest: String
+    }
+
+    /// The data set's name, e.g. "fashion-mnist-train".
+    public var dataset: String
+    public var files: [File]
+
+    public init(dataset: String, files: [File]) { self.dataset = dataset; self.files = files }
+
+    /// Reads and digests `paths`.
+    public static func of(dataset: String, paths: [String]) throws -> DataFingerprint {
+        let files = try paths.map { path in
+            let bytes = try DataFile.contents(of: path)
+            return File(name: URL(fileURLWithPath: path).lastPathComponent, size: bytes.count,
+                        digest: bytes.withUnsafeBytes { Digest.blake2bHex($0) })
+        }
+        return DataFingerprint(dataset: dataset, files: files)
+    }
+
+    /// The training split of Fashion-MNIST in `directory`.
+    public static func fashionMNIST(directory: String) throws -> DataFingerprint {
+        let (images, labels) = try FashionMNIST.files(split: .train, directory: directory)
+        return try of(dataset: "fashion-mnist-train", paths: [images, labels])
+    }
+
+    /// Wire form for the hello message: `dataset;name size digest;name size digest…`.
+    public var text: String {
+        ([dataset] + files.map { "\($0.name) \($0.size) \($0.digest)" }).joined(separator: ";")
+    }
+
+    /// Parses `text`; nil when malformed.
+    public init?(text: String) {
+        let parts = text.split(separator: ";", omittingEmptySubsequences: false).map(String.init)
+        guard let dataset = parts.first, !dataset.isEmpty else { return nil }
+        var files: [File] = []
+        for part in parts.dropFirst() {
+            let fields = part.split(separator: " ").map(String.init)
+            guard fields.count == 3, let size = Int(fields[1]), size >= 0 else { return nil }
+            files.append(File(name: fields[0], size: size, digest: fields[2]))
+        }
+        self.init(dataset: dataset, files: files)
+    }
+
+    public var description: String {
+        "\(dataset) (" + files.map { "\($0.name): \($0.size) bytes, blake2b \($0.digest.prefix(12))…" }.joined(separator: "; ") + ")"
+    }
+
+    /// What differs between `self` (expected) and `other` (found), one phrase per difference;
+    /// empty when they match.
+    public func differences(from other: DataFingerprint) -> [String] {
+        var out: [String] = []
+        if dataset != other.dataset { out.append("data set is \(other.dataset), expected \(dataset)") }
+        let theirs = Dictionary(other.files.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for file in files {
+            guard let found = theirs[file.name] else { out.append("\(file.name) is missing"); continue }
+            if found.size != file.size {
+                out.append("\(file.name) has \(found.size) bytes, expected \(file.size)")
+            } else if found.digest != file.digest {
+                out.append("\(file.name) has other contents (blake2b \(found.digest.prefix(12))…, expected \(file.digest.prefix(12))…)")
+            }
+        }
+        let ours = Set(files.map(\.name))
+        for file in other.files where !ours.contains(file.name) { out.append("unexpected file \(file.name)") }
+        return out
+    }
+}

@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import NeuMeta
+
+@main
+struct Worker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "neumeta-worker",
+        abstract: "NeuMeta Cluster worker: computes INR gradients for the configurations the coordinator sends.",
+        discussion: """
+        Connects to the coordinator over ZeroMQ with CURVE encryption, proves its identity with \
+        its key pair (DIR/<key-name>.key, whose public key must be in the coordinator's \
+        authorized_workers) and checks the coordinator's identity (DIR/coordinator.pub). It reads \
+        the training data from its own --data directory; the coordinator refuses a worker whose \
+        data differs from its own (the refusal says which file differs).
+
+        The worker decides nothing: it computes the gradient of each configuration it is sent \
+        (a pure function of the parameters, the round and the configuration index) and returns \
+        it. It sends a heartbeat every \(WireProtocol.heartbeatInterval) and reconnects after \
+        \(WireProtocol.heartbeatTimeout) of silence, backing off from \
+        \(WireProtocol.reconnectInitialDelay) to \(WireProtocol.reconnectMaxDelay). It exits 0 when \
+        the coordinator says training is finished, 3 when it is refused (the reason is printed), \
+        1 on a local error.
+
+        Example: neumeta-worker --connect tcp://coordinator.example:5570 --keys /etc/neumeta/keys
+        """
+    )
+
+    @Option(help: "Coordinator endpoint, e.g. tcp://10.0.0.1:5570.")
+    var connect: String
+
+    @Option(help: "Key directory: <key-name>.key (this worker's secret, mode 0600) and coordinator.pub.")
+    var keys: String
+
+    @Option(help: "Which key pair of --keys to use (file stem).")
+    var keyName = "worker"
+
+    @Option(help: "Name in the coordinator's logs (default: host-pid). Unique per worker.")
+    var name: String?
+
+    @Option(help: "Local dataset directory (Fashion-MNIST IDX files).")
+    var data = FashionMNIST.defaultDirectory
+
+    @Option(help: "Compute threads (default: one per core).")
+    var threads: Int?
+
+    @Option(help: "OpenBLAS threads inside each BLAS call.")
+    var blasThreads: Int?
+
+    @Flag(help: "Log every configuration computed.")
+    var verbose = false
+
+    @Flag(help: "Exit when the parent process ends (set by a coordinator that starts local workers).")
+    var exitWithParent = false
+
+    static func main() {
+        BLASRuntime.prepareProcess()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    func run() throws {
+        BLASRuntime.configureThreads(threads: threads, blasThreads: blasThreads)
+        let name = self.name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        let directory = URL(fileURLWithPath: keys)
+        let pair = try KeyStore.loadSecret(directory.appendingPathComponent("\(keyName).key"))
+        let server = try KeyStore.loadPublic(directory.appendingPathComponent("\(KeyStore.coordinatorName).pub"))
+        let fingerprint = try DataFingerprint.fashionMNIST(directory: data)
+        let dataset = try FashionMNIST.load(split: .train, directory: data)
+        let loop = try WorkerLoop(name: name, endpoint: connect, keys: pair, server: server, dataset: dataset,
+                                  fingerprint: fingerprint, verbose: verbose,
+                                  parent: exitWithParent ? getppid() : nil)
+        switch loop.run() {
+        case .finished:
+            loop.log("coordinator finished training; exiting")
+        case .refused(let reason):
+            loop.log("refused by the coordinator: \(reason)")
+            throw ExitCode(3)
+        case .failed(let reason):
+            loop.log("stopping: \(reason)")
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,301 @@
+import Foundation
+import NeuMeta
+
+/// The worker process: a socket thread that owns the ZeroMQ connection and follows
+/// `WorkerState` (connect, hello, heartbeats, reconnect with back-off), and a compute thread that
+/// turns queued configurations into gradients. Computing never blocks heartbeats; a finished
+/// gradient wakes the socket thread at once through an in-process PAIR socket.
+///
+/// Every (re)connection starts a new *session*: work and results of an older session are
+/// dropped, since the coordinator has already reassigned them.
+final class WorkerLoop {
+    enum Outcome: Equatable {
+        case finished
+        case refused(String)
+        case failed(String)
+    }
+
+    let name: String, endpoint: String
+    let keys: CurveKeyPair, server: CurveKey
+    let fingerprint: DataFingerprint
+    let verbose: Bool
+    /// Stop when this process is no longer our parent (a local worker whose coordinator died).
+    let parent: pid_t?
+    private let context: ZMQ.Context
+    private let shared: ComputeShared
+    private let wakeEndpoint: String
+    private let start = ContinuousClock.now
+    private var socket: ZMQ.Socket?
+    private var connections = 0
+    private var welcomed = false
+
+    init(name: String, endpoint: String, keys: CurveKeyPair, server: CurveKey, dataset: ImageDataset, fingerprint: DataFingerprint,
+         verbose: Bool, parent: pid_t?) throws {
+        self.name = name; self.endpoint = endpoint; self.keys = keys; self.server = server
+        self.fingerprint = fingerprint; self.verbose = verbose; self.parent = parent
+        context = try ZMQ.Context()
+        shared = ComputeShared(dataset: dataset, fingerprint: fingerprint)
+        wakeEndpoint = "inproc://compute-done"
+    }
+
+    func log(_ text: String) {
+        FileHandle.standardError.write(Data("[\(name)] \(text)\n".utf8))
+    }
+
+    private var now: Duration { ContinuousClock.now - start }
+
+    /// Runs until the coordinator says goodbye, refuses this worker, or something local fails.
+    func run() -> Outcome {
+        let wake: ZMQ.Socket
+        do {
+            wake = try ZMQ.Socket(context, .pair)
+            try wake.bind(wakeEndpoint)
+        } catch { return .failed("cannot create the compute wake-up socket: \(error)") }
+        let computeThread = Thread { [shared, context, wakeEndpoint, verbose, name] in
+            ComputeShared.computeLoop(shared, context: context, wakeEndpoint: wakeEndpoint, verbose: verbose, name: name)
+        }
+        computeThread.stackSize = 8 << 20
+        computeThread.start()
+        defer {
+            shared.stop()
+            socket?.close()
+            wake.close()
+        }
+
+        var state = WorkerState(now: now)
+        log("connecting to \(endpoint) (data \(fingerprint.dataset), protocol \(WireProtocol.version))")
+        while true {
+            if let parent, getppid() != parent { return .failed("the coordinator that started this worker is gone") }
+            for action in state.tick(now: now) {
+                if let outcome = perform(action, state: &state) { return outcome }
+            }
+            let sockets = [wake] + (socket.map { [$0] } ?? [])
+            let ready: [Bool]
+            do { ready = try ZMQ.poll(sockets, timeout: .milliseconds(100)) } catch { return .failed("poll: \(error)") }
+            if ready[0] {
+                while (try? wake.receive(timeout: .zero)) ?? nil != nil {}
+                if let failure = shared.failure { return .failed(failure) }
+                if let outcome = sendResults(state: &state) { return outcome }
+            }
+            if ready.count > 1, ready[1], let socket {
+                while let frames = try? socket.receive(timeout: .zero) {
+                    if let outcome = handle(frames, state: &state) { return outcome }
+                    if self.socket !== socket { break }  // reconnected while handling
+                }
+            }
+        }
+    }
+
+    // MARK: Events
+
+    private func handle(_ frames: [ZMQ.Frame], state: inout WorkerState) -> Outcome? {
+        let message: Message
+        do { message = try Message.decode(frames) } catch {
+            log("dropped a malformed message from the coordinator: \(error)")
+            return nil
+        }
+        switch message {
+        case let .welcome(specBytes, round, parameters, base):
+            let spec: JobSpec
+            do { spec = try JobSpec.decode(specBytes) } catch { return finish(.failed("\(error)")) }
+            let differences = spec.data.differences(from: fingerprint)
+            guard differences.isEmpty else {
+                return finish(.failed("this worker's data differs from the coordinator's: " + differences.joined(separator: "; ")))
+            }
+            shared.welcome(spec: spec, base: base, parameters: parameters, round: round)
+            log("\(welcomed ? "rejoined" : "joined") at round \(round): \(spec.family) widths \(spec.plan.minWidth)…\(spec.plan.maxWidth), "
+                + "\(spec.parameterCount) INR parameters")
+            welcomed = true
+        case let .parameters(round, values):
+            shared.setParameters(values, round: round)
+        case let .work(round, configurations):
+            shared.enqueue(round: round, configurations: configurations)
+        case .hello, .result:
+            log("ignored an unexpected \(message.kind) message")
+        case .refuse, .goodbye, .heartbeat:
+            break
+        }
+        for action in state.received(message, now: now) {
+            if let outcome = perform(action, state: &state) { return outcome }
+        }
+        return nil
+    }
+
+    private func perform(_ action: WorkerState.Action, state: inout WorkerState) -> Outcome? {
+        switch action {
+        case .connectAndSendHello:
+            socket?.close()
+            shared.newSession()
+            connections += 1
+            if connections > 1 { log("reconnecting to \(endpoint) (attempt \(connections))") }
+            do {
+                let s = try ZMQ.Socket(context, .dealer)
+                try s.makeCurveClient(server: server, keys: keys)
+                try s.setRoutingID(Array(name.utf8))
+                try s.setMaxMessageSize(WireProtocol.maxHeaderBytes + 4 * WireProtocol.maxTensorElements)
+                try s.connect(endpoint)
+                socket = s
+                try s.send(.hello(workerName: name, protocolVersion: WireProtocol.version, dataFingerprint: fingerprint.text))
+                state.sent(now: now)
+            } catch let error as ZMQ.Error where error.isTimeout {
+                log("hello not sent within \(ZMQ.Socket.defaultSendTimeout) (coordinator unreachable, or it refused this key)")
+            } catch {
+                return finish(.failed("cannot connect to \(endpoint): \(error)"))
+            }
+        case let .disconnect(reason):
+            if case let .connecting(retryAt) = state.phase { log("\(reason); reconnecting in \(retryAt - now)") }
+            socket?.close()
+            socket = nil
+            shared.newSession()
+        case .sendHeartbeat:
+            send(.heartbeat, state: &state)
+        case let .stop(reason):
+            if reason.hasPrefix("refused: ") { return finish(.refused(String(reason.dropFirst("refused: ".count)))) }
+            return finish(.finished)
+        }
+        return nil
+    }
+
+    private func sendResults(state: inout WorkerState) -> Outcome? {
+        for done in shared.takeResults() {
+            send(.result(round: done.round, configuration: done.configuration, terms: done.terms, gradient: done.gradient), state: &state)
+        }
+        return nil
+    }
+
+    private func send(_ message: Message, state: inout WorkerState) {
+        guard let socket else { return }
+        do {
+            try socket.send(message)
+            state.sent(now: now)
+        } catch {
+            log("could not send \(message.kind): \(error)")
+        }
+    }
+
+    /// Says goodbye where that is polite (not after a refusal), then ends the loop.
+    private func finish(_ outcome: Outcome) -> Outcome {
+        if case .failed = outcome, let socket { try? socket.send(.goodbye) }
+        return outcome
+    }
+}
+
+/// State shared by the socket thread and the compute thread, every field under `condition`.
+final class ComputeShared: @unchecked Sendable {
+    struct Item { let session: Int; let round: Int; let configuration: Int }
+    struct Done { let session: Int; let round: Int; let configuration: Int; let terms: LossTerms; let gradient: WireTensor }
+
+    private let condition = NSCondition()
+    private let dataset: ImageDataset
+    private let fingerprint: DataFingerprint
+    private var session = 0
+    /// The job of the current session: spec and pretrained weights from its welcome.
+    private var setup: (session: Int, spec: JobSpec, base: WireTensor)?
+    /// Newest parameters; `version` grows with every delivery.
+    private var parameters: (version: Int, round: Int, values: WireTensor)?
+    private var parameterVersion = 0
+    private var pending: [Item] = []
+    private var done: [Done] = []
+    private var stopping = false
+    private var failureText: String?
+
+    init(dataset: ImageDataset, fingerprint: DataFingerprint) {
+        self.dataset = dataset; self.fingerprint = fingerprint
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        condition.lock(); defer { condition.unlock() }
+        return body()
+    }
+
+    var failure: String? { locked { failureText } }
+
+    /// A new connection: everything queued or finished for the old one is dropped.
+    func newSession() {
+        locked { session += 1; pending = []; done = []; setup = nil; parameters = nil }
+    }
+
+    func welcome(spec: JobSpec, base: WireTensor, parameters values: WireTensor, round: Int) {
+        locked {
+            setup = (session, spec, base)
+            parameterVersion += 1
+            parameters = (parameterVersion, round, values)
+        }
+    }
+
+    func setParameters(_ values: WireTensor, round: Int) {
+        locked {
+            parameterVersion += 1
+            parameters = (parameterVersion, round, values)
+            pending.removeAll { $0.round < round }  // superseded work of an earlier round
+        }
+    }
+
+    func enqueue(round: Int, configurations: [Int]) {
+        locked {
+            pending += configurations.map { Item(session: session, round: round, configuration: $0) }
+            condition.signal()
+        }
+    }
+
+    func takeResults() -> [Done] {
+        locked {
+            let current = done.filter { $0.session == session }
+            done = []
+            return current
+        }
+    }
+
+    func stop() {
+        locked { stopping = true; condition.signal() }
+    }
+
+    /// The compute thread: takes queued configurations in order, brings the job and its
+    /// parameters up to date, computes, hands the result back and pings `wakeEndpoint`.
+    static func computeLoop(_ shared: ComputeShared, context: ZMQ.Context, wakeEndpoint: String, verbose: Bool, name: String) {
+        let wake: ZMQ.Socket
+        do {
+            wake = try ZMQ.Socket(context, .pair)
+            try wake.connect(wakeEndpoint)
+        } catch {
+            shared.locked { shared.failureText = "compute thread cannot reach the socket thread: \(error)" }
+            return
+        }
+        defer { wake.close() }
+        var job: WorkerJob?
+        var jobBase: WireTensor?, jobVersion = -1
+        while true {
+            shared.condition.lock()
+            while shared.pending.isEmpty && !shared.stopping { shared.condition.wait() }
+            if shared.stopping { shared.condition.unlock(); return }
+            let item = shared.pending.removeFirst()
+            let setup = shared.setup, parameters = shared.parameters
+            shared.condition.unlock()
+
+            guard let setup, setup.session == item.session, let parameters, parameters.round == item.round else { continue }
+            do {
+                if job == nil || job!.spec != setup.spec || jobBase != setup.base {
+                    job = try WorkerJob(spec: setup.spec, dataset: shared.dataset, localData: shared.fingerprint,
+                                        parameters: parameters.values, base: setup.base, round: parameters.round)
+                    jobBase = setup.base
+                } else if jobVersion != parameters.version {
+                    try job!.setParameters(parameters.values, round: parameters.round)
+                }
+                jobVersion = parameters.version
+                let started = ContinuousClock.now
+                let (terms, gradient) = try job!.gradient(round: item.round, configuration: item.configuration)
+                if verbose {
+                    let line = "[\(name)] round \(item.round) configuration \(item.configuration): loss \(terms.total) in \(ContinuousClock.now - started)\n"
+                    FileHandle.standardError.write(Data(line.utf8))
+                }
+                shared.locked {
+                    shared.done.append(Done(session: item.session, round: item.round, configuration: item.configuration, terms: terms,
+                                            gradient: gradient))
+                }
+            } catch {
+                shared.locked { shared.failureText = "\(error)" }
+            }
+            try? wake.send(frames: [[1]])
+        }
+    }
+}

@@ -1,0 +1,205 @@
+import Foundation
+import NeuMeta
+import Testing
+
+/// The cluster's promises checked with real processes over real CURVE sockets: every run below
+/// must end with the INR parameters of the fault-free one-worker run, bit for bit (compared by
+/// the BLAKE2b digest `run --json` prints).
+@Suite(.serialized) struct ClusterProcessTests {
+    /// The digest of the fault-free run with one worker, computed once.
+    static let reference = ReferenceRun()
+
+    final class ReferenceRun: @unchecked Sendable {
+        private let lock = NSLock()
+        private var digest: String?
+
+        func value() throws -> String {
+            lock.lock(); defer { lock.unlock() }
+            if let digest { return digest }
+            let fixture = try ClusterFixture("reference")
+            defer { fixture.remove() }
+            let run = try ClusterProcessTests.train(fixture, workers: 1)
+            digest = run
+            return run
+        }
+    }
+
+    /// Runs the fixture's experiment to the end with `workers` workers; returns the digest.
+    static func train(_ fixture: ClusterFixture, workers: Int) throws -> String {
+        let started = Date()
+        let coordinator = try fixture.coordinator()
+        let endpoint = try #require(ClusterFixture.endpoint(of: coordinator), "coordinator did not start:\n\(coordinator.stderr)")
+        let processes = try (1...workers).map { try fixture.worker("w\($0)", endpoint: endpoint) }
+        defer { processes.forEach { $0.kill() } }
+        #expect(coordinator.wait(timeout: 240) == 0, "coordinator failed:\n\(coordinator.stderr.suffix(3000))")
+        for worker in processes { #expect(worker.wait(timeout: 20) == 0, "\(worker.label):\n\(worker.stderr.suffix(2000))") }
+        let summary = try #require(ClusterFixture.summary(of: coordinator))
+        #expect(summary["rounds"] as? Int == ClusterFixture.rounds)
+        print(String(format: "cluster run with %d worker(s): %.1f s", workers, Date().timeIntervalSince(started)))
+        return try #require(summary["params_digest"] as? String)
+    }
+
+    /// Starts a coordinator and `workers` workers, waits until `round` rounds are done, and
+    /// returns them for a fault to be injected.
+    static func start(_ fixture: ClusterFixture, workers: Int, until round: Int) throws -> (ChildProcess, String, [ChildProcess]) {
+        let coordinator = try fixture.coordinator()
+        let endpoint = try #require(ClusterFixture.endpoint(of: coordinator), "coordinator did not start:\n\(coordinator.stderr)")
+        let processes = try (1...workers).map { try fixture.worker("w\($0)", endpoint: endpoint) }
+        let reached = coordinator.waitForLog(timeout: 120) { $0.contains("round \(round)/\(ClusterFixture.rounds)") }
+        #expect(reached, "round \(round) not reached:\n\(coordinator.stderr.suffix(3000))")
+        return (coordinator, endpoint, processes)
+    }
+
+    @Test(.timeLimit(.minutes(5))) func oneAndThreeWorkersGiveIdenticalParameters() throws {
+        let one = try Self.reference.value()
+        let fixture = try ClusterFixture("three")
+        defer { fixture.remove() }
+        let three = try Self.train(fixture, workers: 3)
+        #expect(one == three)
+        // The metrics file has one line per round, each naming the live workers.
+        let metrics = try String(contentsOf: fixture.directory.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        #expect(metrics.split(separator: "\n").count == ClusterFixture.rounds)
+    }
+
+    @Test(.timeLimit(.minutes(5))) func killedWorkerIsReplacedAndTheResultIsUnchanged() throws {
+        let fixture = try ClusterFixture("sigkill")
+        defer { fixture.remove() }
+        let started = Date()
+        let (coordinator, _, workers) = try Self.start(fixture, workers: 3, until: 3)
+        defer { workers.forEach { $0.kill() } }
+        workers[1].signal(SIGKILL)
+        #expect(coordinator.wait(timeout: 240) == 0, "\(coordinator.stderr.suffix(3000))")
+        #expect(coordinator.stderr.contains("dropped worker w2 (silent for"), "\(coordinator.stderr.suffix(3000))")
+        let summary = try #require(ClusterFixture.summary(of: coordinator))
+        #expect(summary["params_digest"] as? String == (try Self.reference.value()))
+        print(String(format: "SIGKILL of a worker mid-run: %.1f s", Date().timeIntervalSince(started)))
+    }
+
+    @Test(.timeLimit(.minutes(5))) func frozenWorkerIsDroppedAndItsLateResultsDiscarded() throws {
+        let fixture = try ClusterFixture("sigstop")
+        defer { fixture.remove() }
+        let started = Date()
+        let (coordinator, _, workers) = try Self.start(fixture, workers: 3, until: 3)
+        defer { workers.forEach { $0.kill() } }
+        workers[1].signal(SIGSTOP)
+        let dropped = coordinator.waitForLog(timeout: 30) { $0.contains("dropped worker w2 (silent for") }
+        #expect(dropped, "\(coordinator.stderr.suffix(3000))")
+        workers[1].signal(SIGCONT)  // it wakes with stale work: its results must not count
+        #expect(coordinator.wait(timeout: 240) == 0, "\(coordinator.stderr.suffix(3000))")
+        let summary = try #require(ClusterFixture.summary(of: coordinator))
+        #expect(summary["params_digest"] as? String == (try Self.reference.value()))
+        print(String(format: "SIGSTOP of a worker mid-run: %.1f s", Date().timeIntervalSince(started)))
+    }
+
+    @Test(.timeLimit(.minutes(5))) func killedCoordinatorResumesFromTheLastGoodCheckpoint() throws {
+        let fixture = try ClusterFixture("resume")
+        defer { fixture.remove() }
+        let started = Date()
+        let (first, endpoint, workers) = try Self.start(fixture, workers: 2, until: 9)
+        defer { workers.forEach { $0.kill() } }
+        first.kill()
+        let store = CheckpointStore(directory: fixture.directory.appendingPathComponent("checkpoints").path, prefix: "inr")
+        let saved = try store.checkpoints()
+        try #require(saved.count == 2, "expected the 2 newest checkpoints, found \(saved.map(\.path))")
+        // Corrupt the newest: resume must report it and fall back to the one before.
+        let newest = try FileHandle(forUpdating: URL(fileURLWithPath: saved[0].path))
+        try newest.seek(toOffset: try newest.seekToEnd() - 100)
+        try newest.write(contentsOf: Data(repeating: 0x5A, count: 8))
+        try newest.close()
+
+        let second = try fixture.coordinator(["--resume", "--bind", endpoint], label: "coordinator-resumed")
+        #expect(second.wait(timeout: 240) == 0, "\(second.stderr.suffix(3000))")
+        #expect(second.stderr.contains("skipping checkpoint \(saved[0].path)"), "\(second.stderr.prefix(3000))")
+        #expect(second.stderr.contains("resumed from \(saved[1].path) at round \(saved[1].step)"), "\(second.stderr.prefix(3000))")
+        let summary = try #require(ClusterFixture.summary(of: second))
+        #expect(summary["params_digest"] as? String == (try Self.reference.value()))
+        print(String(format: "coordinator SIGKILL + resume: %.1f s", Date().timeIntervalSince(started)))
+    }
+
+    @Test(.timeLimit(.minutes(5))) func unknownKeyAndPlaintextClientsGetNothing() throws {
+        let fixture = try ClusterFixture("security")
+        defer { fixture.remove() }
+        let coordinator = try fixture.coordinator(["--rounds", "2"])
+        defer { coordinator.kill() }
+        let endpoint = try #require(ClusterFixture.endpoint(of: coordinator))
+
+        // A worker whose key is not in the allow-list (it does know the coordinator's public key).
+        let strangerKeys = fixture.directory.appendingPathComponent("stranger")
+        try KeyStore.generate(into: strangerKeys, workers: ["worker"])
+        try FileManager.default.removeItem(at: strangerKeys.appendingPathComponent("coordinator.pub"))
+        try FileManager.default.copyItem(at: fixture.keys.appendingPathComponent("coordinator.pub"),
+                                         to: strangerKeys.appendingPathComponent("coordinator.pub"))
+        let strangerKey = try KeyStore.loadPublic(strangerKeys.appendingPathComponent("worker.pub"))
+        let stranger = try fixture.worker("stranger", endpoint: endpoint, keys: strangerKeys)
+        defer { stranger.kill() }
+        let refused = coordinator.waitForLog(timeout: 30) { $0.contains("refused CURVE client") && $0.contains(strangerKey.z85) }
+        #expect(refused, "\(coordinator.stderr.suffix(3000))")
+
+        // A plaintext client: the CURVE handshake cannot complete, so its hello goes nowhere.
+        let plain = try ZMQ.Socket(try ZMQ.Context(), .dealer)
+        try plain.setSendTimeout(.milliseconds(500))
+        try plain.connect(endpoint)
+        try? plain.send(.hello(workerName: "plain", protocolVersion: WireProtocol.version, dataFingerprint: "x"))
+        #expect(try plain.receive(timeout: .seconds(2)) == nil)
+        plain.close()
+        #expect(!coordinator.stderr.contains("joined"), "\(coordinator.stderr.suffix(3000))")
+
+        // The coordinator still serves an allow-listed worker.
+        let worker = try fixture.worker("w1", endpoint: endpoint)
+        defer { worker.kill() }
+        #expect(coordinator.wait(timeout: 120) == 0, "\(coordinator.stderr.suffix(3000))")
+        #expect(stranger.process.isRunning, "the stranger was never welcomed, so it keeps retrying")
+    }
+
+    @Test(.timeLimit(.minutes(5))) func fuzzedMessagesAreDroppedAndTheRunFinishes() throws {
+        let fixture = try ClusterFixture("fuzz")
+        defer { fixture.remove() }
+        let started = Date()
+        let coordinator = try fixture.coordinator()
+        defer { coordinator.kill() }
+        let endpoint = try #require(ClusterFixture.endpoint(of: coordinator))
+        let worker = try fixture.worker("w1", endpoint: endpoint)
+        defer { worker.kill() }
+
+        // An authenticated but hostile peer: valid messages with random bit flips and
+        // truncations, random frame sequences, and well-formed messages it should not send.
+        let keys = try KeyStore.loadSecret(fixture.keys.appendingPathComponent("worker.key"))
+        let server = try KeyStore.loadPublic(fixture.keys.appendingPathComponent("coordinator.pub"))
+        let fuzz = try ZMQ.Socket(try ZMQ.Context(), .dealer)
+        try fuzz.makeCurveClient(server: server, keys: keys)
+        try fuzz.setRoutingID(Array("fuzzer".utf8))
+        try fuzz.setSendTimeout(.milliseconds(200))
+        try fuzz.connect(endpoint)
+        var rng = SeededRandom(2024)
+        var terms = LossTerms(); terms.samples = 16; terms.correct = 3; terms.total = 1
+        let samples: [Message] = [
+            .result(round: 1, configuration: 0, terms: terms, gradient: WireTensor([1, 2, 3])),
+            .work(round: 0, configurations: [0, 1]), .parameters(round: 2, values: WireTensor([0])), .heartbeat, .goodbye,
+            .welcome(jobSpec: Array("{}".utf8), round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])),
+        ]
+        var sent = 0
+        for i in 0..<3000 where coordinator.process.isRunning {
+            var frames: [[UInt8]]
+            if i % 3 == 0 {
+                frames = (0..<(1 + rng.index(below: 3))).map { _ in (0..<rng.index(below: 64)).map { _ in UInt8(rng.index(below: 256)) } }
+            } else {
+                let encoded = try samples[rng.index(below: samples.count)].encoded()
+                frames = [encoded.header] + encoded.tensors.map { $0.withUnsafeBufferPointer { Array(UnsafeRawBufferPointer($0)) } }
+                let f = rng.index(below: frames.count)
+                if !frames[f].isEmpty {
+                    if rng.index(below: 2) == 0 { frames[f][rng.index(below: frames[f].count)] ^= UInt8(1 << rng.index(below: 8)) }
+                    else { frames[f].removeLast(1 + rng.index(below: frames[f].count)) }
+                }
+            }
+            if (try? fuzz.send(frames: frames)) != nil { sent += 1 }
+            if i % 100 == 0 { usleep(10_000) }
+        }
+        fuzz.close()
+        #expect(sent > 1000)
+        #expect(coordinator.wait(timeout: 240) == 0, "\(coordinator.stderr.suffix(3000))")
+        #expect(coordinator.stderr.contains("dropped malformed message"))
+        let summary = try #require(ClusterFixture.summary(of: coordinator))
+        #expect(summary["params_digest"] as? String == (try Self.reference.value()))
+        print(String(format: "fuzzed run (%d hostile messages): %.1f s", sent, Date().timeIntervalSince(started)))
+    }
+}

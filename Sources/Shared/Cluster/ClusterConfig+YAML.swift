@@ -110,7 +110,7 @@ struct ConfigNode {
     private func mustBe(_ expected: String) -> ConfigError {
         let got = if let s = node.scalar {
             isNull ? "null" : s.style == .plain ? "'\(s.string)'" : "the quoted string \"\(s.string)\""
-        } else { node.mapping != nil ? "a mapping" : "a list" }
+        } else { node.mapping != nil ? "a mapping" : node.sequence?.isEmpty == true ? "an empty list" : "a list" }
         return ConfigError(file: file, line: node.mark?.line, message: "\(path.isEmpty ? "the top level" : path) must be \(expected), got \(got)")
     }
 
@@ -178,16 +178,15 @@ struct ConfigNode {
 
     /// A ZeroMQ endpoint, `transport://address`.
     func endpoint() throws -> String {
-        guard !isNull, let s = node.scalar?.string, let r = s.range(of: "://"), !s[..<r.lowerBound].isEmpty, !s[r.upperBound...].isEmpty,
-              s[..<r.lowerBound].allSatisfy({ $0.isLetter }) else { throw mustBe("a ZeroMQ endpoint such as tcp://127.0.0.1:5570") }
+        guard !isNull, let s = node.scalar?.string, s.range(of: "^[a-z]+://.+$", options: .regularExpression) != nil else {
+            throw mustBe("a ZeroMQ endpoint such as tcp://127.0.0.1:5570")
+        }
         return s
     }
 
     /// A non-empty list, each element read by `read` (paths `list[i]`).
     func list<T>(_ read: (ConfigNode) throws -> T) throws -> [T] {
-        guard let items = node.sequence, !items.isEmpty else {
-            throw mustBe("a non-empty list")
-        }
+        guard let items = node.sequence, !items.isEmpty else { throw mustBe("a non-empty list") }
         return try items.enumerated().map { try read(ConfigNode(node: $1, path: "\(path)[\($0)]", file: file)) }
     }
 }
@@ -202,7 +201,7 @@ extension ConfigError {
             self.init(file: file, line: mark.line, message: "YAML syntax error: \(during)\(problem)")
         case let .duplicatedKeysInMapping(duplicates, context):
             self.init(file: file, line: context.mark.line,
-                      message: "duplicate key \(duplicates.map { "'\($0)'" }.joined(separator: ", ")): set here and again later in the same mapping")
+                      message: "duplicate key\(duplicates.count == 1 ? "" : "s") \(duplicates.map { "'\($0)'" }.joined(separator: ", ")): set here and again later in the same mapping")
         case let .reader(problem, offset, _, yaml):
             self.init(file: file, line: offset.map { yaml.prefix($0).filter(\.isNewline).count + 1 }, message: "YAML reader error: \(problem)")
         default:

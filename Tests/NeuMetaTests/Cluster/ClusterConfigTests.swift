@@ -43,6 +43,10 @@ import Yams
         let paper = try ClusterConfig.load(path: directory.appendingPathComponent("paper.yaml").path)
         #expect(paper == expected.resolvingPaths(against: directory))
         #expect(paper.base.checkpoint == Self.root.appendingPathComponent("runs/lenet-32.safetensors").path)
+        let runs = Self.root.appendingPathComponent("runs").path + "/"
+        for path in [paper.evaluation.out, paper.keys.directory, paper.checkpoints.directory, paper.output.inr, paper.output.metrics] {
+            #expect(path.hasPrefix(runs), "\(path) is not under \(runs)")
+        }
     }
 
     @Test func everyKeySetToANonDefaultValue() throws {
@@ -167,7 +171,7 @@ import Yams
         ("experiment:\n  noise: -0.5\n", 2, "experiment.noise must be a number ≥ 0, got '-0.5'"),
         ("experiment:\n  noise: .inf\n", 2, "experiment.noise must be a number ≥ 0, got '.inf'"),
         ("experiment:\n  optimizer:\n    ema_decay: 1\n", 3, "experiment.optimizer.ema_decay must be a number in [0, 1), got '1'"),
-        ("evaluation:\n  widths: []\n", 2, "evaluation.widths must be a non-empty list, got a list"),
+        ("evaluation:\n  widths: []\n", 2, "evaluation.widths must be a non-empty list, got an empty list"),
         ("experiment:\n  widths: { min: 40, max: 32 }\n", 2, "experiment.widths.min (40) must not exceed max (32)"),
         ("experiment:\n  widths:\n    max: 32\n    min: 40\n", 4, "experiment.widths.min (40) must not exceed max (32)"),
         ("experiment:\n  widths:\n\n    max: 4\n", 4, "experiment.widths.min (8) must not exceed max (4)"),
@@ -180,6 +184,9 @@ import Yams
         ("hello\n", 1, "the top level must be a mapping of \(topKeys), got 'hello'"),
         ("experiment:\n  epochs: 3\n  batch_size: 12\n  epochs: 4\n", 2, "duplicate key 'epochs': set here and again later in the same mapping"),
         ("base: {}\nexperiment: {widths: {min: 1, min: 2}}\n", 2, "duplicate key 'min': set here and again later in the same mapping"),
+        ("keys:\n  generate: no\n  directory: a\n  generate: yes\n  directory: b\n", 3,
+         "duplicate keys 'directory', 'generate': set here and again later in the same mapping"),
+        ("coordinator:\n  bind: 5570\n", 2, "coordinator.bind must be a ZeroMQ endpoint such as tcp://127.0.0.1:5570, got '5570'"),
         // YAML syntax
         ("experiment:\n  family: lenet\n   dataset: x\n", 3, "YAML syntax error: mapping values are not allowed in this context"),
         ("experiment:\n  family: [lenet\n\nbase: {}\n", 4,

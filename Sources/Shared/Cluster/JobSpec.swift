@@ -63,6 +63,8 @@ public struct DataFingerprint: Sendable, Equatable, Codable, CustomStringConvert
         public var size: Int
         /// Lower-case hex of the 32-byte BLAKE2b of the file's bytes.
         public var digest: String
+
+        public init(name: String, size: Int, digest: String) { self.name = name; self.size = size; self.digest = digest }
     }
 
     /// The data set's name, e.g. "fashion-mnist-train".

@@ -202,4 +202,35 @@ import Testing
         #expect(summary["params_digest"] as? String == (try Self.reference.value()))
         print(String(format: "fuzzed run (%d hostile messages): %.1f s", sent, Date().timeIntervalSince(started)))
     }
+    @Test(.timeLimit(.minutes(5))) func workerWithOtherDataIsRefusedWithTheDifference() throws {
+        let fixture = try ClusterFixture("data")
+        defer { fixture.remove() }
+        // A copy of the training set with one label changed (still a valid data set).
+        let other = fixture.directory.appendingPathComponent("otherdata")
+        try FileManager.default.createDirectory(at: other, withIntermediateDirectories: true)
+        let source = URL(fileURLWithPath: FashionMNIST.defaultDirectory)
+        try FileManager.default.createSymbolicLink(at: other.appendingPathComponent("train-images-idx3-ubyte.gz"),
+                                                   withDestinationURL: source.appendingPathComponent("train-images-idx3-ubyte.gz"))
+        let labels = other.appendingPathComponent("train-labels-idx1-ubyte")
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = ["-c", "gzip -dc '\(source.path)/train-labels-idx1-ubyte.gz' > '\(labels.path)'"]
+        try shell.run(); shell.waitUntilExit()
+        var bytes = try [UInt8](Data(contentsOf: labels))
+        bytes[8] = (bytes[8] + 1) % 10
+        try Data(bytes).write(to: labels)
+
+        let coordinator = try fixture.coordinator(["--rounds", "1"])
+        defer { coordinator.kill() }
+        let endpoint = try #require(ClusterFixture.endpoint(of: coordinator))
+        let stranger = try fixture.worker("otherdata", endpoint: endpoint, data: other.path)
+        #expect(stranger.wait(timeout: 60) == 3, "\(stranger.stderr)")
+        #expect(stranger.stderr.contains("refused by the coordinator: the worker's data differs from the coordinator's: "
+                                         + "train-labels-idx1-ubyte.gz is missing; unexpected file train-labels-idx1-ubyte"),
+                "\(stranger.stderr)")
+        #expect(coordinator.stderr.contains("refused worker otherdata"))
+        let worker = try fixture.worker("w1", endpoint: endpoint)
+        defer { worker.kill() }
+        #expect(coordinator.wait(timeout: 120) == 0, "\(coordinator.stderr.suffix(3000))")
+    }
 }

@@ -65,14 +65,20 @@ import Testing
         let fixture = try ClusterFixture("sigkill")
         defer { fixture.remove() }
         let started = Date()
-        let (coordinator, _, workers) = try Self.start(fixture, workers: 3, until: 3)
+        let (coordinator, endpoint, workers) = try Self.start(fixture, workers: 3, until: 3)
         defer { workers.forEach { $0.kill() } }
+        // A worker may join at any round.
+        let late = try fixture.worker("late", endpoint: endpoint)
+        defer { late.kill() }
+        let joined = coordinator.waitForLog(timeout: 60) { $0.contains("worker late joined at round") }
+        #expect(joined, "\(coordinator.stderr.suffix(3000))")
+        let joinLine = coordinator.stderr.split(separator: "\n").first { $0.contains("worker late joined") } ?? ""
         workers[1].signal(SIGKILL)
         #expect(coordinator.wait(timeout: 240) == 0, "\(coordinator.stderr.suffix(3000))")
         #expect(coordinator.stderr.contains("dropped worker w2 (silent for"), "\(coordinator.stderr.suffix(3000))")
         let summary = try #require(ClusterFixture.summary(of: coordinator))
         #expect(summary["params_digest"] as? String == (try Self.reference.value()))
-        print(String(format: "SIGKILL of a worker mid-run: %.1f s", Date().timeIntervalSince(started)))
+        print(String(format: "SIGKILL of a worker mid-run: %.1f s (%@)", Date().timeIntervalSince(started), String(joinLine)))
     }
 
     @Test(.timeLimit(.minutes(5))) func frozenWorkerIsDroppedAndItsLateResultsDiscarded() throws {

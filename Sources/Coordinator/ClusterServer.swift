@@ -13,6 +13,8 @@ final class ClusterServer {
     struct Result {
         let terms: LossTerms
         let gradient: WireTensor
+        /// Seconds the worker spent computing it.
+        let seconds: Double
     }
 
     /// What a round cost, for the per-round log line and metrics.
@@ -24,6 +26,9 @@ final class ClusterServer {
         var stragglers: [String] = []
         var bytesSent = 0, bytesReceived = 0
         var discarded = 0, malformed = 0
+        /// The busiest worker's summed compute time for the round's accepted results: the part
+        /// of the round that was gradient computation on its critical path.
+        var computeSeconds = 0.0
     }
 
     let endpoint: String
@@ -40,6 +45,7 @@ final class ClusterServer {
     private var completed: [Result]?
     private var stats = RoundStats()
     private var lastResult: [WorkerID: Duration] = [:]
+    private var computeByWorker: [WorkerID: Double] = [:]
     private var roundStart: Duration = .zero
     private var malformedTotal = 0
 
@@ -72,6 +78,7 @@ final class ClusterServer {
         completed = nil
         stats = RoundStats()
         lastResult = [:]
+        computeByWorker = [:]
         roundStart = now
         perform(scheduler.startRound(round, now: now))
         while completed == nil {
@@ -83,6 +90,7 @@ final class ClusterServer {
         }
         stats.seconds = seconds(now - roundStart)
         stats.workersAlive = scheduler.liveWorkers.count
+        stats.computeSeconds = computeByWorker.values.max() ?? 0
         let finishTimes = lastResult.mapValues { $0 - roundStart }
         if finishTimes.count >= 2 {
             let median = finishTimes.values.sorted()[finishTimes.count / 2]
@@ -123,13 +131,17 @@ final class ClusterServer {
         switch message {
         case let .hello(name, version, fingerprint):
             admit(id, name: name, version: version, fingerprint: fingerprint)
-        case let .result(round, configuration, terms, gradient):
+        case let .result(round, configuration, terms, seconds, gradient):
             guard gradient.count == spec.parameterCount else {
                 return dropMalformed(from: id, "a result with \(gradient.count) gradient values (expected \(spec.parameterCount))")
             }
-            if scheduler.name(of: id) != nil { lastResult[id] = now }
+            let accepted = scheduler.outstanding(of: id).contains(configuration) && round == current?.round
             perform(scheduler.result(from: id, round: round, configuration: configuration,
-                                     payload: Result(terms: terms, gradient: gradient), now: now))
+                                     payload: Result(terms: terms, gradient: gradient, seconds: seconds), now: now))
+            if accepted {
+                lastResult[id] = now
+                computeByWorker[id, default: 0] += seconds
+            }
         case .heartbeat:
             scheduler.heard(from: id, now: now)
         case .goodbye:

@@ -84,6 +84,9 @@ struct Run: ParsableCommand {
     @Flag(help: "Print one JSON object per round and a summary on standard output.")
     var json = false
 
+    @Option(help: "Gradient wire precision: float32 or bfloat16 (overrides workers.gradients).")
+    var gradients: String?
+
     @Option(help: "Coordinator compute threads (overrides threads; the coordinator itself computes little).")
     var threads: Int?
 
@@ -111,6 +114,12 @@ struct Run: ParsableCommand {
         if let out { c.output.inr = out }
         if let metrics { c.output.metrics = metrics }
         if let threads { c.threads = threads }
+        if let gradients {
+            guard let precision = ClusterConfig.GradientPrecision(rawValue: gradients) else {
+                throw ValidationError("--gradients must be float32 or bfloat16, not '\(gradients)'")
+            }
+            c.workers.gradients = precision
+        }
         return c
     }
 
@@ -139,10 +148,11 @@ struct Run: ParsableCommand {
         if resume { try resumeTrainer(trainer, from: store) }
         let plan = trainer.plan
 
-        let spec = JobSpec(family: setup.checkpoint.network.family, classCount: setup.train.classCount,
+        var spec = JobSpec(family: setup.checkpoint.network.family, classCount: setup.train.classCount,
                            pretrainedWidth: plan.pretrainedWidth, mean: setup.checkpoint.mean, std: setup.checkpoint.std,
                            inr: setup.config, plan: plan, parameterCount: trainer.inr.parameters.count,
                            baseParameterCount: setup.permuted.count, data: try DataFingerprint.fashionMNIST(directory: e.data))
+        spec.gradientEncoding = c.workers.gradients == .bfloat16 ? .bfloat16 : .float32
         let server = try ClusterServer(bind: c.coordinator.bind, keys: coordinatorKeys, allowed: allowed, spec: spec,
                                        base: WireTensor(copying: setup.permuted.values))
         // The bound endpoint has the real port when bind asked for any ("tcp://127.0.0.1:*").
@@ -165,6 +175,7 @@ struct Run: ParsableCommand {
         while trainer.round < lastRound {
             let round = trainer.round
             let (results, stats) = try server.runRound(round, parameters: trainer.inr.parameters.values)
+            let stepStart = Date()
             trainer.beginRound()
             var terms = LossTerms()
             for result in results {
@@ -172,12 +183,17 @@ struct Run: ParsableCommand {
                 result.gradient.withUnsafeBufferPointer { trainer.accumulate($0) }
             }
             let lr = trainer.finishRound(configurations: results.count)
+            let stepSeconds = Date().timeIntervalSince(stepStart)
+            // Of the whole round (distribution, computation, collection, the optimizer step), the
+            // share that is not the busiest worker computing gradients.
+            let overhead = max(0, 1 - stats.computeSeconds / (stats.seconds + stepSeconds))
             let n = Double(max(results.count, 1))
             let record: [String: Any] = [
                 "round": trainer.round, "loss": terms.total / n, "cross_entropy": terms.crossEntropy / n,
                 "norm_regularizer": terms.normRegularizer / n, "reconstruction": terms.reconstruction / n,
                 "batch_accuracy": Double(terms.correct) / Double(max(terms.samples, 1)), "learning_rate": Double(lr),
-                "seconds": stats.seconds, "configurations_per_s": n / max(stats.seconds, 1e-9), "workers_alive": stats.workersAlive,
+                "seconds": stats.seconds + stepSeconds, "step_seconds": stepSeconds, "compute_seconds": stats.computeSeconds,
+                "overhead_share": overhead, "configurations_per_s": n / max(stats.seconds + stepSeconds, 1e-9), "workers_alive": stats.workersAlive,
                 "stragglers": stats.stragglers, "bytes_sent": stats.bytesSent, "bytes_received": stats.bytesReceived,
                 "discarded_results": stats.discarded, "malformed_messages": stats.malformed,
             ]
@@ -190,10 +206,10 @@ struct Run: ParsableCommand {
             if trainer.round % logEvery == 0 || trainer.round == lastRound {
                 let w = Double(max(windowConfigs, 1))
                 progress.clear()
-                log(String(format: "round %d/%d  loss %.4f  ce %.4f  rec %.5f  acc %.1f%%  %.2f configs/s  workers %d  stragglers %@  ETA %@",
+                log(String(format: "round %d/%d  loss %.4f  ce %.4f  rec %.5f  acc %.1f%%  %.2f configs/s  overhead %.0f%%  workers %d  stragglers %@  ETA %@",
                            trainer.round, plan.rounds, window.total / w, window.crossEntropy / w, window.reconstruction / w,
-                           100 * Double(window.correct) / Double(max(window.samples, 1)), n / max(stats.seconds, 1e-9),
-                           stats.workersAlive, stats.stragglers.isEmpty ? "-" : stats.stragglers.joined(separator: ","), formatDuration(eta)))
+                           100 * Double(window.correct) / Double(max(window.samples, 1)), n / max(stats.seconds + stepSeconds, 1e-9),
+                           100 * overhead, stats.workersAlive, stats.stragglers.isEmpty ? "-" : stats.stragglers.joined(separator: ","), formatDuration(eta)))
                 window = LossTerms(); windowConfigs = 0
             }
             progress.draw(String(format: "[%@] round %d/%d  %@ elapsed, ETA %@", bar(Double(trainer.round) / Double(plan.rounds)),

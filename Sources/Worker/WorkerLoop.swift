@@ -158,7 +158,8 @@ final class WorkerLoop {
 
     private func sendResults(state: inout WorkerState) -> Outcome? {
         for done in shared.takeResults() {
-            send(.result(round: done.round, configuration: done.configuration, terms: done.terms, gradient: done.gradient), state: &state)
+            send(.result(round: done.round, configuration: done.configuration, terms: done.terms, seconds: done.seconds,
+                         gradient: done.gradient), state: &state)
         }
         return nil
     }
@@ -183,7 +184,7 @@ final class WorkerLoop {
 /// State shared by the socket thread and the compute thread, every field under `condition`.
 final class ComputeShared: @unchecked Sendable {
     struct Item { let session: Int; let round: Int; let configuration: Int }
-    struct Done { let session: Int; let round: Int; let configuration: Int; let terms: LossTerms; let gradient: WireTensor }
+    struct Done { let session: Int; let round: Int; let configuration: Int; let terms: LossTerms; let seconds: Double; let gradient: WireTensor }
 
     private let condition = NSCondition()
     private let dataset: ImageDataset
@@ -284,13 +285,15 @@ final class ComputeShared: @unchecked Sendable {
                 jobVersion = parameters.version
                 let started = ContinuousClock.now
                 let (terms, gradient) = try job!.gradient(round: item.round, configuration: item.configuration)
+                let elapsed = ContinuousClock.now - started
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 if verbose {
-                    let line = "[\(name)] round \(item.round) configuration \(item.configuration): loss \(terms.total) in \(ContinuousClock.now - started)\n"
+                    let line = "[\(name)] round \(item.round) configuration \(item.configuration): loss \(terms.total) in \(elapsed)\n"
                     FileHandle.standardError.write(Data(line.utf8))
                 }
                 shared.locked {
                     shared.done.append(Done(session: item.session, round: item.round, configuration: item.configuration, terms: terms,
-                                            gradient: gradient))
+                                            seconds: min(max(seconds, 0), WireProtocol.maxComputeSeconds), gradient: gradient))
                 }
             } catch {
                 shared.locked { shared.failureText = "\(error)" }

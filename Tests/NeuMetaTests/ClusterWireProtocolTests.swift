@@ -5,7 +5,7 @@ import Testing
 /// Frames of `message` as byte arrays (header, then tensors).
 func wireFrames(_ message: Message) throws -> [[UInt8]] {
     let encoded = try message.encoded()
-    return [encoded.header] + encoded.tensors.map { t in t.withUnsafeBufferPointer { Array(UnsafeRawBufferPointer($0)) } }
+    return [encoded.header] + encoded.tensors.map { t in t.withUnsafeFrameBytes { Array($0) } }
 }
 
 /// Decodes byte-array frames through real `ZMQ.Frame`s, as a socket would deliver them.
@@ -30,7 +30,7 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         .refuse(reason: "data fingerprint differs from the coordinator's"),
         .work(round: 3, configurations: [0, 2, 5, 65_535]),
         .work(round: WireProtocol.maxRound, configurations: []),
-        .result(round: 7, configuration: 4, terms: terms(), gradient: WireTensor((0..<1000).map { Float($0) * 0.001 - 0.3 })),
+        .result(round: 7, configuration: 4, terms: terms(), seconds: 0.25, gradient: WireTensor((0..<1000).map { Float($0) * 0.001 - 0.3 })),
         .parameters(round: 9, values: WireTensor([3, 1, 4, 1, 5, 9, 2, 6])),
         .heartbeat,
         .goodbye,
@@ -48,8 +48,48 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
 
     @Test func headerLayoutIsLittleEndianAndFixed() throws {
         let header = try wireFrames(.work(round: 0x0102, configurations: [7]))[0]
-        // magic · version 1 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
-        #expect(header == Array("NMC1".utf8) + [1, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
+        // magic · version 2 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
+        #expect(header == Array("NMC1".utf8) + [2, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
+    }
+
+    /// A bfloat16 gradient: half the bytes on the wire, widened to binary32 on receipt, rounded
+    /// to nearest with ties to even, NaN kept; a bad encoding byte or compute time is rejected.
+    @Test func bfloat16GradientsAndComputeSeconds() throws {
+        // bfloat16 keeps 7 mantissa bits: 1 + 2⁻⁷ is representable, 1 + 2⁻⁸ (0x3F808000) is
+        // halfway between 1 and 1 + 2⁻⁷, 0x3F818000 halfway between 1 + 2⁻⁷ and 1 + 2·2⁻⁷.
+        let values: [Float] = [1, -2.5, 1 + 1.0 / 128, 1 + 3.0 / 128, 1 + 1.0 / 512, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
+                               .infinity, -0.0, .nan, 3.14159265, 1e-40]
+        let tensor = values.withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
+        let message = Message.result(round: 1, configuration: 2, terms: Self.terms(), seconds: 0.5, gradient: tensor)
+        let frames = try wireFrames(message)
+        #expect(frames[1].count == 2 * values.count)
+        guard case let .result(_, _, _, seconds, decoded) = try wireDecode(frames) else { Issue.record("not a result"); return }
+        #expect(seconds == 0.5 && decoded.encoding == .float32 && decoded.count == values.count)
+        let back = decoded.array
+        // Exactly representable values survive; below half rounds down (1 + 2⁻⁹ → 1); halfway
+        // cases go to the even neighbour (0x3F808000 → 0x3F80, 0x3F818000 → 0x3F82).
+        #expect(back[0] == 1 && back[1] == -2.5 && back[2] == 1 + 1.0 / 128 && back[3] == 1 + 3.0 / 128 && back[4] == 1)
+        #expect(back[5].bitPattern == 0x3F80_0000 && back[6].bitPattern == 0x3F82_0000)
+        #expect(back[7] == .infinity && back[8].bitPattern == (-0.0 as Float).bitPattern && back[9].isNaN)
+        #expect(abs(back[10] - 3.14159265) < 3.14159265 / 256)
+        for i in 0..<values.count where values[i].isNormal {  // relative error ≤ 2⁻⁸ (half a 7-bit ulp)
+            #expect(abs(back[i] - values[i]) <= abs(values[i]) / 256, "element \(i): \(values[i]) → \(back[i])")
+        }
+
+        var bad = frames
+        let encodingOffset = bad[0].count - 5  // u8 encoding, then u32 count, end of the header frame
+        bad[0][encodingOffset] = 7
+        #expect(throws: WireError.outOfRange(field: "gradient encoding", value: 7)) { try wireDecode(bad) }
+        bad = frames
+        bad[1].removeLast(2)
+        #expect(throws: WireError.self) { try wireDecode(bad) }
+        #expect(throws: WireError.self) {
+            try Message.result(round: 1, configuration: 2, terms: Self.terms(), seconds: -1, gradient: WireTensor([1])).encoded()
+        }
+        var nanSeconds = try wireFrames(.result(round: 1, configuration: 2, terms: Self.terms(), seconds: 1, gradient: WireTensor([1])))
+        let secondsOffset = nanSeconds[0].count - 4 - 1 - 8
+        for (k, byte) in withUnsafeBytes(of: Double.nan.bitPattern.littleEndian, Array.init).enumerated() { nanSeconds[0][secondsOffset + k] = byte }
+        #expect(throws: WireError.self) { try wireDecode(nanSeconds) }
     }
 
     @Test func helloFromAnotherVersionDecodesSoItCanBeRefused() throws {

@@ -33,6 +33,7 @@ extension ClusterConfig {
             ("workers", { n in try n.fields([
                 ("local", { c.workers.local = try $0.int(atLeast: 0) }),
                 ("threads", { c.workers.threads = try $0.int(atLeast: 1) }),
+                ("gradients", { c.workers.gradients = try $0.choice() }),
             ]) }),
             ("checkpoints", { n in try n.fields([
                 ("directory", { c.checkpoints.directory = try $0.string() }),

@@ -153,7 +153,15 @@ public struct ClusterConfig: Sendable, Equatable {
         public var local = 2
         /// Compute threads per local worker; ≥ 1.
         public var threads = 1
+        /// How workers send gradients: float32 (exact) or bfloat16 (half the bytes; the sum and
+        /// the optimizer stay float32).
+        public var gradients = GradientPrecision.float32
         public init() {}
+    }
+
+    /// Wire precision of gradients (`workers.gradients`).
+    public enum GradientPrecision: String, Sendable, CaseIterable {
+        case float32, bfloat16
     }
 
     public struct Checkpoints: Sendable, Equatable {

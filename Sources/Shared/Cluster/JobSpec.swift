@@ -17,6 +17,8 @@ public struct JobSpec: Sendable, Equatable, Codable {
     public var baseParameterCount: Int
     /// The coordinator's training data; a worker with other data is refused.
     public var data: DataFingerprint
+    /// How workers send gradients.
+    public var gradientEncoding: WireTensor.Encoding = .float32
 
     public init(family: String, classCount: Int, pretrainedWidth: Int, mean: [Float], std: [Float], inr: INRConfig,
                 plan: RoundPlan, parameterCount: Int, baseParameterCount: Int, data: DataFingerprint) {

@@ -22,8 +22,9 @@
 ///     refuse      u16 n, n bytes reason (UTF-8)
 ///     work        u64 round · u32 k · k × u32 configuration index (strictly increasing)
 ///     result      u64 round · u32 configuration · f64 cross-entropy · f64 norm regularizer ·
-///                 f64 reconstruction · f64 total · u32 correct · u32 samples · u32 gradient count
-///                 + frame 1: gradient
+///                 f64 reconstruction · f64 total · u32 correct · u32 samples ·
+///                 f64 compute seconds · u8 gradient encoding (0 binary32, 1 bfloat16) ·
+///                 u32 gradient count + frame 1: gradient (4 or 2 bytes per element)
 ///     parameters  u64 round · u32 count + frame 1: parameters to use for `round`
 ///     heartbeat   (empty)
 ///     goodbye     (empty)
@@ -39,7 +40,7 @@
 /// `WireTensor.isFinite`.
 public enum WireProtocol {
     /// Bumped on any incompatible change to the layouts above.
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
     public static let magic: [UInt8] = Array("NMC1".utf8)
     /// Size of the fixed header prefix in bytes.
     public static let headerPrefixBytes = 12
@@ -65,6 +66,8 @@ public enum WireProtocol {
     public static let maxHeaderBytes = headerPrefixBytes + maxJobSpecBytes + 64
     /// Largest `samples` in a result's loss terms.
     public static let maxSamples = 1 << 24
+    /// Largest compute time a result may report, in seconds (a day).
+    public static let maxComputeSeconds = 86_400.0
 
     // MARK: Timing
 
@@ -111,8 +114,10 @@ public enum Message: Sendable, Equatable {
     /// Coordinator → worker: compute these configurations of `round` (added to any already
     /// assigned; indices strictly increasing).
     case work(round: Int, configurations: [Int])
-    /// Worker → coordinator: the gradient and loss terms of one configuration.
-    case result(round: Int, configuration: Int, terms: LossTerms, gradient: WireTensor)
+    /// Worker → coordinator: the gradient and loss terms of one configuration, and the seconds
+    /// the worker spent computing it (for the coordinator's overhead figures). The gradient
+    /// may be sent as bfloat16; it is always received as binary32.
+    case result(round: Int, configuration: Int, terms: LossTerms, seconds: Double, gradient: WireTensor)
     /// Coordinator → worker: the parameters to use for `round`.
     case parameters(round: Int, values: WireTensor)
     /// Either direction: still alive.
@@ -215,7 +220,7 @@ extension Message {
                 guard c > previous, c < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "configuration", value: c) }
                 w.u32(UInt32(c)); previous = c
             }
-        case let .result(round, config, terms, gradient):
+        case let .result(round, config, terms, seconds, gradient):
             try w.u64(UInt64(Self.checkRound(round)))
             guard (0..<WireProtocol.maxConfigurationsPerRound).contains(config) else { throw .outOfRange(field: "configuration", value: config) }
             w.u32(UInt32(config))
@@ -223,6 +228,11 @@ extension Message {
             guard (0...WireProtocol.maxSamples).contains(terms.samples) else { throw .outOfRange(field: "samples", value: terms.samples) }
             guard (0...terms.samples).contains(terms.correct) else { throw .outOfRange(field: "correct", value: terms.correct) }
             w.u32(UInt32(terms.correct)); w.u32(UInt32(terms.samples))
+            guard (0...WireProtocol.maxComputeSeconds).contains(seconds) else {
+                throw .outOfRange(field: "compute seconds", value: seconds.isFinite ? Int(seconds) : -1)
+            }
+            w.f64(seconds)
+            w.u8(gradient.encoding.rawValue)
             try w.u32(Self.checkTensor(gradient, "gradient"))
             tensors = [gradient]
         case let .parameters(round, values):
@@ -329,8 +339,17 @@ extension Message {
             terms.correct = Int(try r.u32("correct")); terms.samples = Int(try r.u32("samples"))
             guard terms.samples <= WireProtocol.maxSamples else { throw .outOfRange(field: "samples", value: terms.samples) }
             guard terms.correct <= terms.samples else { throw .outOfRange(field: "correct", value: terms.correct) }
+            let seconds = try r.f64("compute seconds")
+            guard (0...WireProtocol.maxComputeSeconds).contains(seconds) else {
+                throw .outOfRange(field: "compute seconds", value: seconds.isFinite ? Int(seconds) : -1)
+            }
+            let rawEncoding = try r.u8("gradient encoding")
+            guard let encoding = WireTensor.Encoding(rawValue: rawEncoding) else {
+                throw .outOfRange(field: "gradient encoding", value: Int(rawEncoding))
+            }
             let count = try readCount(&r, "gradient count")
-            message = .result(round: round, configuration: config, terms: terms, gradient: try tensor(frames, 1, count))
+            message = .result(round: round, configuration: config, terms: terms, seconds: seconds,
+                              gradient: try tensor(frames, 1, count, encoding))
         case .parameters:
             let round = try readRound(&r)
             let count = try readCount(&r, "parameter count")
@@ -356,10 +375,13 @@ extension Message {
         return n
     }
 
-    /// Frame `index` as a tensor of exactly `count` floats.
-    private static func tensor(_ frames: [UnsafeRawBufferPointer], _ index: Int, _ count: Int) throws(WireError) -> WireTensor {
+    /// Frame `index` as a binary32 tensor of exactly `count` elements stored as `encoding`.
+    private static func tensor(_ frames: [UnsafeRawBufferPointer], _ index: Int, _ count: Int,
+                               _ encoding: WireTensor.Encoding = .float32) throws(WireError) -> WireTensor {
         let bytes = frames[index]
-        guard bytes.count == 4 * count else { throw .tensorSize(frame: index, declaredElements: count, bytes: bytes.count) }
-        return WireTensor(littleEndianBytes: bytes)
+        guard bytes.count == encoding.bytesPerElement * count else {
+            throw .tensorSize(frame: index, declaredElements: count, bytes: bytes.count)
+        }
+        return WireTensor(littleEndianBytes: bytes, encoding: encoding)
     }
 }

@@ -4,8 +4,11 @@ import Foundation
 #error("the wire format carries Float tensors as raw little-endian bytes; big-endian hosts need a byte-swapping path")
 #endif
 
-/// An immutable flat Float tensor that travels as one ZeroMQ frame of raw little-endian IEEE-754
-/// bytes (4·count bytes, no header: the element count is declared in the message header).
+/// An immutable flat Float tensor that travels as one ZeroMQ frame of raw little-endian bytes,
+/// no header (the element count and encoding are declared in the message header): IEEE-754
+/// binary32, 4·count bytes, or — for gradients when the run asks for it — bfloat16 (the upper
+/// 16 bits of binary32, rounded to nearest even), 2·count bytes. Received tensors are always
+/// binary32: a bfloat16 frame is widened on decode.
 ///
 /// The storage is reference-counted and never mutated after construction, so one snapshot of
 /// the INR parameters is shared by every broadcast and ZeroMQ can send straight from it (see
@@ -29,23 +32,57 @@ public struct WireTensor: Sendable, Equatable, CustomStringConvertible {
         deinit { UnsafeMutableRawPointer(base).deallocate() }
     }
 
-    let storage: Storage
+    /// How the elements are laid out in the frame.
+    public enum Encoding: UInt8, Sendable, Codable {
+        case float32 = 0, bfloat16 = 1
+        /// Bytes per element on the wire.
+        public var bytesPerElement: Int { self == .float32 ? 4 : 2 }
+    }
 
-    /// Number of Float elements.
-    public var count: Int { storage.count }
+    /// float32: `count` floats. bfloat16: ⌈count/2⌉ floats' worth of packed 16-bit values.
+    let storage: Storage
+    public let encoding: Encoding
+    /// Number of elements.
+    public let count: Int
+
     /// Size of the tensor's frame in bytes.
-    public var byteCount: Int { storage.count * 4 }
+    public var byteCount: Int { count * encoding.bytesPerElement }
+
+    private init(storage: Storage, encoding: Encoding, count: Int) {
+        self.storage = storage; self.encoding = encoding; self.count = count
+    }
 
     /// A tensor holding a copy of `values`.
     public init(_ values: [Float]) {
-        storage = Storage(count: values.count) { dst in
+        self.init(storage: Storage(count: values.count) { dst in
             values.withUnsafeBufferPointer { src in _ = dst.initialize(fromContentsOf: src) }
-        }
+        }, encoding: .float32, count: values.count)
     }
 
     /// A tensor holding a copy of `values`.
     public init(copying values: UnsafeBufferPointer<Float>) {
-        storage = Storage(count: values.count) { dst in _ = dst.initialize(fromContentsOf: values) }
+        self.init(storage: Storage(count: values.count) { dst in _ = dst.initialize(fromContentsOf: values) }, encoding: .float32,
+                  count: values.count)
+    }
+
+    /// `values` rounded to bfloat16 for sending (round to nearest, ties to even; NaN stays NaN).
+    /// Only its frame is meaningful: it cannot be read back as floats until decoded.
+    public init(bfloat16Rounding values: UnsafeBufferPointer<Float>) {
+        let n = values.count
+        let storage = Storage(count: (n + 1) / 2) { dst in
+            guard let base = dst.baseAddress else { return }
+            let out = UnsafeMutableRawPointer(base).assumingMemoryBound(to: UInt16.self)
+            for i in 0..<n { out[i] = Self.bfloat16(values[i]) }
+        }
+        self.init(storage: storage, encoding: .bfloat16, count: n)
+    }
+
+    /// binary32 → bfloat16 bits, round to nearest even; a NaN keeps its sign and stays a (quiet) NaN.
+    static func bfloat16(_ x: Float) -> UInt16 {
+        let bits = x.bitPattern
+        if x.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x0040 }
+        let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
+        return UInt16(truncatingIfNeeded: rounded >> 16)
     }
 
     /// A snapshot of `storage` (e.g. the INR parameters before a broadcast).
@@ -53,21 +90,35 @@ public struct WireTensor: Sendable, Equatable, CustomStringConvertible {
         self.init(copying: UnsafeBufferPointer(storage.buffer))
     }
 
-    /// A tensor from raw little-endian bytes; `bytes.count` must be a multiple of 4 (the
-    /// decoder checks this before calling).
-    init(littleEndianBytes bytes: UnsafeRawBufferPointer) {
-        storage = Storage(count: bytes.count / 4) { dst in
-            if let base = bytes.baseAddress, !dst.isEmpty {
-                UnsafeMutableRawPointer(dst.baseAddress!).copyMemory(from: base, byteCount: dst.count * 4)
+    /// A binary32 tensor from a frame of `encoding`; `bytes.count` must be a multiple of its
+    /// element size (the decoder checks this before calling).
+    init(littleEndianBytes bytes: UnsafeRawBufferPointer, encoding: Encoding = .float32) {
+        let n = bytes.count / encoding.bytesPerElement
+        self.init(storage: Storage(count: n) { dst in
+            guard let base = bytes.baseAddress, let out = dst.baseAddress, n > 0 else { return }
+            switch encoding {
+            case .float32:
+                UnsafeMutableRawPointer(out).copyMemory(from: base, byteCount: n * 4)
+            case .bfloat16:
+                for i in 0..<n {
+                    let half = UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                    out[i] = Float(bitPattern: half << 16)
+                }
             }
-        }
+        }, encoding: .float32, count: n)
     }
 
     /// Calls `body` with the elements (valid only inside `body`).
     public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
-        try withExtendedLifetime(storage) {
+        precondition(encoding == .float32, "a bfloat16 tensor is only sent, never read")
+        return try withExtendedLifetime(storage) {
             try body(UnsafeBufferPointer(start: storage.base, count: storage.count))
         }
+    }
+
+    /// The frame's bytes, as they go on the wire (valid only inside `body`).
+    public func withUnsafeFrameBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(storage) { try body(UnsafeRawBufferPointer(start: storage.base, count: byteCount)) }
     }
 
     /// The elements as an array (a copy).
@@ -89,10 +140,10 @@ public struct WireTensor: Sendable, Equatable, CustomStringConvertible {
 
     /// Bitwise equality (NaN payloads included), as determinism checks need.
     public static func == (a: WireTensor, b: WireTensor) -> Bool {
-        guard a.count == b.count else { return false }
+        guard a.count == b.count, a.encoding == b.encoding else { return false }
         if a.storage === b.storage || a.count == 0 { return true }
         return memcmp(a.storage.base, b.storage.base, a.byteCount) == 0
     }
 
-    public var description: String { "WireTensor(\(count) floats)" }
+    public var description: String { "WireTensor(\(count) \(encoding == .float32 ? "floats" : "bfloat16s"))" }
 }

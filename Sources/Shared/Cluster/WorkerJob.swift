@@ -59,10 +59,15 @@ public final class WorkerJob {
     }
 
     /// The gradient and loss terms of configuration `index` of `round` (with the parameters of
-    /// `parameterRound`, which the caller has matched to `round`).
+    /// `parameterRound`, which the caller has matched to `round`), the gradient encoded for the
+    /// wire as the job asks.
     public func gradient(round: Int, configuration index: Int) throws -> (terms: LossTerms, gradient: WireTensor) {
         let config = spec.plan.configuration(round: round, index: index)
         let terms = try objective.compute(config)
-        return (terms, WireTensor(copying: objective.inr.parameters.gradients))
+        let g = objective.inr.parameters.gradients
+        switch spec.gradientEncoding {
+        case .float32: return (terms, WireTensor(copying: g))
+        case .bfloat16: return (terms, WireTensor(bfloat16Rounding: UnsafeBufferPointer(g.buffer)))
+        }
     }
 }

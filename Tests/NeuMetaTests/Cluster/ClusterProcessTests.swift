@@ -179,7 +179,7 @@ import Testing
         var rng = SeededRandom(2024)
         var terms = LossTerms(); terms.samples = 16; terms.correct = 3; terms.total = 1
         let samples: [Message] = [
-            .result(round: 1, configuration: 0, terms: terms, gradient: WireTensor([1, 2, 3])),
+            .result(round: 1, configuration: 0, terms: terms, seconds: 0.1, gradient: WireTensor([1, 2, 3])),
             .work(round: 0, configurations: [0, 1]), .parameters(round: 2, values: WireTensor([0])), .heartbeat, .goodbye,
             .welcome(jobSpec: Array("{}".utf8), round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])),
         ]
@@ -190,7 +190,7 @@ import Testing
                 frames = (0..<(1 + rng.index(below: 3))).map { _ in (0..<rng.index(below: 64)).map { _ in UInt8(rng.index(below: 256)) } }
             } else {
                 let encoded = try samples[rng.index(below: samples.count)].encoded()
-                frames = [encoded.header] + encoded.tensors.map { $0.withUnsafeBufferPointer { Array(UnsafeRawBufferPointer($0)) } }
+                frames = [encoded.header] + encoded.tensors.map { $0.withUnsafeFrameBytes { Array($0) } }
                 let f = rng.index(below: frames.count)
                 if !frames[f].isEmpty {
                     if rng.index(below: 2) == 0 { frames[f][rng.index(below: frames[f].count)] ^= UInt8(1 << rng.index(below: 8)) }

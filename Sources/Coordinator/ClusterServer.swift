@@ -4,8 +4,13 @@ import NeuMeta
 
 /// The coordinator's network side: one CURVE ROUTER socket (workers admitted by the ZAP
 /// allow-list) driven by the `Scheduler` state machine. This class only performs the
-/// scheduler's actions and turns socket traffic into its events; every decision is the
-/// scheduler's.
+/// scheduler's actions and turns socket traffic into its events; every decision about who
+/// computes what is the scheduler's.
+///
+/// A worker is known by the routing id the ROUTER gives its connection (never one the peer
+/// chooses, so no peer can take over another's work), by the name it says in its hello (for
+/// logs), and by its CURVE key (the ZAP "User-Id"): a hello naming a live worker with the same
+/// key replaces that connection (the worker restarted); with another key it is refused.
 final class ClusterServer {
     typealias WorkerID = [UInt8]
 
@@ -31,6 +36,21 @@ final class ClusterServer {
         var computeSeconds = 0.0
     }
 
+    enum Failure: Error, CustomStringConvertible {
+        case diverged(round: Int, configuration: Int, workers: [String])
+        var description: String {
+            switch self {
+            case let .diverged(round, configuration, workers):
+                "round \(round) configuration \(configuration) gave a non-finite gradient or loss on \(workers.joined(separator: " and ")): "
+                    + "training diverged; resume from the last checkpoint (--resume) with a lower learning rate"
+            }
+        }
+    }
+
+    /// At most this many messages are handled before the scheduler's tick runs again, so a
+    /// flooding peer cannot hold off heartbeats and timeouts.
+    static let messagesPerTick = 256
+
     let endpoint: String
     private let context: ZMQ.Context
     private let zap: ZAPHandler
@@ -40,23 +60,30 @@ final class ClusterServer {
     private let spec: JobSpec
     private let base: WireTensor
     private let start = ContinuousClock.now
-    /// The round in progress and the parameters it uses (sent to workers that join mid-round).
+    /// The newest round's parameters (sent to workers that join, also between rounds).
     private var current: (round: Int, parameters: WireTensor)?
     private var completed: [Result]?
     private var stats = RoundStats()
     private var lastResult: [WorkerID: Duration] = [:]
     private var computeByWorker: [WorkerID: Double] = [:]
     private var roundStart: Duration = .zero
-    private var malformedTotal = 0
+    /// CURVE key (Z85) of each admitted connection.
+    private var keys: [WorkerID: String] = [:]
+    /// Configurations of the round in progress that one worker already returned non-finite.
+    private var nonFinite: [Int: String] = [:]
+    private var failure: Failure?
+    private let limiter = LogLimiter()
 
     /// Binds `endpoint` with `keys` as the CURVE server, admitting `allowed` worker keys.
     init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor) throws {
         context = try ZMQ.Context()
-        zap = try ZAPHandler(context: context, allowed: allowed) { refusal in log("security: \(refusal)") }
+        let limiter = self.limiter
+        zap = try ZAPHandler(context: context, allowed: allowed) { refusal in limiter.note("security", "security: \(refusal)") }
         socket = try ZMQ.Socket(context, .router)
         try socket.makeCurveServer(keys: keys)
-        try socket.setRouterHandover(true)
-        try socket.setMaxMessageSize(WireProtocol.maxHeaderBytes + 4 * WireProtocol.maxTensorElements)
+        try socket.setRouterMandatory(true)
+        // The largest message a worker sends is one result: its gradient frame.
+        try socket.setMaxMessageSize(max(1 << 20, 4 * spec.parameterCount + 4096))
         do { try socket.bind(endpoint) } catch {
             throw ValidationError("cannot listen on \(endpoint): \(error) (is another coordinator running, or the address not local?)")
         }
@@ -69,24 +96,18 @@ final class ClusterServer {
 
     private var now: Duration { ContinuousClock.now - start }
 
-    var liveWorkerNames: [String] { scheduler.liveWorkers.compactMap { scheduler.name(of: $0) } }
-
     /// Runs `round` with `parameters` until every configuration has its result; returns them in
     /// configuration-index order with the round's statistics.
     func runRound(_ round: Int, parameters: FloatStorage) throws -> (results: [Result], stats: RoundStats) {
         current = (round, WireTensor(copying: parameters))
         completed = nil
         stats = RoundStats()
-        lastResult = [:]
-        computeByWorker = [:]
+        lastResult = [:]; computeByWorker = [:]; nonFinite = [:]
         roundStart = now
         perform(scheduler.startRound(round, now: now))
         while completed == nil {
-            if let frames = try socket.receive(timeout: .milliseconds(50)) {
-                handle(frames)
-                while completed == nil, let more = try socket.receive(timeout: .zero) { handle(more) }
-            }
-            perform(scheduler.tick(now: now))
+            try service(wait: .milliseconds(50))
+            if let failure { throw failure }
         }
         stats.seconds = seconds(now - roundStart)
         stats.workersAlive = scheduler.liveWorkers.count
@@ -99,20 +120,29 @@ final class ClusterServer {
         return (completed ?? [], stats)
     }
 
-    /// Waits (serving hellos and heartbeats) until at least `count` workers are connected or
-    /// `timeout` passes; returns the number connected.
-    func waitForWorkers(_ count: Int, timeout: Duration) throws -> Int {
-        let deadline = now + timeout
-        while scheduler.liveWorkers.count < count && now < deadline {
-            if let frames = try socket.receive(timeout: .milliseconds(50)) { handle(frames) }
-            perform(scheduler.tick(now: now))
+    /// Handles what arrived (waiting up to `wait` for the first message), then runs the
+    /// scheduler's housekeeping. Called in rounds and between them (so heartbeats continue
+    /// while the coordinator steps the optimizer or writes a checkpoint).
+    func service(wait: Duration = .zero) throws {
+        if let frames = try socket.receive(timeout: wait) {
+            handle(frames)
+            for _ in 1..<Self.messagesPerTick {
+                guard completed == nil, let more = try socket.receive(timeout: .zero) else { break }
+                handle(more)
+            }
         }
-        return scheduler.liveWorkers.count
+        perform(scheduler.tick(now: now))
     }
 
-    /// Tells every worker that training is finished and flushes for at most `flush`.
-    func finish(flush: Duration = .seconds(2)) {
+    /// Tells every worker that training is finished; for `flush`, answers any late message
+    /// (a worker that was reconnecting) with goodbye too, then closes.
+    func finish(flush: Duration = .seconds(1)) {
         for id in scheduler.liveWorkers { try? socket.send(.goodbye, to: id) }
+        let deadline = now + flush
+        while now < deadline {
+            guard let frames = try? socket.receive(timeout: .milliseconds(50)), let id = frames.first?.array else { continue }
+            try? socket.send(.goodbye, to: id)
+        }
         try? socket.setLinger(flush)
         socket.close()
         zap.stop()
@@ -130,18 +160,10 @@ final class ClusterServer {
         }
         switch message {
         case let .hello(name, version, fingerprint):
-            admit(id, name: name, version: version, fingerprint: fingerprint)
+            admit(id, name: name, key: frames[1].property("User-Id") ?? "", version: version, fingerprint: fingerprint)
         case let .result(round, configuration, terms, seconds, gradient):
-            guard gradient.count == spec.parameterCount else {
-                return dropMalformed(from: id, "a result with \(gradient.count) gradient values (expected \(spec.parameterCount))")
-            }
-            let accepted = scheduler.outstanding(of: id).contains(configuration) && round == current?.round
-            perform(scheduler.result(from: id, round: round, configuration: configuration,
-                                     payload: Result(terms: terms, gradient: gradient, seconds: seconds), now: now))
-            if accepted {
-                lastResult[id] = now
-                computeByWorker[id, default: 0] += seconds
-            }
+            receive(from: id, round: round, configuration: configuration,
+                    result: Result(terms: terms, gradient: gradient, seconds: seconds))
         case .heartbeat:
             scheduler.heard(from: id, now: now)
         case .goodbye:
@@ -151,18 +173,35 @@ final class ClusterServer {
         }
     }
 
-    /// Counts and logs (the first 20, then every 1000th, so a hostile peer cannot flood the
-    /// log) a message that is dropped.
-    private func dropMalformed(from id: WorkerID, _ problem: String) {
-        stats.malformed += 1
-        malformedTotal += 1
-        if malformedTotal <= 20 || malformedTotal % 1000 == 0 {
-            log("dropped malformed message #\(malformedTotal) from \(describe(id)): \(problem)")
+    private func receive(from id: WorkerID, round: Int, configuration: Int, result: Result) {
+        guard result.gradient.count == spec.parameterCount else {
+            return dropMalformed(from: id, "a result with \(result.gradient.count) gradient values (expected \(spec.parameterCount))")
+        }
+        let assigned = round == current?.round && scheduler.outstanding(of: id).contains(configuration)
+        let t = result.terms
+        if assigned && !(result.gradient.isFinite && t.total.isFinite && t.crossEntropy.isFinite && t.reconstruction.isFinite
+                         && t.normRegularizer.isFinite) {
+            // A genuine divergence repeats on any worker (the computation is deterministic); a
+            // faulty worker does not. So: drop this one, let another recompute, stop on the second.
+            let name = scheduler.name(of: id) ?? "?"
+            if let first = nonFinite[configuration] {
+                failure = .diverged(round: round, configuration: configuration, workers: [first, name])
+                return
+            }
+            nonFinite[configuration] = name
+            log("worker \(name) returned a non-finite result for round \(round) configuration \(configuration); "
+                + "dropping it and recomputing elsewhere")
+            return perform(scheduler.workerFailed(id, reason: "non-finite result"))
+        }
+        perform(scheduler.result(from: id, round: round, configuration: configuration, payload: result, now: now))
+        if assigned {
+            lastResult[id] = now
+            computeByWorker[id, default: 0] += result.seconds
         }
     }
 
-    /// A hello: refuse on a protocol or data mismatch, else welcome and schedule.
-    private func admit(_ id: WorkerID, name: String, version: UInt16, fingerprint: String) {
+    /// A hello: refuse on a protocol, data or name mismatch, else welcome and schedule.
+    private func admit(_ id: WorkerID, name: String, key: String, version: UInt16, fingerprint: String) {
         guard version == WireProtocol.version else {
             return refuse(id, name: name, "protocol version \(version); this coordinator speaks \(WireProtocol.version)")
         }
@@ -171,15 +210,33 @@ final class ClusterServer {
         guard differences.isEmpty else {
             return refuse(id, name: name, "the worker's data differs from the coordinator's: " + differences.joined(separator: "; "))
         }
+        if let existing = scheduler.liveWorkers.first(where: { $0 != id && scheduler.name(of: $0) == name }) {
+            guard keys[existing] == key else {
+                return refuse(id, name: name, "the name \(name) is in use by a worker with another key")
+            }
+            perform(scheduler.workerFailed(existing, reason: "it connected again"))
+        }
         guard let current else { return }
+        keys[id] = key
         send(.welcome(jobSpec: jobSpec, round: current.round, parameters: current.parameters, baseWeights: base), to: id)
-        log("worker \(name) joined at round \(current.round) (\(scheduler.liveWorkers.count + 1) connected)")
         perform(scheduler.workerJoined(id, name: name, now: now))
+        log("worker \(name) joined at round \(current.round) (\(scheduler.liveWorkers.count) connected)")
     }
 
     private func refuse(_ id: WorkerID, name: String, _ reason: String) {
-        log("refused worker \(name): \(reason)")
+        limiter.note("refuse", "refused worker \(name): \(reason)")
         send(.refuse(reason: reason), to: id)
+    }
+
+    /// Counts and logs (rate-limited, so a hostile peer cannot flood the log) a message that is
+    /// dropped. A malformed result from an admitted worker also drops the worker: its
+    /// configuration would otherwise wait for a result that is not coming.
+    private func dropMalformed(from id: WorkerID, _ problem: String) {
+        stats.malformed += 1
+        limiter.note("malformed", "dropped malformed message from \(describe(id)): \(problem)")
+        if scheduler.name(of: id) != nil, !scheduler.outstanding(of: id).isEmpty {
+            perform(scheduler.workerFailed(id, reason: "malformed message: \(problem)"))
+        }
     }
 
     // MARK: Scheduler actions
@@ -194,16 +251,19 @@ final class ClusterServer {
                 send(.work(round: round, configurations: configurations), to: id)
             case let .sendHeartbeat(workers):
                 for id in workers { send(.heartbeat, to: id) }
-            case let .dropWorker(_, name, reason):
+            case let .dropWorker(id, name, reason):
+                keys[id] = nil
                 let why = switch reason {
                 case .heartbeatTimeout(let silent): "silent for \(String(format: "%.1f", seconds(silent))) s"
+                case .noProgress(let stuck): "no result for \(String(format: "%.0f", seconds(stuck))) s"
+                case .failed(let what): what
                 case .left: "it said goodbye"
                 case .rejoined: "it connected again"
                 }
                 log("dropped worker \(name) (\(why)); its configurations go to the others")
             case let .discardResult(id, round, configuration, reason):
                 stats.discarded += 1
-                log("discarded result of round \(round) configuration \(configuration) from \(describe(id)): \(reason)")
+                limiter.note("discard", "discarded result of round \(round) configuration \(configuration) from \(describe(id)): \(reason)")
             case let .roundComplete(_, results):
                 completed = results
             case let .stalled(round, waitingFor, unassigned, silentFor):
@@ -214,11 +274,15 @@ final class ClusterServer {
         }
     }
 
+    /// Sends to one worker; a worker whose connection is gone (the ROUTER is mandatory, so it
+    /// says so instead of dropping the message) is dropped and its work reassigned.
     private func send(_ message: Message, to id: WorkerID) {
         do {
             try socket.send(message, to: id)
             if case let .parameters(_, values) = message { stats.bytesSent += values.byteCount }
             if case let .welcome(spec, _, parameters, base) = message { stats.bytesSent += spec.count + parameters.byteCount + base.byteCount }
+        } catch let error as ZMQ.Error where error.code == EHOSTUNREACH {
+            if scheduler.name(of: id) != nil { perform(scheduler.workerFailed(id, reason: "its connection is gone")) }
         } catch {
             log("could not send \(message.kind) to \(describe(id)): \(error)")
         }
@@ -229,6 +293,22 @@ final class ClusterServer {
     }
 
     private func describe(_ id: WorkerID) -> String {
-        scheduler.name(of: id) ?? "unknown peer \(String(decoding: id.prefix(32), as: UTF8.self).debugDescription)"
+        scheduler.name(of: id) ?? "an unadmitted peer"
+    }
+}
+
+/// Rate-limits repetitive log lines per category: the first 20, then every 1000th (with the
+/// count), so a hostile or broken peer cannot flood the log. Thread-safe (the ZAP handler logs
+/// from its own thread).
+final class LogLimiter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts: [String: Int] = [:]
+
+    func note(_ category: String, _ text: @autoclosure () -> String) {
+        lock.lock()
+        counts[category, default: 0] += 1
+        let n = counts[category]!
+        lock.unlock()
+        if n <= 20 { log(text()) } else if n % 1000 == 0 { log("\(text()) [\(n) such messages so far]") }
     }
 }

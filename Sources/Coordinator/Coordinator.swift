@@ -83,7 +83,24 @@ func formatDuration(_ seconds: Double) -> String {
         : s >= 60 ? String(format: "%dm%02ds", s / 60, s % 60) : "\(s)s"
 }
 
+/// Prints `object` as one line of JSON; non-finite numbers (JSON has none) become null.
 func printJSON(_ object: [String: Any]) {
-    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-    print(String(decoding: data, as: UTF8.self))
+    print(jsonLine(object))
+}
+
+/// `object` as one line of JSON, non-finite numbers as null.
+func jsonLine(_ object: [String: Any]) -> String {
+    func clean(_ value: Any) -> Any {
+        switch value {
+        case let d as Double: d.isFinite ? d : NSNull()
+        case let f as Float: f.isFinite ? Double(f) : NSNull()
+        case let dictionary as [String: Any]: dictionary.mapValues(clean)
+        case let array as [Any]: array.map(clean)
+        default: value
+        }
+    }
+    guard let data = try? JSONSerialization.data(withJSONObject: clean(object), options: [.sortedKeys]) else {
+        return #"{"error":"unencodable JSON object"}"#
+    }
+    return String(decoding: data, as: UTF8.self)
 }

@@ -37,11 +37,20 @@ final class LocalWorkers {
     }
 
     /// Waits up to `timeout` for the workers to leave (after the coordinator's goodbye), then
-    /// terminates the rest.
+    /// asks the rest to stop (SIGCONT first: a stopped process ignores SIGTERM until resumed)
+    /// and kills what is still there two seconds later.
     func stop(timeout: TimeInterval = 5) {
-        let deadline = Date().addingTimeInterval(timeout)
-        while processes.contains(where: { $0.process.isRunning }) && Date() < deadline { usleep(50_000) }
-        for (_, process) in processes where process.isRunning { process.terminate() }
+        func wait(_ seconds: TimeInterval) {
+            let deadline = Date().addingTimeInterval(seconds)
+            while processes.contains(where: { $0.process.isRunning }) && Date() < deadline { usleep(50_000) }
+        }
+        wait(timeout)
+        for (_, process) in processes where process.isRunning {
+            kill(process.processIdentifier, SIGCONT)
+            process.terminate()
+        }
+        wait(2)
+        for (_, process) in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         for (_, process) in processes { process.waitUntilExit() }
     }
 }

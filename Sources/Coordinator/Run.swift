@@ -95,6 +95,10 @@ struct Run: ParsableCommand {
         if let localWorkers, localWorkers < 0 { throw ValidationError("--local-workers must not be negative") }
         if let checkpointEvery, checkpointEvery < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if logEvery < 1 { throw ValidationError("--log-every must be at least 1") }
+        if let configsPerRound, !(1...WireProtocol.maxConfigurationsPerRound).contains(configsPerRound) {
+            throw ValidationError("--configs-per-round must be in 1…\(WireProtocol.maxConfigurationsPerRound)")
+        }
+        if let epochs, !(epochs.isFinite && epochs > 0) { throw ValidationError("--epochs must be a positive number") }
     }
 
     /// cluster.yaml with the command line's overrides applied.
@@ -144,8 +148,17 @@ struct Run: ParsableCommand {
                                       overrides: overrides, minWidth: e.widths.min, maxWidth: e.widths.max, epochs: e.epochs,
                                       batchSize: e.batchSize, noise: e.noise, seed: e.seed, permute: true)
         let trainer = setup.makeTrainer()
+        guard (1...WireProtocol.maxConfigurationsPerRound).contains(trainer.plan.configurationsPerRound) else {
+            throw ValidationError("\(config): configurations per round must be in 1…\(WireProtocol.maxConfigurationsPerRound)")
+        }
         let store = CheckpointStore(directory: c.checkpoints.directory, prefix: "inr")
-        if resume { try resumeTrainer(trainer, from: store) }
+        if resume {
+            try resumeTrainer(trainer, from: store)
+        } else if let existing = try store.checkpoints().first {
+            // Pruning keeps the highest round numbers: a fresh run here would lose its own.
+            throw ValidationError("\(c.checkpoints.directory) holds checkpoints of an earlier run (\(existing.path)): "
+                                  + "pass --resume to continue it, or use another --checkpoint-dir")
+        }
         let plan = trainer.plan
 
         var spec = JobSpec(family: setup.checkpoint.network.family, classCount: setup.train.classCount,
@@ -184,6 +197,7 @@ struct Run: ParsableCommand {
             }
             let lr = trainer.finishRound(configurations: results.count)
             let stepSeconds = Date().timeIntervalSince(stepStart)
+            try server.service()
             // Of the whole round (distribution, computation, collection, the optimizer step), the
             // share that is not the busiest worker computing gradients.
             let overhead = max(0, 1 - stats.computeSeconds / (stats.seconds + stepSeconds))
@@ -216,6 +230,7 @@ struct Run: ParsableCommand {
                                  trainer.round, plan.rounds, formatDuration(elapsed), formatDuration(eta)))
             if trainer.round % c.checkpoints.everyRounds == 0 || trainer.round == lastRound {
                 try saveCheckpoint(setup.checkpoint(of: trainer), store: store, keep: c.checkpoints.keep)
+                try server.service()
             }
         }
         progress.clear()
@@ -279,7 +294,10 @@ struct Run: ParsableCommand {
         for (_, path) in try store.checkpoints() {
             let checkpoint: INRCheckpoint
             do { checkpoint = try INRCheckpoint.load(path: path) } catch {
-                log("skipping checkpoint \(path): \(error)")
+                // Renamed so that it no longer counts as a checkpoint (pruning keeps the newest).
+                let aside = path + ".corrupt"
+                let moved = (try? FileManager.default.moveItem(atPath: path, toPath: aside)) != nil
+                log("skipping checkpoint \(path): \(error)" + (moved ? " (renamed to \(aside))" : ""))
                 continue
             }
             do { try trainer.restore(from: checkpoint) } catch {
@@ -318,8 +336,8 @@ final class MetricsFile {
     }
 
     func append(_ object: [String: Any]) {
-        guard let handle, let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
-        do { try handle.write(contentsOf: data + Data("\n".utf8)) } catch {
+        guard let handle else { return }
+        do { try handle.write(contentsOf: Data((jsonLine(object) + "\n").utf8)) } catch {
             if !warned { log("metrics file write failed: \(error)"); warned = true }
         }
     }

@@ -22,15 +22,22 @@ struct Worker: ParsableCommand {
         the coordinator says training is finished, 3 when it is refused (the reason is printed), \
         1 on a local error.
 
+        With --config, the endpoint (coordinator.connect, or coordinator.bind read from this \
+        side), key directory, data directory and thread count come from that cluster.yaml; the \
+        options override them.
+
         Example: neumeta-worker --connect tcp://coordinator.example:5570 --keys /etc/neumeta/keys
         """
     )
 
+    @Option(help: "cluster.yaml to take the endpoint, keys, data and threads from.")
+    var config: String?
+
     @Option(help: "Coordinator endpoint, e.g. tcp://10.0.0.1:5570.")
-    var connect: String
+    var connect: String?
 
     @Option(help: "Key directory: <key-name>.key (this worker's secret, mode 0600) and coordinator.pub.")
-    var keys: String
+    var keys: String?
 
     @Option(help: "Which key pair of --keys to use (file stem).")
     var keyName = "worker"
@@ -38,8 +45,8 @@ struct Worker: ParsableCommand {
     @Option(help: "Name in the coordinator's logs (default: host-pid). Unique per worker.")
     var name: String?
 
-    @Option(help: "Local dataset directory (Fashion-MNIST IDX files).")
-    var data = FashionMNIST.defaultDirectory
+    @Option(help: "Local dataset directory (Fashion-MNIST IDX files; default \(FashionMNIST.defaultDirectory)).")
+    var data: String?
 
     @Option(help: "Compute threads (default: one per core).")
     var threads: Int?
@@ -64,7 +71,13 @@ struct Worker: ParsableCommand {
     }
 
     func run() throws {
-        BLASRuntime.configureThreads(threads: threads, blasThreads: blasThreads)
+        let file = try config.map { try ClusterConfig.load(path: $0) }
+        guard let connect = connect ?? file?.coordinator.connectEndpoint else {
+            throw ValidationError("give --connect tcp://HOST:PORT (or --config cluster.yaml)")
+        }
+        guard let keys = keys ?? file?.keys.directory else { throw ValidationError("give --keys DIR (or --config cluster.yaml)") }
+        let data = data ?? file?.experiment.data ?? FashionMNIST.defaultDirectory
+        BLASRuntime.configureThreads(threads: threads ?? file?.workers.threads, blasThreads: blasThreads)
         let name = self.name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         let directory = URL(fileURLWithPath: keys)
         let pair = try KeyStore.loadSecret(directory.appendingPathComponent("\(keyName).key"))

@@ -72,11 +72,9 @@ final class WorkerLoop {
             let sockets = [wake] + (socket.map { [$0] } ?? [])
             let ready: [Bool]
             do { ready = try ZMQ.poll(sockets, timeout: .milliseconds(100)) } catch { return .failed("poll: \(error)") }
-            if ready[0] {
-                while (try? wake.receive(timeout: .zero)) ?? nil != nil {}
-                if let failure = shared.failure { return .failed(failure) }
-                if let outcome = sendResults(state: &state) { return outcome }
-            }
+            if ready[0] { while (try? wake.receive(timeout: .zero)) ?? nil != nil {} }
+            if let failure = shared.failure { return .failed(failure) }
+            sendResults(state: &state)  // every turn, so a missed wake-up costs at most one poll
             if ready.count > 1, ready[1], let socket {
                 while let frames = try? socket.receive(timeout: .zero) {
                     if let outcome = handle(frames, state: &state) { return outcome }
@@ -131,7 +129,6 @@ final class WorkerLoop {
             do {
                 let s = try ZMQ.Socket(context, .dealer)
                 try s.makeCurveClient(server: server, keys: keys)
-                try s.setRoutingID(Array(name.utf8))
                 try s.setMaxMessageSize(WireProtocol.maxHeaderBytes + 4 * WireProtocol.maxTensorElements)
                 try s.connect(endpoint)
                 socket = s
@@ -156,12 +153,11 @@ final class WorkerLoop {
         return nil
     }
 
-    private func sendResults(state: inout WorkerState) -> Outcome? {
+    private func sendResults(state: inout WorkerState) {
         for done in shared.takeResults() {
             send(.result(round: done.round, configuration: done.configuration, terms: done.terms, seconds: done.seconds,
                          gradient: done.gradient), state: &state)
         }
-        return nil
     }
 
     private func send(_ message: Message, state: inout WorkerState) {
@@ -273,7 +269,12 @@ final class ComputeShared: @unchecked Sendable {
             let setup = shared.setup, parameters = shared.parameters
             shared.condition.unlock()
 
-            guard let setup, setup.session == item.session, let parameters, parameters.round == item.round else { continue }
+            guard let setup, setup.session == item.session, let parameters, parameters.round == item.round else {
+                if verbose {
+                    FileHandle.standardError.write(Data("[\(name)] skipped round \(item.round) configuration \(item.configuration): superseded\n".utf8))
+                }
+                continue
+            }
             do {
                 if job == nil || job!.spec != setup.spec || jobBase != setup.base {
                     job = try WorkerJob(spec: setup.spec, dataset: shared.dataset, localData: shared.fingerprint,

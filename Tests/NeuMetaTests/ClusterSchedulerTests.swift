@@ -110,6 +110,31 @@ private struct Simulation {
         #expect(sim.completed.count == 1 && sim.completed[0].results == Self.expected(round: 0, 9))
     }
 
+    /// A worker that keeps sending heartbeats but never returns its work (lost message, stuck
+    /// thread, hostile peer) is dropped after `progressTimeout`; one that misbehaves is dropped
+    /// at once; their configurations go to the others and the round completes as usual.
+    @Test func stuckAndFailedWorkersAreDroppedAndTheirWorkReassigned() {
+        var sim = Simulation(configurations: 6)
+        sim.scheduler = Simulation.S(configurationsPerRound: 6, progressTimeout: .seconds(20))
+        sim.join("a", "b", "c")
+        sim.start(0)
+        sim.answer("a")
+        for second in stride(from: 2, through: 22, by: 2) {
+            sim.now = .seconds(second)
+            for id in ["a", "b", "c"] { _ = sim.scheduler.heard(from: id, now: sim.now) }
+            sim.tick()
+            if second == 10 { sim.answer("c", limit: 1) }  // c makes progress, b never does
+        }
+        let drops = sim.actions.compactMap { if case let .dropWorker(id, _, reason) = $0 { (id, reason) } else { nil } }
+        #expect(drops.count == 1 && drops.first?.0 == "b" && drops.first?.1 == .noProgress(for: .seconds(22)))
+        #expect(sim.scheduler.liveWorkers == ["a", "c"])
+        sim.apply(sim.scheduler.workerFailed("c", reason: "malformed result"))
+        #expect(sim.actions.contains { if case .dropWorker("c", _, .failed("malformed result")) = $0 { true } else { false } })
+        #expect(sim.scheduler.liveWorkers == ["a"] && sim.work(of: "a").sorted() == [1, 2, 4])
+        sim.answer("a")
+        #expect(sim.completed.count == 1 && sim.completed[0].results == Self.expected(round: 0, 6))
+    }
+
     @Test func duplicateLateAndForeignResultsAreDiscarded() {
         typealias S = Scheduler<String, Int>
         var s = S(configurationsPerRound: 2)

@@ -60,7 +60,9 @@ extension ClusterConfig.Experiment {
             ("recipe", { e.recipe = try $0.choice() }),
             ("widths", { e.widths = try .read($0) }),
             ("epochs", { e.epochs = try $0.number("a positive number") { $0 > 0 } }),
-            ("configurations_per_round", { e.configurationsPerRound = try $0.orNull { try $0.int(atLeast: 1) } }),
+            ("configurations_per_round", {
+                e.configurationsPerRound = try $0.orNull { try $0.int(atLeast: 1, atMost: WireProtocol.maxConfigurationsPerRound) }
+            }),
             ("batch_size", { e.batchSize = try $0.int(atLeast: 1) }),
             ("noise", { e.noise = try $0.number("a number ≥ 0") { $0 >= 0 } }),
             ("seed", { e.seed = try $0.seed() }),
@@ -134,9 +136,9 @@ struct ConfigNode {
     /// nil for null, else `read(self)`.
     func orNull<T>(_ read: (ConfigNode) throws -> T) throws -> T? { isNull ? nil : try read(self) }
 
-    func int(atLeast minimum: Int) throws -> Int {
-        guard tag == .int, let s = node.scalar, let v = Int.construct(from: s), v >= minimum else {
-            throw mustBe("an integer ≥ \(minimum)")
+    func int(atLeast minimum: Int, atMost maximum: Int = .max) throws -> Int {
+        guard tag == .int, let s = node.scalar, let v = Int.construct(from: s), v >= minimum, v <= maximum else {
+            throw mustBe(maximum == .max ? "an integer ≥ \(minimum)" : "an integer in \(minimum)…\(maximum)")
         }
         return v
     }

@@ -156,10 +156,13 @@ public enum KeyStore {
         let pair = try CurveKeyPair.generate()
         try write(pair.secret.z85 + "\n", to: directory.appendingPathComponent("\(name).key"), mode: 0o600)
         try write(pair.public.z85 + "\n", to: directory.appendingPathComponent("\(name).pub"), mode: 0o644)
+        let existing = try Data(contentsOf: allowList)
         let handle = try FileHandle(forWritingTo: allowList)
         defer { try? handle.close() }
         try handle.seekToEnd()
-        try handle.write(contentsOf: Data("\(pair.public.z85) \(name)\n".utf8))
+        // A hand-edited list may lack its final newline; the new key must start its own line.
+        let separator = existing.last.map { $0 == UInt8(ascii: "\n") ? "" : "\n" } ?? ""
+        try handle.write(contentsOf: Data("\(separator)\(pair.public.z85) \(name)\n".utf8))
         try handle.synchronize()
         return pair
     }

@@ -33,6 +33,11 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
 
     public enum DropReason: Equatable, Sendable {
         case heartbeatTimeout(silentFor: Duration)
+        /// It held configurations but returned no accepted result for this long (alive but
+        /// stuck, or its work or result was lost on the way).
+        case noProgress(for: Duration)
+        /// The coordinator caught it misbehaving (malformed or non-finite result, unreachable).
+        case failed(String)
         /// The worker said goodbye.
         case left
         /// The worker said hello again (it restarted, so its queue is gone).
@@ -59,12 +64,15 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         var lastHeard: Duration
         /// Outstanding configurations of the round in progress.
         var assigned: Set<Int> = []
+        /// When it last made progress: got work while idle, or had a result accepted.
+        var progressSince: Duration
     }
 
     public let configurationsPerRound: Int
     public let heartbeatInterval: Duration
     public let heartbeatTimeout: Duration
     public let stallReportInterval: Duration
+    public let progressTimeout: Duration
 
     var workers: [WorkerID: Worker] = [:]
     var nextSequence = 0
@@ -76,17 +84,21 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     var lastProgress: Duration = .zero
     var lastStallReport: Duration?
     var lastHeartbeat: Duration?
+    /// The latest time any event reported (events without a time use it).
+    var clock: Duration = .zero
 
     public init(configurationsPerRound: Int,
                 heartbeatInterval: Duration = WireProtocol.heartbeatInterval,
                 heartbeatTimeout: Duration = WireProtocol.heartbeatTimeout,
-                stallReportInterval: Duration = WireProtocol.stallReportInterval) {
+                stallReportInterval: Duration = WireProtocol.stallReportInterval,
+                progressTimeout: Duration = WireProtocol.progressTimeout) {
         precondition((1...WireProtocol.maxConfigurationsPerRound).contains(configurationsPerRound),
                      "configurations per round must be in 1…\(WireProtocol.maxConfigurationsPerRound)")
         self.configurationsPerRound = configurationsPerRound
         self.heartbeatInterval = heartbeatInterval
         self.heartbeatTimeout = heartbeatTimeout
         self.stallReportInterval = stallReportInterval
+        self.progressTimeout = progressTimeout
     }
 
     /// Live workers in join order.
@@ -103,6 +115,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     /// Starts `round`: all its configurations are outstanding. Call after the previous round
     /// completed (or first).
     public mutating func startRound(_ round: Int, now: Duration) -> [Action] {
+        clock = max(clock, now)
         precondition(self.round == nil, "round \(self.round ?? -1) is still in progress")
         self.round = round
         results = [:]; unassigned = []
@@ -118,9 +131,10 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     /// known id first loses its outstanding work, as its process restarted. It receives
     /// configurations that no one holds, otherwise work from the next assignment.
     public mutating func workerJoined(_ id: WorkerID, name: String, now: Duration) -> [Action] {
+        clock = max(clock, now)
         var actions: [Action] = []
         if workers[id] != nil { actions += drop(id, reason: .rejoined) }
-        workers[id] = Worker(name: name, sequence: nextSequence, lastHeard: now)
+        workers[id] = Worker(name: name, sequence: nextSequence, lastHeard: now, progressSince: now)
         nextSequence += 1
         if round != nil, !unassigned.isEmpty {
             let waiting = unassigned
@@ -134,6 +148,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     /// unknown id; the coordinator drops such messages.
     @discardableResult
     public mutating func heard(from id: WorkerID, now: Duration) -> Bool {
+        clock = max(clock, now)
         guard workers[id] != nil else { return false }
         workers[id]?.lastHeard = now
         return true
@@ -144,8 +159,14 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         workers[id] == nil ? [] : drop(id, reason: .left)
     }
 
+    /// The coordinator caught a worker misbehaving: drop it and reassign its configurations.
+    public mutating func workerFailed(_ id: WorkerID, reason: String) -> [Action] {
+        workers[id] == nil ? [] : drop(id, reason: .failed(reason))
+    }
+
     /// A result for configuration `configuration` of `round`.
     public mutating func result(from id: WorkerID, round: Int, configuration: Int, payload: Payload, now: Duration) -> [Action] {
+        clock = max(clock, now)
         func discard(_ reason: DiscardReason) -> [Action] {
             [.discardResult(from: id, round: round, configuration: configuration, reason: reason)]
         }
@@ -154,6 +175,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         guard (0..<configurationsPerRound).contains(configuration) else { return discard(.configurationOutOfRange) }
         guard results[configuration] == nil else { return discard(.duplicate) }
         guard workers[id]?.assigned.remove(configuration) != nil else { return discard(.notAssigned) }
+        workers[id]?.progressSince = now
         results[configuration] = payload
         lastProgress = now; lastStallReport = nil
         guard results.count == configurationsPerRound else { return [] }
@@ -167,12 +189,21 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     /// (reassigning their configurations), sends heartbeats every `heartbeatInterval`, and
     /// reports a stall every `stallReportInterval` without progress.
     public mutating func tick(now: Duration) -> [Action] {
+        clock = max(clock, now)
         // Remove every silent worker before reassigning, so nothing goes to one about to be dropped.
         var actions: [Action] = [], orphaned: [Int] = []
         for id in liveWorkers {
-            guard let worker = workers[id], now - worker.lastHeard > heartbeatTimeout else { continue }
+            guard let worker = workers[id] else { continue }
+            let reason: DropReason
+            if now - worker.lastHeard > heartbeatTimeout {
+                reason = .heartbeatTimeout(silentFor: now - worker.lastHeard)
+            } else if !worker.assigned.isEmpty, now - worker.progressSince > progressTimeout {
+                reason = .noProgress(for: now - worker.progressSince)
+            } else {
+                continue
+            }
             workers[id] = nil
-            actions.append(.dropWorker(id, name: worker.name, reason: .heartbeatTimeout(silentFor: now - worker.lastHeard)))
+            actions.append(.dropWorker(id, name: worker.name, reason: reason))
             orphaned += worker.assigned
         }
         actions += assign(orphaned.sorted())
@@ -213,6 +244,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
                 return x != y ? x < y : (workers[a]?.sequence ?? 0) < (workers[b]?.sequence ?? 0)
             }
             guard let target else { continue }
+            if workers[target]?.assigned.isEmpty == true { workers[target]?.progressSince = clock }
             workers[target]?.assigned.insert(c)
             given[target, default: []].append(c)
         }

@@ -29,9 +29,9 @@
 ///     heartbeat   (empty)
 ///     goodbye     (empty)
 ///
-/// `hello`'s layout is frozen across versions and its header version is the worker's protocol
-/// version, so a coordinator can always tell who is knocking and refuse with a reason; every
-/// other kind must carry exactly `WireProtocol.version`.
+/// `hello`'s and `refuse`'s layouts are frozen across versions (a hello's header version is the
+/// worker's protocol version), so a coordinator can always tell who is knocking and refuse with
+/// a reason the worker can read; every other kind must carry exactly `WireProtocol.version`.
 ///
 /// Decoding checks the frame count, header size, magic, version, kind, reserved byte, body
 /// length, every declared count and length against the bytes actually present, the limits
@@ -82,6 +82,10 @@ public enum WireProtocol {
     public static let reconnectInitialDelay: Duration = .milliseconds(100)
     /// …up to this cap.
     public static let reconnectMaxDelay: Duration = .seconds(5)
+    /// A worker holding configurations with no accepted result for this long is dropped and its
+    /// work reassigned, even though its heartbeats keep coming (it is stuck, or its work or
+    /// result was lost). Generous: one LeNet configuration takes a fraction of a second.
+    public static let progressTimeout: Duration = .seconds(60)
     /// The coordinator logs a stalled round (naming the workers it waits for) after this long
     /// without an accepted result, and again every such interval.
     public static let stallReportInterval: Duration = .seconds(10)
@@ -286,7 +290,7 @@ extension Message {
         let version = try r.u16("version")
         let rawKind = try r.u8("kind")
         guard let kind = MessageKind(rawValue: rawKind) else { throw .unknownKind(rawKind) }
-        guard kind == .hello || version == WireProtocol.version else { throw .unsupportedVersion(version) }
+        guard kind == .hello || kind == .refuse || version == WireProtocol.version else { throw .unsupportedVersion(version) }
         let reserved = try r.u8("reserved")
         guard reserved == 0 else { throw .reservedByte(reserved) }
         let bodyLength = Int(try r.u32("body length"))

@@ -20,6 +20,15 @@ public final class WorkerJob {
         guard differences.isEmpty else {
             throw JobSpecError.unusable("this worker's data differs from the coordinator's: " + differences.joined(separator: "; "))
         }
+        // RoundPlan's own checks are preconditions (not evaluated in -Ounchecked builds): a
+        // spec from the wire is checked here for real.
+        let plan = spec.plan
+        guard plan.minWidth >= 1, plan.minWidth <= plan.maxWidth, plan.pretrainedWidth >= 1, plan.batchSize >= 1,
+              plan.batchSize <= plan.datasetCount, (1...WireProtocol.maxConfigurationsPerRound).contains(plan.configurationsPerRound),
+              plan.rounds >= 1, plan.noise.isFinite else {
+            throw JobSpecError.unusable("the round plan is out of range (widths \(plan.minWidth)…\(plan.maxWidth), batch \(plan.batchSize) "
+                                        + "of \(plan.datasetCount), \(plan.configurationsPerRound) configurations per round)")
+        }
         let network: Network
         do { network = try NetworkFamily.make(spec.family, widths: [spec.pretrainedWidth], classCount: spec.classCount) } catch {
             throw JobSpecError.unusable("\(error)")

@@ -97,6 +97,16 @@ public final class INRTrainer {
         guard checkpoint.config == inr.config, checkpoint.plan == plan, checkpoint.raw.count == n else {
             throw INRCheckpoint.Failure.invalid(path: "checkpoint", problem: "it holds another INR or round plan than this run")
         }
+        guard checkpoint.optimizer == optimizerSettings else {
+            throw INRCheckpoint.Failure.invalid(path: "checkpoint", problem: "it was trained with other optimizer settings")
+        }
+        if let target = objective.pretrained {
+            let same = checkpoint.base.count == target.count
+                && memcmp(checkpoint.base.values.base, target.values.base, 4 * target.count) == 0
+            guard same else {
+                throw INRCheckpoint.Failure.invalid(path: "checkpoint", problem: "it was trained toward another (permuted) base network")
+            }
+        }
         inr.parameters.values.base.update(from: checkpoint.raw.base, count: n)
         ema.average.base.update(from: checkpoint.ema.base, count: n)
         optimizer.firstMoment.base.update(from: checkpoint.adamM.base, count: n)

@@ -6,15 +6,16 @@ import Testing
 /// namespace, joined by veth pairs (10.231.1.0/24 and 10.231.2.0/24), so the workers reach the
 /// coordinator over real TCP between distinct addresses. Creating namespaces needs root (CI
 /// runs as root); elsewhere the test is skipped and says why.
-@Suite(.serialized) struct ClusterNamespaceTests {
-    static let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
-    static let canRun = getuid() == 0 && ip != nil
+/// Part of `ClusterProcessTests` so that it never runs beside the other process tests.
+extension ClusterProcessTests {
+    static let ipPath = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let canCreateNamespaces = getuid() == 0 && ipPath != nil
 
     /// Runs `ip ARGS`; throws with its output on failure.
     @discardableResult
     static func ip(_ arguments: String...) throws -> String {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: ip!)
+        process.executableURL = URL(fileURLWithPath: ipPath!)
         process.arguments = arguments
         let pipe = Pipe()
         process.standardOutput = pipe
@@ -29,7 +30,7 @@ import Testing
         return output
     }
 
-    @Test(.enabled(if: canRun, "needs root and iproute2 to create network namespaces (run as root, as CI does)"),
+    @Test(.enabled(if: canCreateNamespaces, "needs root and iproute2 to create network namespaces (run as root, as CI does)"),
           .timeLimit(.minutes(5)))
     func coordinatorAndWorkersInSeparateNamespaces() throws {
         let tag = String(getpid() % 100_000)
@@ -55,11 +56,11 @@ import Testing
         let fixture = try ClusterFixture("netns")
         defer { fixture.remove() }
         let started = Date()
-        let coordinator = try fixture.coordinator(["--bind", "tcp://0.0.0.0:5570"], wrapper: [Self.ip!, "netns", "exec", coordinatorNS])
+        let coordinator = try fixture.coordinator(["--bind", "tcp://0.0.0.0:5570"], wrapper: [Self.ipPath!, "netns", "exec", coordinatorNS])
         defer { coordinator.kill() }
         #expect(coordinator.waitForLog(timeout: 60) { $0.contains("listening on") }, "\(coordinator.stderr)")
         let workers = try workerNS.enumerated().map { i, ns in
-            try fixture.worker("w\(i + 1)", endpoint: "tcp://10.231.\(i + 1).1:5570", wrapper: [Self.ip!, "netns", "exec", ns])
+            try fixture.worker("w\(i + 1)", endpoint: "tcp://10.231.\(i + 1).1:5570", wrapper: [Self.ipPath!, "netns", "exec", ns])
         }
         defer { workers.forEach { $0.kill() } }
         #expect(coordinator.wait(timeout: 240) == 0, "\(coordinator.stderr.suffix(3000))")

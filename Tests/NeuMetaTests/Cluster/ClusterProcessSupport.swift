@@ -1,6 +1,12 @@
 import Foundation
 import NeuMeta
 
+extension Dictionary where Key == String, Value == Any {
+    func write(to url: URL) throws {
+        try JSONSerialization.data(withJSONObject: self).write(to: url)
+    }
+}
+
 /// The built executables: SwiftPM puts them next to the test binary.
 enum Products {
     static let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
@@ -146,6 +152,12 @@ struct ClusterFixture {
         guard let line = coordinator.stdout.split(separator: "\n").last,
               let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
         return object
+    }
+
+    /// The summary a finished `train` saved.
+    func summary() throws -> [String: Any] {
+        let data = try Data(contentsOf: directory.appendingPathComponent("summary.json"))
+        return try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
     }
 
     func remove() { try? FileManager.default.removeItem(at: directory) }

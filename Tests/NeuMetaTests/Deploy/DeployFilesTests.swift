@@ -45,7 +45,7 @@ private enum Repo {
     }
 }
 
-struct DeployTestError: Error, CustomStringConvertible {
+private struct DeployTestError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
@@ -338,13 +338,13 @@ private enum Tools {
     }
 }
 
-/// A TCP socket on an ephemeral 127.0.0.1 port: listening (connections complete in the
-/// backlog, never accepted) or only bound (connections are refused).
+/// A TCP socket on an ephemeral 127.0.0.1 port, bound (connections are refused) until
+/// `listen()`; then connections complete in the backlog and are never accepted.
 private final class LoopbackPort {
     let fd: Int32
     let port: Int
 
-    init(listening: Bool) throws {
+    init() throws {
         #if os(Linux)
         let stream = Int32(SOCK_STREAM.rawValue)
         #else
@@ -359,13 +359,29 @@ private final class LoopbackPort {
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) } }
         let named = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) } }
-        guard bound == 0, named == 0, !listening || listen(descriptor, 16) == 0 else {
+        guard bound == 0, named == 0 else {
             let reason = String(cString: strerror(errno))
             close(descriptor)
-            throw DeployTestError("bind/listen on 127.0.0.1: \(reason)")
+            throw DeployTestError("bind on 127.0.0.1: \(reason)")
         }
         fd = descriptor
         port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Starts listening once `file` contains `text` (checked every 20 ms for up to 30 s), as
+    /// the coordinator does some time after it was started.
+    func startListening(whenFile file: URL, contains text: String) {
+        let descriptor = fd
+        DispatchQueue.global().async {
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline {
+                if let log = try? String(contentsOf: file, encoding: .utf8), log.contains(text) {
+                    _ = listen(descriptor, 16)
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+        }
     }
 
     deinit { close(fd) }
@@ -382,7 +398,7 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
         if line.hasPrefix("[") && line.hasSuffix("]") {
             section = String(line.dropFirst().dropLast())
-            sections[section, default: [:]] = sections[section] ?? [:]
+            if sections[section] == nil { sections[section] = [:] }
             continue
         }
         guard let eq = line.firstIndex(of: "=") else { throw DeployTestError("\(Repo.name(url)): not key=value: \(line)") }
@@ -422,10 +438,10 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
     @Test func kubernetesDocumentsHaveApiVersionKindAndName() throws {
         for url in Repo.yamlFiles(under: Repo.kubernetes) {
             for (i, document) in try YAML.documents(url).enumerated() {
-                let where_ = "\(Repo.name(url)) document \(i + 1)"
-                #expect(!((YAML.dig(document, "apiVersion") as? String) ?? "").isEmpty, "\(where_): no apiVersion")
-                #expect(!((YAML.dig(document, "kind") as? String) ?? "").isEmpty, "\(where_): no kind")
-                #expect(!((YAML.dig(document, "metadata", "name") as? String) ?? "").isEmpty, "\(where_): no metadata.name")
+                let place = "\(Repo.name(url)) document \(i + 1)"
+                #expect(!((YAML.dig(document, "apiVersion") as? String) ?? "").isEmpty, "\(place): no apiVersion")
+                #expect(!((YAML.dig(document, "kind") as? String) ?? "").isEmpty, "\(place): no kind")
+                #expect(!((YAML.dig(document, "metadata", "name") as? String) ?? "").isEmpty, "\(place): no metadata.name")
             }
         }
     }
@@ -663,8 +679,9 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
     }
 
     /// Runs neumeta.sbatch with stand-ins for srun, scontrol and the two programs that log
-    /// their arguments; the Swift test plays the coordinator's listening socket.
-    private static func runSlurmScript(coordinatorSeconds: Double = 1, coordinatorStatus: Int = 0, workerSeconds: Double = 0,
+    /// their arguments; the Swift test plays the coordinator's socket, which starts listening
+    /// only after the stand-in coordinator has run (or never, with `listening: false`).
+    private static func runSlurmScript(coordinatorSeconds: Double = 3, coordinatorStatus: Int = 0, workerSeconds: Double = 0,
                                        listening: Bool = true, state existing: URL? = nil) throws -> (result: RunResult, log: [String], state: URL, seconds: Double, directory: URL) {
         let dir = try Tools.temporaryDirectory("slurm")
         let bin = dir.appendingPathComponent("bin"), log = dir.appendingPathComponent("calls.log")
@@ -699,7 +716,8 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
             exec sleep "$FAKE_WORKER_SECONDS"
             """, to: bin.appendingPathComponent("neumeta-worker"))
 
-        let socket = try LoopbackPort(listening: listening)
+        let socket = try LoopbackPort()
+        if listening { socket.startListening(whenFile: log, contains: "neumeta-coordinator run") }
         let state = existing ?? dir.appendingPathComponent("state")
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = bin.path + ":" + (environment["PATH"] ?? "/usr/bin:/bin")

@@ -96,7 +96,13 @@ struct Evaluate: ParsableCommand {
     /// The individually trained network of `width`, trained first when asked and missing.
     func individualBaseline(family: String, width: Int) throws -> NetworkCheckpoint? {
         let path = "\(baselines)/\(family)-\(width).safetensors"
-        if FileManager.default.fileExists(atPath: path) { return try NetworkCheckpoint.load(path: path) }
+        if FileManager.default.fileExists(atPath: path) {
+            // A broken baseline costs its cell, not the whole table.
+            do { return try NetworkCheckpoint.load(path: path) } catch {
+                log("ignoring the individual baseline \(path): \(error)")
+                return nil
+            }
+        }
         guard trainBaselines else { return nil }
         log("training the individual baseline \(family) width \(width) (\(baselineEpochs) epochs) into \(path)")
         let command = try TrainBase.parse(["--family", family, "--width", String(width), "--epochs", String(baselineEpochs),

@@ -48,6 +48,9 @@ struct Run: ParsableCommand {
     @Option(help: "Worker processes to start on this machine (overrides workers.local).")
     var localWorkers: Int?
 
+    @Option(help: "Compute threads of each local worker (overrides workers.threads).")
+    var workerThreads: Int?
+
     @Option(help: "Stop after this many rounds of this invocation (smoke runs, tests).")
     var rounds: Int?
 
@@ -93,6 +96,7 @@ struct Run: ParsableCommand {
     func validate() throws {
         if let rounds, rounds < 1 { throw ValidationError("--rounds must be at least 1") }
         if let localWorkers, localWorkers < 0 { throw ValidationError("--local-workers must not be negative") }
+        if let workerThreads, workerThreads < 1 { throw ValidationError("--worker-threads must be at least 1") }
         if let checkpointEvery, checkpointEvery < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if logEvery < 1 { throw ValidationError("--log-every must be at least 1") }
         if let configsPerRound, !(1...WireProtocol.maxConfigurationsPerRound).contains(configsPerRound) {
@@ -109,6 +113,7 @@ struct Run: ParsableCommand {
         if let keys { c.keys.directory = keys }
         if let base { c.base.checkpoint = base }
         if let localWorkers { c.workers.local = localWorkers }
+        if let workerThreads { c.workers.threads = workerThreads }
         if let seed { c.experiment.seed = seed }
         if let checkpointDir { c.checkpoints.directory = checkpointDir }
         if let checkpointEvery { c.checkpoints.everyRounds = checkpointEvery }
@@ -246,7 +251,8 @@ struct Run: ParsableCommand {
 
         if trainer.round == plan.rounds && !skipEvaluation {
             var arguments = ["--inr", c.output.inr, "--widths", c.evaluation.widths.map(String.init).joined(separator: ","),
-                             "--samples", String(c.evaluation.samples), "--out", c.evaluation.out, "--data", e.data]
+                             "--samples", String(c.evaluation.samples), "--out", c.evaluation.out, "--data", e.data,
+                             "--baselines", baselineDirectory(c)]
             if json { arguments.append("--json") }
             try Evaluate.parse(arguments).run()
         }
@@ -258,6 +264,13 @@ struct Run: ParsableCommand {
     }
 
     // MARK: Steps
+
+    /// Individually trained networks for the evaluation table: `baselines/` beside the
+    /// evaluation output (train them with `evaluate --train-baselines --baselines DIR`).
+    func baselineDirectory(_ c: ClusterConfig) -> String {
+        let directory = (c.evaluation.out as NSString).deletingLastPathComponent
+        return ((directory.isEmpty ? "." : directory) as NSString).appendingPathComponent("baselines")
+    }
 
     /// The coordinator's key pair and the allow-list; creates the key directory first when it is
     /// missing and keys.generate is set (local runs).

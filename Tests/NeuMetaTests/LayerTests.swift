@@ -18,6 +18,29 @@ private let atol: Float = 3e-3, rtol: Float = 2e-2
         Gemm.naive(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a.data, lda: lda, b: b.data, ldb: ldb, beta: 0.25, c: c2.data, ldc: n)
         expectClose(c1.toArray(), c2.toArray(), atol: 1e-5, rtol: 1e-5, "sgemm vs naive")
     }
+
+    /// Tiled products (above `tilingThreshold`, wide and tall, a partial last tile) match the
+    /// naive product and are bit-identical for any number of compute threads. (Other tests may
+    /// run meanwhile with the changed thread count; that is harmless precisely because of this.)
+    @Test(arguments: [(300, 700, 40, false, true), (1000, 50, 100, true, false)])
+    func tiledProductsDoNotDependOnTheThreadCount(m: Int, n: Int, k: Int, transA: Bool, transB: Bool) {
+        #expect(2 * m * n * k >= Gemm.tilingThreshold)
+        let a = randomTensor(transA ? [k, m] : [m, k], seed: 4), b = randomTensor(transB ? [n, k] : [k, n], seed: 5)
+        let (lda, ldb) = (transA ? m : k, transB ? k : n)
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        var results: [[Float]] = []
+        for threads in [1, 2, 3] {
+            Parallel.threads = threads
+            let c = randomTensor([m, n], seed: 6)
+            Gemm.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.data, lda: lda, b: b.data, ldb: ldb, beta: 1, c: c.data, ldc: n)
+            results.append(c.toArray())
+        }
+        #expect(results[0] == results[1] && results[1] == results[2])
+        let reference = randomTensor([m, n], seed: 6)
+        Gemm.naive(transA: transA, transB: transB, m: m, n: n, k: k, a: a.data, lda: lda, b: b.data, ldb: ldb, beta: 1, c: reference.data, ldc: n)
+        expectClose(results[0], reference.toArray(), atol: 1e-4, rtol: 1e-4, "tiled sgemm vs naive")
+    }
 }
 
 @Suite struct Conv2dTests {

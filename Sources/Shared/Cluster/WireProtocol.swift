@@ -233,7 +233,7 @@ extension Message {
             guard (0...terms.samples).contains(terms.correct) else { throw .outOfRange(field: "correct", value: terms.correct) }
             w.u32(UInt32(terms.correct)); w.u32(UInt32(terms.samples))
             guard (0...WireProtocol.maxComputeSeconds).contains(seconds) else {
-                throw .outOfRange(field: "compute seconds", value: seconds.isFinite ? Int(seconds) : -1)
+                throw .outOfRange(field: "compute seconds", value: Int(exactly: seconds.rounded(.towardZero)) ?? -1)
             }
             w.f64(seconds)
             w.u8(gradient.encoding.rawValue)
@@ -345,7 +345,7 @@ extension Message {
             guard terms.correct <= terms.samples else { throw .outOfRange(field: "correct", value: terms.correct) }
             let seconds = try r.f64("compute seconds")
             guard (0...WireProtocol.maxComputeSeconds).contains(seconds) else {
-                throw .outOfRange(field: "compute seconds", value: seconds.isFinite ? Int(seconds) : -1)
+                throw .outOfRange(field: "compute seconds", value: Int(exactly: seconds.rounded(.towardZero)) ?? -1)
             }
             let rawEncoding = try r.u8("gradient encoding")
             guard let encoding = WireTensor.Encoding(rawValue: rawEncoding) else {

@@ -16,24 +16,39 @@ public enum Gemm {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        // Split the larger of M and N across the compute threads; each piece is one BLAS call.
-        let flops = 2 * m * n * k
-        if Parallel.threads > 1 && flops >= 4_000_000 {
+        // Large products are cut into fixed tiles along the larger of M and N — the same tiles
+        // whatever the thread count — and the tiles are spread over the compute threads. A BLAS
+        // call's rounding can depend on its shape (edge kernels, small-matrix paths), so tiling
+        // by thread count would make results depend on it; fixed tiles keep every element's
+        // computation identical on 1 or 16 threads (the cluster relies on this: workers with
+        // different core counts must return bit-identical gradients).
+        if 2 * m * n * k >= Self.tilingThreshold {
             if n >= m {
-                Parallel.forRanges(n, minimum: 64) { r in
-                    blas(transA, transB, m, r.count, k, alpha, a, lda, transB ? b + r.lowerBound * ldb : b + r.lowerBound, ldb,
-                         beta, c + r.lowerBound, ldc)
+                let tiles = (n + tileColumns - 1) / tileColumns
+                Parallel.forRanges(tiles) { range in
+                    for t in range {
+                        let lo = t * tileColumns, count = min(n, lo + tileColumns) - lo
+                        blas(transA, transB, m, count, k, alpha, a, lda, transB ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc)
+                    }
                 }
             } else {
-                Parallel.forRanges(m, minimum: 16) { r in
-                    blas(transA, transB, r.count, n, k, alpha, transA ? a + r.lowerBound : a + r.lowerBound * lda, lda, b, ldb,
-                         beta, c + r.lowerBound * ldc, ldc)
+                let tiles = (m + tileRows - 1) / tileRows
+                Parallel.forRanges(tiles) { range in
+                    for t in range {
+                        let lo = t * tileRows, count = min(m, lo + tileRows) - lo
+                        blas(transA, transB, count, n, k, alpha, transA ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc, ldc)
+                    }
                 }
             }
         } else {
             blas(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         }
     }
+
+    /// Products of at least this many FLOPs are tiled (and spread over the compute threads).
+    public static let tilingThreshold = 4_000_000
+    /// Tile sizes along N (when N ≥ M) and along M.
+    public static let tileColumns = 256, tileRows = 128
 
     @usableFromInline
     static func blas(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,

@@ -130,10 +130,10 @@ struct ClusterFixture {
                                                 "--skip-evaluation"] + extra, in: directory, label: label, wrapper: wrapper)
     }
 
-    func worker(_ name: String, endpoint: String, keys: URL? = nil, data: String = FashionMNIST.defaultDirectory,
+    func worker(_ name: String, endpoint: String, keys: URL? = nil, data: String = FashionMNIST.defaultDirectory, threads: Int = 1,
                 wrapper: [String] = []) throws -> ChildProcess {
         try ChildProcess(Products.worker, ["--connect", endpoint, "--keys", (keys ?? self.keys).path, "--name", name, "--data", data,
-                                           "--threads", "1"], in: directory, label: name, wrapper: wrapper)
+                                           "--threads", String(threads)], in: directory, label: name, wrapper: wrapper)
     }
 
     /// The endpoint the coordinator logged ("listening on tcp://127.0.0.1:PORT"), once it has.

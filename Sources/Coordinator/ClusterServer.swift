@@ -38,8 +38,10 @@ final class ClusterServer {
 
     enum Failure: Error, CustomStringConvertible {
         case diverged(round: Int, configuration: Int, workers: [String])
+        case orphaned
         var description: String {
             switch self {
+            case .orphaned: "the parent process is gone (--exit-with-parent); the last checkpoint is intact"
             case let .diverged(round, configuration, workers):
                 "round \(round) configuration \(configuration) gave a non-finite gradient or loss on \(workers.joined(separator: " and ")): "
                     + "training diverged; resume from the last checkpoint (--resume) with a lower learning rate"
@@ -73,9 +75,12 @@ final class ClusterServer {
     private var nonFinite: [Int: String] = [:]
     private var failure: Failure?
     private let limiter = LogLimiter()
+    /// With `--exit-with-parent`: the process that started this one.
+    private let parent: pid_t?
 
     /// Binds `endpoint` with `keys` as the CURVE server, admitting `allowed` worker keys.
-    init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor) throws {
+    init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor, parent: pid_t?) throws {
+        self.parent = parent
         context = try ZMQ.Context()
         let limiter = self.limiter
         zap = try ZAPHandler(context: context, allowed: allowed) { refusal in limiter.note("security", "security: \(refusal)") }
@@ -124,6 +129,7 @@ final class ClusterServer {
     /// scheduler's housekeeping. Called in rounds and between them (so heartbeats continue
     /// while the coordinator steps the optimizer or writes a checkpoint).
     func service(wait: Duration = .zero) throws {
+        if let parent, getppid() != parent { throw Failure.orphaned }
         if let frames = try socket.receive(timeout: wait) {
             handle(frames)
             for _ in 1..<Self.messagesPerTick {

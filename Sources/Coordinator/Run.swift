@@ -84,6 +84,9 @@ struct Run: ParsableCommand {
     @Flag(help: "Skip the evaluation at the end.")
     var skipEvaluation = false
 
+    @Flag(help: "Stop (as after a crash: resume later) when the parent process ends (for test harnesses and supervisors).")
+    var exitWithParent = false
+
     @Flag(help: "Print one JSON object per round and a summary on standard output.")
     var json = false
 
@@ -172,7 +175,7 @@ struct Run: ParsableCommand {
                            baseParameterCount: setup.permuted.count, data: try DataFingerprint.fashionMNIST(directory: e.data))
         spec.gradientEncoding = c.workers.gradients == .bfloat16 ? .bfloat16 : .float32
         let server = try ClusterServer(bind: c.coordinator.bind, keys: coordinatorKeys, allowed: allowed, spec: spec,
-                                       base: WireTensor(copying: setup.permuted.values))
+                                       base: WireTensor(copying: setup.permuted.values), parent: exitWithParent ? getppid() : nil)
         // The bound endpoint has the real port when bind asked for any ("tcp://127.0.0.1:*").
         var bound = c.coordinator
         bound.bind = server.endpoint

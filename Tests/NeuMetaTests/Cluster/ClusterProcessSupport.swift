@@ -126,14 +126,15 @@ struct ClusterFixture {
     }
 
     func coordinator(_ extra: [String] = [], label: String = "coordinator", wrapper: [String] = []) throws -> ChildProcess {
+        // --exit-with-parent: should this test process crash, its children do not linger.
         try ChildProcess(Products.coordinator, ["run", "--config", directory.appendingPathComponent("cluster.yaml").path, "--json",
-                                                "--skip-evaluation"] + extra, in: directory, label: label, wrapper: wrapper)
+                                                "--skip-evaluation", "--exit-with-parent"] + extra, in: directory, label: label, wrapper: wrapper)
     }
 
     func worker(_ name: String, endpoint: String, keys: URL? = nil, data: String = FashionMNIST.defaultDirectory, threads: Int = 1,
                 wrapper: [String] = []) throws -> ChildProcess {
         try ChildProcess(Products.worker, ["--connect", endpoint, "--keys", (keys ?? self.keys).path, "--name", name, "--data", data,
-                                           "--threads", String(threads)], in: directory, label: name, wrapper: wrapper)
+                                           "--threads", String(threads), "--exit-with-parent"], in: directory, label: name, wrapper: wrapper)
     }
 
     /// The endpoint the coordinator logged ("listening on tcp://127.0.0.1:PORT"), once it has.

@@ -4,6 +4,7 @@ import COpenBLAS
 /// with `op(A)` of shape M×K and `op(B)` of shape K×N.
 ///
 /// `sgemm` calls OpenBLAS; `naive` is the plain triple loop kept beside it as the test oracle.
+/// `sgemm` is a `Profile` kernel (time, and 2·m·n·k operations per call, when profiling is on).
 public enum Gemm {
     @inlinable
     public static func sgemm(
@@ -18,6 +19,8 @@ public enum Gemm {
         }
         // Split the larger of M and N across the compute threads; each piece is one BLAS call.
         let flops = 2 * m * n * k
+        let timing = Profile.start(.gemm, flops: flops)
+        defer { timing?.stop() }
         if Parallel.threads > 1 && flops >= 4_000_000 {
             if n >= m {
                 Parallel.forRanges(n, minimum: 64) { r in
@@ -62,5 +65,23 @@ public enum Gemm {
                 c[i * ldc + j] = Float(Double(alpha) * s + old)
             }
         }
+    }
+}
+
+/// The shape of one `Gemm.sgemm` call, for counting work: C[M×N] = op(A)[M×K] · op(B)[K×N].
+public struct GemmShape: Hashable, Sendable, CustomStringConvertible {
+    public var transA: Bool, transB: Bool
+    public var m: Int, n: Int, k: Int
+
+    public init(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int) {
+        self.transA = transA; self.transB = transB; self.m = m; self.n = n; self.k = k
+    }
+
+    /// Floating-point operations: 2·m·n·k (one multiply and one add per term).
+    public var flops: Int { 2 * m * n * k }
+
+    /// E.g. "4970×256×198 Bᵀ".
+    public var description: String {
+        "\(m)×\(n)×\(k)" + (transA ? " Aᵀ" : "") + (transB ? " Bᵀ" : "")
     }
 }

@@ -301,7 +301,7 @@ struct Bench: ParsableCommand {
         let analytic = r.profiledWidths.reduce(0) { $0 + flops($1) }
         out.add("flops_counted_vs_analytic", Double(counted) / Double(analytic), "sgemm FLOPs counted while running / counted analytically",
                 String(format: "%.6f", Double(counted) / Double(analytic)))
-        var phases: [String: Any] = [:], loops = 0, loopAllocations = 0, allocations = 0
+        var phases: [String: Any] = [:], loops = 0, loopAllocations = 0
         let names: [(Profile.Phase, String, String)] = [(.plan, "plan", "configurations drawn"), (.inrForward, "inr_forward", "INR forward"),
                                                          (.targetNetwork, "target_network", "target net fwd+bwd, losses"),
                                                          (.inrBackward, "inr_backward", "INR backward"), (.update, "update", "AdamW, EMA, averaging")]
@@ -309,7 +309,7 @@ struct Bench: ParsableCommand {
             let s = p.seconds(in: phase), g = p.seconds(.gemm, in: phase), i = p.seconds(.im2col, in: phase)
             let e = p.seconds(.embedding, in: phase) + p.seconds(.elementwise, in: phase)
             let a = p.allocations(in: phase), l = p.parallelLoops(in: phase), la = p.parallelLoopAllocations(in: phase)
-            loops += l; loopAllocations += la; allocations += a
+            loops += l; loopAllocations += la
             phases[key] = ["ms_per_step": 1000 * s / n, "share": s / total, "gemm_ms": 1000 * g / n, "im2col_ms": 1000 * i / n,
                            "inr_elementwise_ms": 1000 * e / n, "other_ms": 1000 * (s - g - i - e) / n,
                            "allocations_per_step": Double(a) / n, "parallel_loops_per_step": Double(l) / n,
@@ -322,10 +322,12 @@ struct Bench: ParsableCommand {
         }
         out.json["profile_phases"] = phases
         out.json["parallel_loops_per_step"] = Double(loops) / n
-        out.add("allocations_outside_parallel_loops_per_step", Double(allocations - loopAllocations) / n,
-                "allocations per step outside parallel loops (profiled rounds)",
-                String(format: "%.2f (of %.1f; %.1f parallel loops per step)", Double(allocations - loopAllocations) / n, Double(allocations) / n,
-                       Double(loops) / n))
+        if let allocations = r.profiledAllocations {
+            out.add("allocations_outside_parallel_loops_per_step", Double(allocations - loopAllocations) / n,
+                    "allocations per step outside parallel loops (profiled rounds)",
+                    String(format: "%.2f (of %.1f; %.1f parallel loops per step)", Double(allocations - loopAllocations) / n,
+                           Double(allocations) / n, Double(loops) / n))
+        }
         let regions = Double(p.regions) / n
         let on = StepBenchmark.profileCost(enabled: true), off = StepBenchmark.profileCost(enabled: false)
         out.json["profile_regions_per_step"] = regions

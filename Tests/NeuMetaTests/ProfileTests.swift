@@ -138,7 +138,7 @@ import Testing
         #expect(trainer.round == 1 + 3 + 2)
         #expect(r.seconds.count == 3 && r.widths.count == 3 && r.profiledSeconds.count == 2 && r.profiledWidths.count == 2)
         #expect(r.widths.allSatisfy { $0.count == 1 && (1...2).contains($0[0]) })
-        #expect((r.allocations != nil) == counting)
+        #expect((r.allocations != nil) == counting && (r.profiledAllocations != nil) == counting)
         let analytic = r.profiledWidths.reduce(0) { $0 + StepFlops(lenetWidth: $1[0], batch: 2, inr: Self.tinyINR).total }
         #expect(r.profile.gemmFlops() == analytic)
         for phase in [Profile.Phase.plan, .inrForward, .targetNetwork, .inrBackward] { #expect(r.profile.entries(of: phase) == 2) }

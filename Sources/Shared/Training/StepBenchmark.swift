@@ -11,8 +11,9 @@ public enum StepBenchmark {
     public struct Result {
         /// Widths (one per configuration) and wall seconds of each timed round, profiling off.
         public var widths: [[Int]] = [], seconds: [Double] = []
-        /// Heap allocations and requested bytes over the timed rounds (nil: not counted).
-        public var allocations: Int?, allocatedBytes: Int?
+        /// Heap allocations and requested bytes over the timed rounds, and allocations over the
+        /// profiled rounds (nil: not counted).
+        public var allocations: Int?, allocatedBytes: Int?, profiledAllocations: Int?
         /// Resident set size before and after all measured rounds (0 where /proc is missing).
         public var residentBytesBefore = 0, residentBytesAfter = 0
         /// Widths and wall seconds of the profiled rounds, and what the profile recorded.
@@ -49,7 +50,7 @@ public enum StepBenchmark {
         var result = Result(profile: Profile.Recorder(allocationCount: allocations.map { count in { count().count } }))
         result.widths.reserveCapacity(rounds); result.seconds.reserveCapacity(rounds)
         result.profiledWidths.reserveCapacity(profiledRounds); result.profiledSeconds.reserveCapacity(profiledRounds)
-        var allocated = allocations.map { _ in (count: 0, bytes: 0) }
+        var allocated = allocations.map { _ in (count: 0, bytes: 0, profiled: 0) }
         result.residentBytesBefore = residentBytes()
         let total = rounds + profiledRounds
         /// Whether `count` events spread evenly over `total` slots fall in slot `i`.
@@ -61,18 +62,18 @@ public enum StepBenchmark {
             let before = allocations?(), t0 = Profile.now()
             let report = try trainer.runRound()
             let seconds = Double(Profile.now() - t0) / 1e9
+            let after = allocations?()
             if profiled {
                 Profile.disable()
                 result.profiledSeconds.append(seconds); result.profiledWidths.append(report.widths)
+                if let before, let after { allocated!.profiled += after.count - before.count }
             } else {
                 result.seconds.append(seconds); result.widths.append(report.widths)
-                if let before, let after = allocations?() {
-                    allocated!.count += after.count - before.count; allocated!.bytes += after.bytes - before.bytes
-                }
+                if let before, let after { allocated!.count += after.count - before.count; allocated!.bytes += after.bytes - before.bytes }
             }
         }
         result.residentBytesAfter = residentBytes()
-        result.allocations = allocated?.count; result.allocatedBytes = allocated?.bytes
+        result.allocations = allocated?.count; result.allocatedBytes = allocated?.bytes; result.profiledAllocations = allocated?.profiled
         return result
     }
 

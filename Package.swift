@@ -4,7 +4,9 @@ import PackageDescription
 /// NeuMeta Cluster: trains Neural Metamorphosis hypernetworks on a cluster.
 ///
 /// `NeuMeta` (Sources/Shared) is the library both executables import; the `C*` targets are
-/// thin system-library shims found through pkg-config (Debian package names in `providers`).
+/// thin system-library shims found through pkg-config (Debian package names in `providers`),
+/// except `CAllocationCounter`: counting malloc wrappers that only the coordinator (for `bench`)
+/// and the tests link, never the library or the worker.
 let package = Package(
     name: "NeuMetaCluster",
     platforms: [.macOS(.v13)],
@@ -30,6 +32,7 @@ let package = Package(
                        providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "CAllocationCounter", path: "Sources/CAllocationCounter"),
         .target(
             name: "NeuMeta",
             dependencies: ["COpenBLAS", "CZeroMQ", "CSodium", "CJPEG", "CPNG", "CZlib", .product(name: "Yams", package: "Yams")],
@@ -38,7 +41,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "Coordinator",
-            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NeuMeta", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Coordinator"
         ),
         .executableTarget(
@@ -46,6 +49,6 @@ let package = Package(
             dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Worker"
         ),
-        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", .product(name: "Yams", package: "Yams")], path: "Tests/NeuMetaTests"),
+        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", "CAllocationCounter", .product(name: "Yams", package: "Yams")], path: "Tests/NeuMetaTests"),
     ]
 )

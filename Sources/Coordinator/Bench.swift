@@ -1,70 +1,175 @@
 import ArgumentParser
+import CAllocationCounter
 import Foundation
 import NeuMeta
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure sgemm throughput and the base-network training step (build with -c release).",
+        abstract: "Measure sgemm, the base-network step, the INR training step and the SHP permutation (build with -c release).",
         discussion: """
-        Prints GFLOP/s of cblas_sgemm at 2048³ and at INR-like shapes (e.g. 5000×256×256), \
-        checked against the naive product on a sample of entries, with the OpenBLAS core in \
-        use, and the LeNet training step time. Figures are best-of-N over repeated runs.
+        Parts (--parts, comma-separated; default all):
+
+        sgemm: GFLOP/s of Gemm.sgemm (OpenBLAS, split over the compute threads) at 2048³ \
+        (sgemm_gflops, the machine's reference rate) and at every product shape one INR step \
+        runs at the mean width of 8…32, and the target network's shapes; each checked against \
+        a Double dot product on sampled entries; best of --repeats. sgemm_inr_shapes_gflops is \
+        the rate of the INR's whole product mix (total FLOPs over total time): what the INR's \
+        products could reach if each ran as fast as alone.
+
+        lenet: one LeNet w=32 base-network training step (batch 128, forward, backward, Adam).
+
+        inr: INR training rounds with the paper's recipe (hidden 256, 4 layers, 16 frequencies, \
+        25 outputs, one configuration per round, widths uniform in 8…32, batch 128, noise 1.0) \
+        on the Fashion-MNIST training set, a LeNet-32 base (random unless --base), the round \
+        plan seeded by --seed so runs are comparable. inr_steps_per_s is 1 / median round time \
+        (configurations drawn, INR forward, target network forward and backward, INR backward, \
+        AdamW, EMA). flops_per_step_gflop counts the matrix products (2·m·n·k) at the mean width; \
+        effective_gflops is the median over rounds of that round's counted FLOPs / its time, and \
+        effective_vs_sgemm its fraction of the 2048³ sgemm rate measured between the rounds \
+        (sgemm_gflops_during_inr, under the same load; goal ≥ 0.6). speedup_vs_pytorch \
+        compares with a PyTorch CPU reference of 5.6 steps/s (goal ≥ 1.5, target 2). The share_* \
+        figures come from profiled rounds interleaved with the timed ones: time in sgemm, in im2col/col2im plus the \
+        INR's embedding and element-wise loops, and elsewhere (target-network element-wise \
+        layers, losses, AdamW, EMA, data); profile_phases splits a round into plan, INR forward, \
+        target network, INR backward and update; gemm_gflops_in_step is sgemm's rate inside the \
+        step (compare sgemm_inr_shapes_gflops); flops_counted_vs_analytic (1.000000) checks the \
+        FLOP count against the sgemm calls made. allocations_per_step (every heap allocation of \
+        the process) and rss_growth_mib show whether the steady state allocates, after a \
+        warm-up that visits every width used; allocations_outside_parallel_loops_per_step \
+        leaves out the few small blocks each parallel loop costs (closure box, libdispatch).
+
+        permute: Permutation.permute (SHP, shortest Hamiltonian paths) of a LeNet w=32 and a \
+        CIFAR ResNet-20 of width 64 (stages 64, 128, 256), random unless --base / --resnet-base: \
+        seconds and the total variation after / before.
+
+        Figures depend on the machine's load: compare ratios within one run, and note the load \
+        average printed with them. --quick runs every part in seconds (fewer repeats and steps).
         """
     )
 
-    @Option(help: "Repetitions per measurement (the best is reported).")
-    var repeats = 5
+    @Option(help: "Comma-separated parts to run: sgemm, lenet, inr, permute.")
+    var parts = "sgemm,lenet,inr,permute"
 
-    @Option(help: "Comma-separated parts to run: sgemm, lenet.")
-    var parts = "sgemm,lenet"
+    @Flag(help: "Few repeats and steps: every part in seconds (figures are noisier).")
+    var quick = false
+
+    @Option(help: "Repetitions per sgemm / LeNet measurement (the best or median is reported; default 5, --quick 1).")
+    var repeats: Int?
+
+    @Option(help: "Timed INR rounds (default 200, --quick 6).")
+    var steps: Int?
+
+    @Option(help: "Profiled INR rounds, interleaved with the timed ones (default 30, --quick 3).")
+    var profiledSteps: Int?
+
+    @Option(help: "Local-search descents per channel group for permute (default 1000 as in training, --quick 20).")
+    var permuteIterations: Int?
+
+    @Option(help: "LeNet-32 base checkpoint for the inr and permute parts (default: random initialisation).")
+    var base: String?
+
+    @Option(help: "ResNet-20 checkpoint for the permute part (default: random initialisation at width 64).")
+    var resnetBase: String?
+
+    @Option(help: "Seed of the INR round plan, initialisations and path search.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Dataset directory (Fashion-MNIST IDX files).")
+    var data = FashionMNIST.defaultDirectory
 
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
     @OptionGroup var blas: BLASOptions
 
+    static let knownParts: Set<String> = ["sgemm", "lenet", "inr", "permute"]
+    /// Steps/s of the PyTorch CPU implementation the issue compares against.
+    static let pytorchStepsPerSecond = 5.6
+
+    var selected: Set<String> { Set(parts.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) }
+
+    func validate() throws {
+        let unknown = selected.subtracting(Self.knownParts)
+        guard unknown.isEmpty else { throw ValidationError("--parts: unknown \(unknown.sorted().joined(separator: ", "))") }
+        for (name, value) in [("--repeats", repeats), ("--steps", steps), ("--permute-iterations", permuteIterations)] {
+            if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
+        }
+        if let profiledSteps, profiledSteps < 0 { throw ValidationError("--profiled-steps must not be negative") }
+    }
+
     func run() throws {
         blas.apply()
         log(BLASRuntime.summary)
-        var results: [String: Any] = ["blas_core": BLASRuntime.coreName, "blas_threads": BLASRuntime.threads]
-        let shapes = [(2048, 2048, 2048), (5000, 256, 256), (5000, 256, 102), (256, 5000, 256)]
-        var rows: [[String: Any]] = []
-        let selected = Set(parts.split(separator: ",").map(String.init))
-        for (m, n, k) in shapes where selected.contains("sgemm") {
-            let gflops = Self.sgemmGFLOPS(m: m, n: n, k: k, repeats: repeats)
-            rows.append(["m": m, "n": n, "k": k, "gflops": gflops])
-            if !json { print(String(format: "sgemm %5d×%5d×%5d  %7.1f GFLOP/s  (core %@)", m, n, k, gflops, BLASRuntime.coreName)) }
-        }
-        results["sgemm"] = rows
-        results["sgemm_gflops"] = rows.first?["gflops"]
+        var out = Figures()
+        out.add("blas_core", BLASRuntime.coreName, "OpenBLAS core", BLASRuntime.coreName, section: "machine")
+        out.add("blas_threads", BLASRuntime.threads, "BLAS threads per call", "\(BLASRuntime.threads)")
+        out.add("compute_threads", Parallel.threads, "compute threads", "\(Parallel.threads)")
+        let load = Self.loadAverage()
+        out.add("load_average", load, "load average (1, 5, 15 min) at start", load.map { String(format: "%.2f", $0) }.joined(separator: ", "))
+        let repeats = self.repeats ?? (quick ? 1 : 5)
+        if selected.contains("sgemm") { sgemmPart(&out, repeats: repeats) }
         if selected.contains("lenet") {
-            let step = Self.lenetStepSeconds(width: 32, batch: 128, repeats: max(repeats, 10))
-            results["lenet_base_step_ms"] = step * 1000
-            if !json { print(String(format: "LeNet w=32 training step (batch 128): %.2f ms  (%.0f images/s)", step * 1000, 128 / step)) }
+            let step = Self.lenetStepSeconds(width: 32, batch: 128, repeats: max(repeats, quick ? 3 : 10))
+            out.add("lenet_base_step_ms", step * 1000, "LeNet w=32 base training step, batch 128 (median)",
+                    String(format: "%.2f ms (%.0f images/s)", step * 1000, 128 / step), section: "lenet")
         }
-        if json { printJSON(results) }
+        if selected.contains("inr") { try inrPart(&out) }
+        if selected.contains("permute") { try permutePart(&out) }
+        let loadEnd = Self.loadAverage()
+        out.add("load_average_end", loadEnd, "load average (1, 5, 15 min) at end",
+                loadEnd.map { String(format: "%.2f", $0) }.joined(separator: ", "), section: "machine")
+        if json { printJSON(out.json) } else { out.printTable() }
     }
 
-    /// Best-of-`repeats` GFLOP/s of C[M×N] = A[M×K]·B[K×N], verified on sampled entries.
-    static func sgemmGFLOPS(m: Int, n: Int, k: Int, repeats: Int) -> Double {
-        var rng = SeededRandom(7)
-        let a = Tensor(zeros: [m, k]), b = Tensor(zeros: [k, n]), c = Tensor(zeros: [m, n])
-        for i in 0..<a.count { a[i] = rng.uniform(-1, 1) }
-        for i in 0..<b.count { b[i] = rng.uniform(-1, 1) }
-        var best = Double.infinity
-        for _ in 0...repeats {  // the first run warms up threads and caches
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            Gemm.sgemm(m: m, n: n, k: k, a: a.data, lda: k, b: b.data, ldb: n, beta: 0, c: c.data, ldc: n)
-            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    // MARK: sgemm
+
+    func sgemmPart(_ out: inout Figures, repeats: Int) {
+        let square = Self.sgemmGFLOPS(GemmShape(m: 2048, n: 2048, k: 2048), repeats: repeats)
+        out.add("sgemm_gflops", square, "sgemm 2048³", String(format: "%.1f GFLOP/s", square), section: "sgemm")
+        let (config, plan, _) = Self.paperSetup()
+        let width = (plan.minWidth + plan.maxWidth) / 2
+        let layout = CoordinateLayout(specs: LeNet(width: width).trainableSpecs, outputSize: config.outputSize)
+        let inr = HyperNetwork.products(config: config, layout: layout)
+        let target = LeNet(width: width).products(batch: 128)
+        for (name, label, products) in [("inr", "INR", inr.forward + inr.backward), ("lenet", "LeNet", target.forward + target.backward)] {
+            let (rate, rows) = Self.productMix(products, repeats: repeats)
+            out.add("sgemm_\(name)_shapes_gflops", rate, "sgemm, \(label) step's product mix at w=\(width)", String(format: "%.1f GFLOP/s", rate))
+            out.json["sgemm_\(name)_shapes"] = rows.map { r in
+                ["m": r.shape.m, "n": r.shape.n, "k": r.shape.k, "trans_a": r.shape.transA, "trans_b": r.shape.transB,
+                 "calls": r.calls, "flop_share": r.share, "gflops": r.gflops] as [String: Any]
+            }
+            for r in rows.prefix(while: { $0.share >= 0.05 }) {
+                out.rows.append((String(format: "  %@ ×%d (%.0f%% of its FLOPs)", r.shape.description, r.calls, 100 * r.share),
+                                 String(format: "%.1f GFLOP/s", r.gflops), ""))
+            }
         }
-        for _ in 0..<16 {  // spot-check against a Double dot product
-            let i = rng.index(below: m), j = rng.index(below: n)
-            var s = 0.0
-            for p in 0..<k { s += Double(a[i * k + p]) * Double(b[p * n + j]) }
-            precondition(abs(s - Double(c[i * n + j])) <= 1e-3 * Double(k).squareRoot(), "sgemm result wrong at (\(i), \(j))")
-        }
-        return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
     }
+
+    /// The distinct shapes of `products`, each timed, by decreasing FLOP share; and the mix's
+    /// rate: total FLOPs over the total time of running every product once.
+    static func productMix(_ products: [GemmShape], repeats: Int)
+        -> (gflops: Double, rows: [(shape: GemmShape, calls: Int, share: Double, gflops: Double)]) {
+        var calls: [GemmShape: Int] = [:]
+        for p in products { calls[p, default: 0] += 1 }
+        let total = Double(products.reduce(0) { $0 + $1.flops })
+        var seconds = 0.0
+        let rows = calls.map { shape, n in
+            let gflops = sgemmGFLOPS(shape, repeats: repeats)
+            seconds += Double(n * shape.flops) / (gflops * 1e9)
+            return (shape: shape, calls: n, share: Double(n * shape.flops) / total, gflops: gflops)
+        }
+        return (total / seconds / 1e9, rows.sorted { $0.share > $1.share })
+    }
+
+    /// Best-of-`repeats` GFLOP/s of one product shape, verified against a Double dot product.
+    static func sgemmGFLOPS(_ s: GemmShape, repeats: Int) -> Double {
+        let probe = SgemmProbe(s)
+        let rate = probe.gflops(repeats: repeats)
+        probe.verify()
+        return rate
+    }
+
+    // MARK: lenet
 
     /// Median seconds of one LeNet forward + backward + Adam step on random data.
     static func lenetStepSeconds(width: Int, batch: Int, repeats: Int) -> Double {
@@ -88,5 +193,263 @@ struct Bench: ParsableCommand {
             times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         }
         return times.dropFirst().sorted()[times.count / 2 - 1]
+    }
+
+    // MARK: inr
+
+    /// The paper's recipe (`Recipe.paper`) with the defaults of `train`: widths 8…32 (also the
+    /// coordinate normaliser), pretrained width 32, batch 128, noise 1.
+    static func paperSetup() -> (config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings) {
+        var config = INRConfig(), plan = RoundPlan(), optimizer = OptimizerSettings()
+        Recipe.paper.apply(to: &plan, &optimizer, &config)
+        config.norm = Float(plan.maxWidth)
+        return (config, plan, optimizer)
+    }
+
+    func inrPart(_ out: inout Figures) throws {
+        let steps = self.steps ?? (quick ? 6 : 200), profiled = profiledSteps ?? (quick ? 3 : 30)
+        let train = try FashionMNIST.load(split: .train, directory: data)
+        let (config, paperPlan, optimizer) = Self.paperSetup()
+        var plan = paperPlan
+        plan.seed = seed; plan.datasetCount = train.count
+        plan.rounds = 1 + steps + profiled
+        let pretrained: ParameterSet, mean: [Float], std: [Float]
+        if let base {
+            let checkpoint = try NetworkCheckpoint.load(path: base)
+            guard checkpoint.network.family == "lenet", checkpoint.network.widths == [plan.pretrainedWidth] else {
+                throw ValidationError("--base must be a LeNet of width \(plan.pretrainedWidth), not \(checkpoint.network.family) \(checkpoint.network.widths)")
+            }
+            (pretrained, mean, std) = (checkpoint.parameters, checkpoint.mean, checkpoint.std)
+        } else {
+            pretrained = LeNet(width: plan.pretrainedWidth).makeParameters()
+            var rng = SeededRandom(seed, 0xBE)
+            pretrained.initializeDefault(rng: &rng)
+            (mean, std) = train.channelMeanStd()
+        }
+        let network = LeNet(width: plan.pretrainedWidth)
+        let inr = HyperNetwork(config: config, targetSpecs: network.trainableSpecs, seed: seed)
+        let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: train, mean: mean, std: std, pretrained: pretrained,
+                                              pretrainedWidth: plan.pretrainedWidth)
+        let trainer = INRTrainer(objective: objective, plan: plan, optimizer: optimizer)
+        log("inr: \(inr.parameters.count) parameters; warm-up, \(steps) timed and \(profiled) profiled rounds")
+        let counting = neumeta_allocation_counting() != 0
+        let square = SgemmProbe(GemmShape(m: 2048, n: 2048, k: 2048))
+        let r = try StepBenchmark.run(trainer: trainer, rounds: steps, profiledRounds: profiled, referenceSamples: quick ? 2 : 10,
+                                      reference: { square.gflops(repeats: 1) }, allocations: counting ? {
+            (Int(neumeta_allocations_total()), Int(neumeta_allocated_bytes_total()))
+        } : nil)
+        let sgemmRate = StepBenchmark.Result.median(r.references)
+
+        func flops(_ widths: [Int]) -> Int { widths.reduce(0) { $0 + StepFlops(lenetWidth: $1, batch: plan.batchSize, inr: config).total } }
+        let median = r.medianSeconds, stepsPerSecond = 1 / median
+        let meanWidth = (plan.minWidth + plan.maxWidth) / 2
+        let atMean = StepFlops(lenetWidth: meanWidth, batch: plan.batchSize, inr: config)
+        let expected = Double(flops(Array(plan.minWidth...plan.maxWidth))) / Double(plan.maxWidth - plan.minWidth + 1)
+        let effective = StepBenchmark.Result.median(zip(r.widths, r.seconds).map { Double(flops($0)) / $1 / 1e9 })
+        out.add("inr_steps_per_s", stepsPerSecond, "INR training step (round), median of \(steps)",
+                String(format: "%.2f steps/s (%.1f ms)", stepsPerSecond, median * 1000), section: "inr step (paper recipe, widths \(plan.minWidth)…\(plan.maxWidth), batch \(plan.batchSize))")
+        out.json["inr_step_ms_median"] = median * 1000
+        out.json["inr_steps"] = steps
+        out.json["inr_step_ms"] = r.seconds.map { $0 * 1000 }
+        out.json["inr_step_widths"] = r.widths.map { $0.count == 1 ? $0[0] as Any : $0 as Any }
+        out.json["inr_mean_width"] = Double(r.widths.joined().reduce(0, +)) / Double(max(1, r.widths.joined().count))
+        out.add("flops_per_step_gflop", Double(atMean.total) / 1e9, "FLOPs per step at the mean width \(meanWidth)",
+                String(format: "%.2f GFLOP (INR fwd %.2f + bwd %.2f, target fwd %.2f + bwd %.2f)", Double(atMean.total) / 1e9,
+                       Double(atMean.inrForward) / 1e9, Double(atMean.inrBackward) / 1e9, Double(atMean.targetForward) / 1e9,
+                       Double(atMean.targetBackward) / 1e9))
+        out.json["flops_inr_forward_gflop"] = Double(atMean.inrForward) / 1e9
+        out.json["flops_inr_backward_gflop"] = Double(atMean.inrBackward) / 1e9
+        out.json["flops_target_forward_gflop"] = Double(atMean.targetForward) / 1e9
+        out.json["flops_target_backward_gflop"] = Double(atMean.targetBackward) / 1e9
+        out.add("flops_per_step_expected_gflop", expected / 1e9, "FLOPs per step averaged over widths \(plan.minWidth)…\(plan.maxWidth)",
+                String(format: "%.2f GFLOP", expected / 1e9))
+        out.add("effective_gflops", effective, "effective rate (median of counted FLOPs / time per step)", String(format: "%.1f GFLOP/s", effective))
+        out.add("sgemm_gflops_during_inr", sgemmRate, "sgemm 2048³ between the rounds (median of \(r.references.count))",
+                String(format: "%.1f GFLOP/s", sgemmRate))
+        out.add("effective_vs_sgemm", effective / sgemmRate, "effective / sgemm 2048³ between the rounds (goal ≥ 0.60)",
+                String(format: "%.2f", effective / sgemmRate))
+        out.json["pytorch_reference_steps_per_s"] = Self.pytorchStepsPerSecond
+        out.add("speedup_vs_pytorch", stepsPerSecond / Self.pytorchStepsPerSecond,
+                String(format: "steps/s / PyTorch CPU %.1f (goal ≥ 1.5, target 2)", Self.pytorchStepsPerSecond),
+                String(format: "%.2f×", stepsPerSecond / Self.pytorchStepsPerSecond))
+        if let allocations = r.allocations, let bytes = r.allocatedBytes {
+            out.add("allocations_per_step", Double(allocations) / Double(steps), "heap allocations per step (timed rounds)",
+                    String(format: "%.2f (%.0f bytes)", Double(allocations) / Double(steps), Double(bytes) / Double(steps)))
+            out.json["allocated_bytes_per_step"] = Double(bytes) / Double(steps)
+        }
+        let mib = 1024.0 * 1024
+        out.add("rss_growth_mib", Double(r.residentBytesAfter - r.residentBytesBefore) / mib, "resident memory growth over the measured rounds",
+                String(format: "%+.2f MiB (resident %.0f MiB)", Double(r.residentBytesAfter - r.residentBytesBefore) / mib, Double(r.residentBytesAfter) / mib))
+        out.json["rss_mib"] = Double(r.residentBytesAfter) / mib
+        if profiled > 0 { profileFigures(&out, r, flops: flops, stepSeconds: median) }
+    }
+
+    func profileFigures(_ out: inout Figures, _ r: StepBenchmark.Result, flops: ([Int]) -> Int, stepSeconds: Double) {
+        let p = r.profile, n = Double(r.profiledSeconds.count), total = r.profiledSeconds.reduce(0, +)
+        out.json["inr_profiled_step_ms_median"] = 1000 * StepBenchmark.Result.median(r.profiledSeconds)
+        out.json["inr_profiled_mean_width"] = Double(r.profiledWidths.joined().reduce(0, +)) / Double(max(1, r.profiledWidths.joined().count))
+        let gemm = p.seconds(.gemm), im2col = p.seconds(.im2col), inrLoops = p.seconds(.embedding) + p.seconds(.elementwise)
+        out.add("share_gemm", gemm / total, "share of step time in sgemm (\(Int(n)) profiled rounds)",
+                String(format: "%.1f%%", 100 * gemm / total), section: "where the step's time goes")
+        out.add("share_im2col_elementwise", (im2col + inrLoops) / total, "… in im2col/col2im + INR embedding and element-wise loops",
+                String(format: "%.1f%% (im2col %.1f%%, embedding %.1f%%, element-wise %.1f%%)", 100 * (im2col + inrLoops) / total,
+                       100 * im2col / total, 100 * p.seconds(.embedding) / total, 100 * p.seconds(.elementwise) / total))
+        out.add("share_elsewhere", 1 - (gemm + im2col + inrLoops) / total, "… elsewhere (target element-wise, losses, AdamW, EMA, data)",
+                String(format: "%.1f%%", 100 * (1 - (gemm + im2col + inrLoops) / total)))
+        let counted = p.gemmFlops()
+        out.add("gemm_gflops_in_step", Double(counted) / gemm / 1e9, "sgemm rate inside the step", String(format: "%.1f GFLOP/s", Double(counted) / gemm / 1e9))
+        let analytic = r.profiledWidths.reduce(0) { $0 + flops($1) }
+        out.add("flops_counted_vs_analytic", Double(counted) / Double(analytic), "sgemm FLOPs counted while running / counted analytically",
+                String(format: "%.6f", Double(counted) / Double(analytic)))
+        var phases: [String: Any] = [:], loops = 0, loopAllocations = 0
+        let names: [(Profile.Phase, String, String)] = [(.plan, "plan", "configurations drawn"), (.inrForward, "inr_forward", "INR forward"),
+                                                         (.targetNetwork, "target_network", "target net fwd+bwd, losses"),
+                                                         (.inrBackward, "inr_backward", "INR backward"), (.update, "update", "AdamW, EMA, averaging")]
+        for (phase, key, label) in names {
+            let s = p.seconds(in: phase), g = p.seconds(.gemm, in: phase), i = p.seconds(.im2col, in: phase)
+            let e = p.seconds(.embedding, in: phase) + p.seconds(.elementwise, in: phase)
+            let a = p.allocations(in: phase), l = p.parallelLoops(in: phase), la = p.parallelLoopAllocations(in: phase)
+            loops += l; loopAllocations += la
+            phases[key] = ["ms_per_step": 1000 * s / n, "share": s / total, "gemm_ms": 1000 * g / n, "im2col_ms": 1000 * i / n,
+                           "inr_elementwise_ms": 1000 * e / n, "other_ms": 1000 * (s - g - i - e) / n,
+                           "allocations_per_step": Double(a) / n, "parallel_loops_per_step": Double(l) / n,
+                           "allocations_in_parallel_loops_per_step": Double(la) / n]
+            out.rows.append(("  " + label, String(format: "%6.1f ms %5.1f%%  (sgemm %.1f, im2col %.1f, INR loops %.1f, other %.1f ms)",
+                                                   1000 * s / n, 100 * s / total, 1000 * g / n, 1000 * i / n, 1000 * e / n,
+                                                   1000 * (s - g - i - e) / n), ""))
+            out.rows.append(("", String(format: "%.1f allocations, %.1f of them in %.1f parallel loops", Double(a) / n, Double(la) / n,
+                                        Double(l) / n), ""))
+        }
+        out.json["profile_phases"] = phases
+        out.json["parallel_loops_per_step"] = Double(loops) / n
+        if let allocations = r.profiledAllocations {
+            out.add("allocations_outside_parallel_loops_per_step", Double(allocations - loopAllocations) / n,
+                    "allocations per step outside parallel loops (profiled rounds)",
+                    String(format: "%.2f (of %.1f; %.1f parallel loops per step)", Double(allocations - loopAllocations) / n,
+                           Double(allocations) / n, Double(loops) / n))
+        }
+        let regions = Double(p.regions) / n
+        let on = StepBenchmark.profileCost(enabled: true), off = StepBenchmark.profileCost(enabled: false)
+        out.json["profile_regions_per_step"] = regions
+        out.json["profile_ns_per_region_enabled"] = on * 1e9
+        out.json["profile_ns_per_region_disabled"] = off * 1e9
+        out.add("profile_overhead_enabled_percent", 100 * regions * on / stepSeconds, "profiling cost, on / off (share of a step)",
+                String(format: "%.4f%% / %.5f%% (%.0f regions per step, %.0f / %.1f ns each)", 100 * regions * on / stepSeconds,
+                       100 * regions * off / stepSeconds, regions, on * 1e9, off * 1e9))
+        out.json["profile_overhead_disabled_percent"] = 100 * regions * off / stepSeconds
+    }
+
+    // MARK: permute
+
+    func permutePart(_ out: inout Figures) throws {
+        let iterations = permuteIterations ?? (quick ? 20 : SearchBudget().maxIterations)
+        func load(_ path: String?, family: String, width: Int) throws -> (Network, ParameterSet) {
+            guard let path else { return try Self.randomNetwork(family, widths: NetworkFamily.widths(family, scaledFrom: width), seed: seed) }
+            let c = try NetworkCheckpoint.load(path: path)
+            guard c.network.family == family else { throw ValidationError("\(path) holds a \(c.network.family), not a \(family)") }
+            return (c.network, c.parameters)
+        }
+        let lenet = try load(base, family: "lenet", width: 32), resnet = try load(resnetBase, family: "resnet20", width: 64)
+        var rows: [[String: Any]] = []
+        for (key, (network, p)) in [("lenet", lenet), ("resnet20", resnet)] {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let report = Permutation.permute(p, groups: network.channelGroups, seed: seed, budget: SearchBudget(maxIterations: iterations))
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            let ratio = report.totalVariationAfter / report.totalVariationBefore
+            rows.append(["network": network.family, "widths": network.widths, "groups": report.groups.count, "iterations": iterations,
+                         "seconds": seconds, "total_variation_before": report.totalVariationBefore,
+                         "total_variation_after": report.totalVariationAfter, "total_variation_ratio": ratio])
+            out.add("permute_\(key)_seconds", seconds, "\(network.family) w=\(network.widths[0]): SHP permutation (\(report.groups.count) groups, \(iterations) descents)",
+                    String(format: "%.2f s", seconds), section: key == "lenet" ? "permute" : nil)
+            out.add("permute_\(key)_tv_ratio", ratio, "  total variation after / before", String(format: "%.3f (%.1f → %.1f)", ratio,
+                                                                                             report.totalVariationBefore, report.totalVariationAfter))
+        }
+        out.json["permute"] = rows
+    }
+
+    static func randomNetwork(_ family: String, widths: [Int], seed: UInt64) throws -> (Network, ParameterSet) {
+        let network = try NetworkFamily.make(family, widths: widths)
+        let p = network.makeParameters()
+        var rng = SeededRandom(seed, 0xBE)
+        p.initializeDefault(rng: &rng)
+        return (network, p)
+    }
+
+    // MARK: output
+
+    /// The 1, 5 and 15 minute load averages (/proc/loadavg), empty where unavailable.
+    static func loadAverage() -> [Double] {
+        guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return [] }
+        return text.split(separator: " ").prefix(3).compactMap { Double($0) }
+    }
+}
+
+/// The bench's figures: one JSON object, and the same figures as table rows (label, value, key).
+struct Figures {
+    var json: [String: Any] = [:]
+    var rows: [(label: String, value: String, key: String)] = []
+
+    /// Records `value` under `key` and a row; `section` starts a titled group of rows.
+    mutating func add(_ key: String, _ value: Any, _ label: String, _ text: String, section: String? = nil) {
+        json[key] = value
+        if let section { rows.append(("", "", section)) }
+        rows.append((label, text, key))
+    }
+
+    func printTable() {
+        let width = rows.map(\.label.count).max() ?? 0
+        for row in rows {
+            if row.label.isEmpty && row.value.isEmpty { print("\n" + row.key); continue }
+            let pad = String(repeating: " ", count: max(0, width - row.label.count))
+            print("  " + row.label + pad + "  " + row.value + (row.key.isEmpty ? "" : "  [\(row.key)]"))
+        }
+    }
+}
+
+/// Operands of one product shape, filled once, for timing `Gemm.sgemm` on them repeatedly.
+struct SgemmProbe {
+    let shape: GemmShape
+    let a: Tensor, b: Tensor, c: Tensor
+
+    init(_ shape: GemmShape) {
+        self.shape = shape
+        var rng = SeededRandom(7)
+        a = Tensor(zeros: [shape.m * shape.k]); b = Tensor(zeros: [shape.k * shape.n]); c = Tensor(zeros: [shape.m * shape.n])
+        for i in 0..<a.count { a[i] = rng.uniform(-1, 1) }
+        for i in 0..<b.count { b[i] = rng.uniform(-1, 1) }
+    }
+
+    func product() {
+        let s = shape
+        Gemm.sgemm(transA: s.transA, transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.data, lda: s.transA ? s.m : s.k,
+                   b: b.data, ldb: s.transB ? s.k : s.n, beta: 0, c: c.data, ldc: s.n)
+    }
+
+    /// Best-of-`repeats` GFLOP/s after one warm-up product; each measurement loops for ≥ 2 ms.
+    func gflops(repeats: Int) -> Double {
+        product()
+        var best = Double.infinity
+        for _ in 0..<repeats {
+            var calls = 0, elapsed: UInt64 = 0
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            repeat {
+                product(); calls += 1
+                elapsed = DispatchTime.now().uptimeNanoseconds - t0
+            } while elapsed < 2_000_000
+            best = min(best, Double(elapsed) / 1e9 / Double(calls))
+        }
+        return Double(shape.flops) / best / 1e9
+    }
+
+    /// Checks 16 sampled entries of the last product against a Double dot product.
+    func verify() {
+        let (m, n, k) = (shape.m, shape.n, shape.k)
+        var rng = SeededRandom(8)
+        for _ in 0..<16 {
+            let i = rng.index(below: m), j = rng.index(below: n)
+            var sum = 0.0
+            for p in 0..<k { sum += Double(a[shape.transA ? p * m + i : i * k + p]) * Double(b[shape.transB ? j * k + p : p * n + j]) }
+            precondition(abs(sum - Double(c[i * n + j])) <= 1e-3 * Double(k).squareRoot(), "sgemm \(shape) result wrong at (\(i), \(j))")
+        }
     }
 }

@@ -11,6 +11,8 @@ public final class WorkerJob {
     let objective: ConfigurationGradient
     /// The round whose parameters the INR holds.
     public private(set) var parameterRound: Int
+    /// The data order of the epoch the last configuration came from (shuffled once per epoch).
+    private var epochOrder: (epoch: Int, indices: [Int])?
 
     /// Checks the spec against this build and the local data, then sets up the INR.
     /// `dataset` must be the training split the fingerprint describes.
@@ -71,7 +73,7 @@ public final class WorkerJob {
     /// `parameterRound`, which the caller has matched to `round`), the gradient encoded for the
     /// wire as the job asks.
     public func gradient(round: Int, configuration index: Int) throws -> (terms: LossTerms, gradient: WireTensor) {
-        let config = spec.plan.configuration(round: round, index: index)
+        let config = spec.plan.configuration(round: round, index: index, reusing: &epochOrder)
         let terms = try objective.compute(config)
         let g = objective.inr.parameters.gradients
         switch spec.gradientEncoding {

@@ -40,8 +40,10 @@ extension HyperNetwork {
                          activations act: INRActivations, into target: ParameterSet) {
         precondition(layout.entries.count == heads.count, "layout has \(layout.entries.count) tensors, INR has \(heads.count) heads")
         act.prepare(rows: layout.rowCount)
+        let embeddingTiming = Profile.start(.embedding)
         layout.rawCoordinates(noise: epsilon, rng: &rng, into: act.raw.base)
         embedding.embed(raw: act.raw.base, rows: layout.rowCount, into: act.embedded.base)
+        embeddingTiming?.stop()
         let H = config.hidden, D = embedding.width, p = parameters
         for (t, e) in layout.entries.enumerated() {
             let head = heads[t], R = e.rows, area = e.spec.kernelArea
@@ -57,7 +59,9 @@ extension HyperNetwork {
                 Gemm.sgemm(transB: true, m: R, n: H, k: H, a: previous, lda: H, b: p.value(block.weight).data, ldb: H, beta: 0, c: a, ldc: H)
                 Self.addBias(a, rows: R, p.value(block.bias).data, H, relu: true)
                 let s = p.value(block.scale)[0], prev = previous
+                let timing = Profile.start(.elementwise)
                 Parallel.forRanges(R * H, minimum: 1 << 15) { r in for j in r { h[j] = s * a[j] + prev[j] } }
+                timing?.stop()
                 previous = h
             }
             // y = h W_outᵀ + b_out on the selected outputs, then divided by the noisy in_size.
@@ -65,10 +69,12 @@ extension HyperNetwork {
             Gemm.sgemm(transB: true, m: R, n: area, k: H, a: previous, lda: H, b: p.value(head.outWeight).data + e.outputStart * H,
                        ldb: H, beta: 0, c: out, ldc: area)
             let bias = p.value(head.outBias).data + e.outputStart, raw = act.raw.base + 6 * e.firstRow
+            let timing = Profile.start(.elementwise)
             for r in 0..<R {
                 let scale = 1 / raw[6 * r + 5]
                 for k in 0..<area { out[r * area + k] = (out[r * area + k] + bias[k]) * scale }
             }
+            timing?.stop()
         }
     }
 
@@ -84,10 +90,12 @@ extension HyperNetwork {
             let head = heads[t], R = e.rows, area = e.spec.kernelArea
             guard R > 0 else { continue }
             let raw = act.raw.base + 6 * e.firstRow, dTarget = target.gradient(e.tensor).data, dy = act.dOut.base
+            let scaling = Profile.start(.elementwise)
             for r in 0..<R {
                 let scale = 1 / raw[6 * r + 5]
                 for k in 0..<area { dy[r * area + k] = dTarget[r * area + k] * scale }
             }
+            scaling?.stop()
             let last = head.blocks.isEmpty ? act.h0.base + e.firstRow * H : act.blockH[head.blocks.count - 1].base + e.firstRow * H
             Gemm.sgemm(transA: true, m: area, n: H, k: R, a: dy, lda: area, b: last, ldb: H, beta: 1,
                        c: p.gradient(head.outWeight).data + e.outputStart * H, ldc: H)
@@ -100,21 +108,50 @@ extension HyperNetwork {
                 let previous = i == 0 ? act.h0.base + e.firstRow * H : act.blockH[i - 1].base + e.firstRow * H
                 let s = p.value(block.scale)[0]
                 var ds: Float = 0
+                let timing = Profile.start(.elementwise)
                 for j in 0..<(R * H) { ds += dH[j] * a[j]; dZ[j] = a[j] > 0 ? s * dH[j] : 0 }
+                timing?.stop()
                 p.gradient(block.scale)[0] += ds
                 Gemm.sgemm(transA: true, m: H, n: H, k: R, a: dZ, lda: H, b: previous, ldb: H, beta: 1, c: p.gradient(block.weight).data, ldc: H)
                 Self.addColumnSums(dZ, rows: R, columns: H, into: p.gradient(block.bias).data)
                 Gemm.sgemm(m: R, n: H, k: H, a: dZ, lda: H, b: p.value(block.weight).data, ldb: H, beta: 1, c: dH, ldc: H)
             }
             let h0 = act.h0.base + e.firstRow * H, x = act.embedded.base + e.firstRow * D
+            let mask = Profile.start(.elementwise)
             Parallel.forRanges(R * H, minimum: 1 << 15) { r in for j in r { dZ[j] = h0[j] > 0 ? dH[j] : 0 } }
+            mask?.stop()
             Gemm.sgemm(transA: true, m: H, n: D, k: R, a: dZ, lda: H, b: x, ldb: D, beta: 1, c: p.gradient(head.inWeight).data, ldc: D)
             Self.addColumnSums(dZ, rows: R, columns: H, into: p.gradient(head.inBias).data)
         }
     }
 
+    /// The sgemm calls `generate` (forward) and `backward` make for `layout`, in call order: per
+    /// generated tensor of R rows, forward R×H×D, (L−1)× R×H×H, R×area×H; backward the weight
+    /// gradients and dh of the output layer, then per block dW (H×H×R) and dh (R×H×H), then the
+    /// input layer's dW (H×D×R) — no product for the gradient of the embedding, which is not needed.
+    public static func products(config: INRConfig, layout: CoordinateLayout) -> (forward: [GemmShape], backward: [GemmShape]) {
+        let H = config.hidden, D = 6 + 12 * config.frequencies, blocks = config.layers - 1
+        var forward = [GemmShape](), backward = [GemmShape]()
+        for e in layout.entries where e.rows > 0 {
+            let R = e.rows, area = e.spec.kernelArea
+            forward.append(GemmShape(transB: true, m: R, n: H, k: D))
+            for _ in 0..<blocks { forward.append(GemmShape(transB: true, m: R, n: H, k: H)) }
+            forward.append(GemmShape(transB: true, m: R, n: area, k: H))
+            backward.append(GemmShape(transA: true, m: area, n: H, k: R))
+            backward.append(GemmShape(m: R, n: H, k: area))
+            for _ in 0..<blocks {
+                backward.append(GemmShape(transA: true, m: H, n: H, k: R))
+                backward.append(GemmShape(m: R, n: H, k: H))
+            }
+            backward.append(GemmShape(transA: true, m: H, n: D, k: R))
+        }
+        return (forward, backward)
+    }
+
     /// m[r, c] += bias[c] (then relu) for every row.
     static func addBias(_ m: UnsafeMutablePointer<Float>, rows: Int, _ bias: UnsafePointer<Float>, _ columns: Int, relu: Bool) {
+        let timing = Profile.start(.elementwise)
+        defer { timing?.stop() }
         Parallel.forRanges(rows, minimum: 128) { range in
             for r in range {
                 let row = m + r * columns
@@ -125,6 +162,8 @@ extension HyperNetwork {
 
     /// sums[c] += Σ_r m[r, c].
     static func addColumnSums(_ m: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>) {
+        let timing = Profile.start(.elementwise)
+        defer { timing?.stop() }
         for r in 0..<rows {
             let row = m + r * columns
             for c in 0..<columns { sums[c] += row[c] }

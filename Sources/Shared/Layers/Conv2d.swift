@@ -68,6 +68,14 @@ public struct Conv2d: Sendable {
         col2im(dCols, batch: N, g, dx: dx.data)
     }
 
+    /// The sgemm calls of `forward` and `backward` on a batch of `batch`: Y = W·X (O×N·P×C·k²);
+    /// dW += dY·Xᵀ, and dX = Wᵀ·dY when the input gradient is wanted.
+    public func products(batch: Int, inputGradient: Bool) -> (forward: [GemmShape], backward: [GemmShape]) {
+        let O = outChannels, NP = batch * geometry.positions, KK = geometry.patchSize
+        let dW = GemmShape(transB: true, m: O, n: KK, k: NP), dX = GemmShape(transA: true, m: KK, n: NP, k: O)
+        return ([GemmShape(m: O, n: NP, k: KK)], inputGradient ? [dW, dX] : [dW])
+    }
+
     /// Direct-loop reference of `forward` (the test oracle), Double accumulation.
     public func naiveForward(x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor) {
         let g = geometry, N = x.shape[0], O = outChannels, K = g.kernel

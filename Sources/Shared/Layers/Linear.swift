@@ -1,4 +1,5 @@
-/// Fully connected layer. Shapes: x [N, I], weight [O, I] (PyTorch layout), bias [O], y [N, O].
+/// Fully connected layer. Shapes: x [N, I], weight [O, I] (PyTorch layout), bias [O], y [N, O];
+/// x (and dx) may have any shape [N, …] of N·I elements, e.g. [N, I, 1, 1].
 public enum Linear {
     /// y = x · Wᵀ + b
     public static func forward(x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor) {
@@ -6,6 +7,12 @@ public enum Linear {
         precondition(weight.count == O * I && y.count == N * O, "linear shapes x\(x.shape) W\(weight.shape) y\(y.shape)")
         Gemm.sgemm(transB: true, m: N, n: O, k: I, a: x.data, lda: I, b: weight.data, ldb: I, beta: 0, c: y.data, ldc: O)
         if let bias { for n in 0..<N { for o in 0..<O { y.data[n * O + o] += bias.data[o] } } }
+    }
+
+    /// The sgemm calls of `forward` and `backward` for `batch` rows of `inputs` → `outputs`.
+    public static func products(batch: Int, inputs: Int, outputs: Int, inputGradient: Bool) -> (forward: [GemmShape], backward: [GemmShape]) {
+        let dW = GemmShape(transA: true, m: outputs, n: inputs, k: batch), dX = GemmShape(m: batch, n: inputs, k: outputs)
+        return ([GemmShape(transB: true, m: batch, n: outputs, k: inputs)], inputGradient ? [dW, dX] : [dW])
     }
 
     /// dx = dy · W,   dW += dyᵀ · x,   db += Σ_n dy[n, :].

@@ -21,6 +21,9 @@ public final class LeNet: Network {
     private let arena = ActivationArena(), gradArena = ActivationArena()
     /// One workspace per conv, so each keeps its im2col columns from forward to backward.
     private let workspaces = [Workspace(), Workspace(), Workspace()]
+    /// Per-sample shapes of the activations a1, p1, a2, p2, a3, p3 and the logits (made once:
+    /// forward and backward run without allocating).
+    private let activationShapes: [[Int]]
     private let names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
                          "conv3.weight", "conv3.bias", "fc.weight", "fc.bias"]
 
@@ -43,6 +46,12 @@ public final class LeNet: Network {
         conv3 = Conv2d(ConvGeometry(channels: 2 * width, height: p2, width: p2, kernel: 5, padding: 2, mode: .replicate,
                                     outHeight: a3, outWidth: a3), outChannels: 4 * width)
         pool3 = ConvGeometry(channels: 4 * width, height: a3, width: a3, kernel: 2, stride: 2)
+        let (g1, g2, g3) = (conv1.geometry, conv2.geometry, conv3.geometry)
+        activationShapes = [
+            [width, g1.outHeight, g1.outWidth], [width, pool1.outHeight, pool1.outWidth],
+            [2 * width, g2.outHeight, g2.outWidth], [2 * width, pool2.outHeight, pool2.outWidth],
+            [4 * width, g3.outHeight, g3.outWidth], [4 * width, 1, 1], [classCount],
+        ]
     }
 
     public var parameterSpecs: [ParameterSpec] {
@@ -64,14 +73,15 @@ public final class LeNet: Network {
         }
     }
 
-    private var activationShapes: [[Int]] {
-        let (g1, g2, g3) = (conv1.geometry, conv2.geometry, conv3.geometry)
-        return [
-            [width, g1.outHeight, g1.outWidth], [width, pool1.outHeight, pool1.outWidth],
-            [2 * width, g2.outHeight, g2.outWidth], [2 * width, pool2.outHeight, pool2.outWidth],
-            [4 * width, g3.outHeight, g3.outWidth], [4 * width, 1, 1], [classCount],
-        ]
+    /// The sgemm calls of `forward` (training) and `backward` on a batch of `batch`, in call
+    /// order (conv1 computes no input gradient).
+    public func products(batch: Int) -> (forward: [GemmShape], backward: [GemmShape]) {
+        let layers = [conv1.products(batch: batch, inputGradient: false), conv2.products(batch: batch, inputGradient: true),
+                      conv3.products(batch: batch, inputGradient: true),
+                      Linear.products(batch: batch, inputs: 4 * width, outputs: classCount, inputGradient: true)]
+        return (layers.flatMap(\.forward), layers.reversed().flatMap(\.backward))
     }
+
 
     public func forward(_ p: ParameterSet, input: Tensor, mode: ForwardMode) -> Tensor {
         let n = input.shape[0]
@@ -86,7 +96,7 @@ public final class LeNet: Network {
         conv3.forward(x: p2, weight: p.value(4), bias: p.value(5), y: a3, workspace: workspaces[2])
         ReLU.forward(x: a3, y: a3)
         AvgPool2d.forward(x: a3, y: p3, pool3)
-        Linear.forward(x: p3.reshaped([n, 4 * width]), weight: p.value(6), bias: p.value(7), y: logits)
+        Linear.forward(x: p3, weight: p.value(6), bias: p.value(7), y: logits)  // p3 [n, 4w, 1, 1] = [n, 4w]
         return logits
     }
 
@@ -96,8 +106,7 @@ public final class LeNet: Network {
         let d = gradArena.views(batch: n, shapes: activationShapes)
         let (a1, p1, a2, p2, a3, p3) = (a[0], a[1], a[2], a[3], a[4], a[5])
         let (da1, dp1, da2, dp2, da3, dp3) = (d[0], d[1], d[2], d[3], d[4], d[5])
-        Linear.backward(x: p3.reshaped([n, 4 * width]), weight: p.value(6), dy: dLogits, dx: dp3.reshaped([n, 4 * width]),
-                        dWeight: p.gradient(6), dBias: p.gradient(7))
+        Linear.backward(x: p3, weight: p.value(6), dy: dLogits, dx: dp3, dWeight: p.gradient(6), dBias: p.gradient(7))
         AvgPool2d.backward(dy: dp3, dx: da3, pool3)
         ReLU.backward(y: a3, dy: da3, dx: da3)
         conv3.backward(x: p2, weight: p.value(4), dy: da3, dx: dp2, dWeight: p.gradient(4), dBias: p.gradient(5), workspace: workspaces[2],

@@ -4,6 +4,7 @@ import COpenBLAS
 /// with `op(A)` of shape M×K and `op(B)` of shape K×N.
 ///
 /// `sgemm` calls OpenBLAS; `naive` is the plain triple loop kept beside it as the test oracle.
+/// `sgemm` is a `Profile` kernel (time, and 2·m·n·k operations per call, when profiling is on).
 public enum Gemm {
     @inlinable
     public static func sgemm(
@@ -22,7 +23,10 @@ public enum Gemm {
         // by thread count would make results depend on it; fixed tiles keep every element's
         // computation identical on 1 or 16 threads (the cluster relies on this: workers with
         // different core counts must return bit-identical gradients).
-        if 2 * m * n * k >= Self.tilingThreshold {
+        let flops = 2 * m * n * k
+        let timing = Profile.start(.gemm, flops: flops)
+        defer { timing?.stop() }
+        if flops >= Self.tilingThreshold {
             if n >= m {
                 let tiles = (n + tileColumns - 1) / tileColumns
                 Parallel.forRanges(tiles) { range in
@@ -77,5 +81,23 @@ public enum Gemm {
                 c[i * ldc + j] = Float(Double(alpha) * s + old)
             }
         }
+    }
+}
+
+/// The shape of one `Gemm.sgemm` call, for counting work: C[M×N] = op(A)[M×K] · op(B)[K×N].
+public struct GemmShape: Hashable, Sendable, CustomStringConvertible {
+    public var transA: Bool, transB: Bool
+    public var m: Int, n: Int, k: Int
+
+    public init(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int) {
+        self.transA = transA; self.transB = transB; self.m = m; self.n = n; self.k = k
+    }
+
+    /// Floating-point operations: 2·m·n·k (one multiply and one add per term).
+    public var flops: Int { 2 * m * n * k }
+
+    /// E.g. "4970×256×198 Bᵀ".
+    public var description: String {
+        "\(m)×\(n)×\(k)" + (transA ? " Aᵀ" : "") + (transB ? " Bᵀ" : "")
     }
 }

@@ -44,8 +44,10 @@ public struct ConvGeometry: Sendable, Equatable {
 
 /// im2col for a batch: `columns[(c·k + i)·k + j, n·P + oh·OW + ow] = x[n, c, ih, iw]`, where
 /// `P = outHeight·outWidth` and (ih, iw) is the (padded) source of that kernel tap.
-/// `columns` is `patchSize × (batch·P)` row-major.
+/// `columns` is `patchSize × (batch·P)` row-major. A `Profile` kernel (with `col2im`).
 public func im2col(_ x: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, columns: UnsafeMutablePointer<Float>) {
+    let timing = Profile.start(.im2col)
+    defer { timing?.stop() }
     let (H, W, K, P) = (g.height, g.width, g.kernel, g.positions)
     let ld = batch * P
     Parallel.forEach(g.channels) { c in
@@ -87,6 +89,8 @@ public func im2col(_ x: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, col
 /// entry that `im2col` read from (ih, iw); replicate padding sends edge taps to the edge pixel.
 /// `dx` is accumulated into, not overwritten.
 public func col2im(_ columns: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>) {
+    let timing = Profile.start(.im2col)
+    defer { timing?.stop() }
     let (H, W, K, P) = (g.height, g.width, g.kernel, g.positions)
     let ld = batch * P
     Parallel.forEach(g.channels) { c in

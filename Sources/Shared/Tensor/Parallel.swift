@@ -14,15 +14,17 @@ public enum Parallel {
     }
 
     /// Runs `body(i)` for i in 0..<count, concurrently when more than one thread is configured.
-    /// Iterations must touch disjoint memory.
+    /// Iterations must touch disjoint memory. A concurrent run is a `Profile` parallel loop.
     public static func forEach(_ count: Int, _ body: (Int) -> Void) {
         if threadCount <= 1 || count <= 1 {
             for i in 0..<count { body(i) }
             return
         }
-        withoutActuallyEscaping(body) { body in
-            let shared = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: count) { shared.value($0) }
+        Profile.parallelLoop {
+            withoutActuallyEscaping(body) { body in
+                let shared = UncheckedSendable(body)
+                DispatchQueue.concurrentPerform(iterations: count) { shared.value($0) }
+            }
         }
     }
 

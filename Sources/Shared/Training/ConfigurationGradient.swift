@@ -56,7 +56,8 @@ public struct LossTerms: Sendable, Equatable {
 /// loss = CE(f_W(x), y) + λ_reg Σ_t ‖W_t‖₂ + [w = w*] · λ_rec · (1/T) Σ_t mean((W_t − W*_t)² ⊙ a_t),
 /// a_t = (|W*_t| + 1e-6) / max(|W*_t| + 1e-6), where W = INR(coordinates + noise) and W* are the
 /// permuted pretrained weights. Per-width networks, layouts and all buffers are cached, so after
-/// each width has been seen once a call allocates only the small batch-index copy.
+/// each width has been seen once a call allocates nothing of its own (the parallel loops of the
+/// kernels allocate a few bytes of closure and libdispatch bookkeeping each, freed at once).
 public final class ConfigurationGradient: @unchecked Sendable {
     public let inr: HyperNetwork
     public let family: String
@@ -69,6 +70,8 @@ public final class ConfigurationGradient: @unchecked Sendable {
     public let generator: NetworkGenerator
     private var images = Tensor(zeros: [0]), labels = UnsafeMutablePointer<Int32>.allocate(capacity: 1), labelCapacity = 1
     private var dLogits = Tensor(zeros: [0])
+    /// Views of the last batch size's images [n, C, H, W] and logit gradients [n, classes].
+    private var batchViews: (n: Int, x: Tensor, dz: Tensor)?
 
     public init(inr: HyperNetwork, family: String, dataset: ImageDataset, mean: [Float], std: [Float],
                 pretrained: ParameterSet?, pretrainedWidth: Int?) {
@@ -80,17 +83,29 @@ public final class ConfigurationGradient: @unchecked Sendable {
     deinit { labels.deallocate() }
 
     /// Overwrites `inr.parameters.gradients` with the gradient of configuration `config` and
-    /// returns its loss terms.
+    /// returns its loss terms. Its three parts are `Profile` phases.
     public func compute(_ config: Configuration) throws -> LossTerms {
         let c = try generator.cache(width: config.width)
-        let (network, weights) = try generator.generate(width: config.width, noise: config.noise, noiseSeed: config.noiseSeed)
+        let (network, weights) = try Profile.phase(.inrForward) {
+            try generator.generate(width: config.width, noise: config.noise, noiseSeed: config.noiseSeed)
+        }
+        let terms = try Profile.phase(.targetNetwork) { try targetLoss(config, c, network, weights) }
+        Profile.phase(.inrBackward) {
+            inr.parameters.zeroGradients()
+            inr.backward(c.layout, activations: generator.activations, targetGradients: weights)
+        }
+        return terms
+    }
+
+    /// The loss terms of the generated network `weights` on the configuration's batch, with
+    /// their gradients with respect to the generated tensors in `weights.gradients`.
+    private func targetLoss(_ config: Configuration, _ c: NetworkGenerator.WidthCache, _ network: Network,
+                            _ weights: ParameterSet) throws -> LossTerms {
         let n = config.batch.count
-        ensureBatch(n, network)
-        let x = images.slice(from: 0, shape: [n] + network.inputShape)
+        let (x, dz) = batchBuffers(n, network)
         dataset.fillBatch(indices: config.batch, mean: mean, std: std, images: x.data, labels: labels)
         weights.zeroGradients()
         let logits = network.forward(weights, input: x, mode: .training)
-        let dz = dLogits.slice(from: 0, shape: [n, network.classCount])
         let (ce, correct) = SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: labels, dLogits: dz)
         network.backward(weights, input: x, dLogits: dz)
 
@@ -109,8 +124,6 @@ public final class ConfigurationGradient: @unchecked Sendable {
                                                           normalized: config.lossWeights.normalizedReconstruction)
         }
         terms.total = ce + Double(config.lossWeights.normRegularizer) * terms.normRegularizer + Double(recWeight) * terms.reconstruction
-        inr.parameters.zeroGradients()
-        inr.backward(c.layout, activations: generator.activations, targetGradients: weights)
         return terms
     }
 
@@ -124,11 +137,17 @@ public final class ConfigurationGradient: @unchecked Sendable {
         return target
     }
 
-    private func ensureBatch(_ n: Int, _ network: Network) {
+    /// The image and logit-gradient views for a batch of `n` (made when `n` changes; the
+    /// buffers behind them grow to the largest batch seen).
+    private func batchBuffers(_ n: Int, _ network: Network) -> (x: Tensor, dz: Tensor) {
+        if let v = batchViews, v.n == n { return (v.x, v.dz) }
         let need = n * network.inputShape.reduce(1, *)
         if images.count < need { images = Tensor(zeros: [need]) }
         if dLogits.count < n * network.classCount { dLogits = Tensor(zeros: [n * network.classCount]) }
         if labelCapacity < n { labels.deallocate(); labels = .allocate(capacity: n); labelCapacity = n }
+        let v = (n: n, x: images.slice(from: 0, shape: [n] + network.inputShape), dz: dLogits.slice(from: 0, shape: [n, network.classCount]))
+        batchViews = v
+        return (v.x, v.dz)
     }
 
     /// Σ_t ‖W_t‖₂, adding λ·W_t/‖W_t‖ to each tensor's gradient. Returns the unweighted sum.

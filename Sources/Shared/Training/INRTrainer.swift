@@ -26,6 +26,8 @@ public final class INRTrainer {
     public let ema: EMA
     /// Sum of the round's configuration gradients (then their mean).
     let accumulator: FloatStorage
+    /// The data order of the epoch the last round drew from (shuffled once per epoch).
+    private var epochOrder: (epoch: Int, indices: [Int])?
 
     public init(objective: ConfigurationGradient, plan: RoundPlan, optimizer settings: OptimizerSettings) {
         self.objective = objective
@@ -38,17 +40,18 @@ public final class INRTrainer {
     }
 
     /// Runs round `round` and advances: every configuration's gradient computed here, in index
-    /// order, then `finishRound`.
+    /// order, then `finishRound`. Drawing the configurations and the update are `Profile` phases
+    /// (`compute` marks its own).
     public func runRound() throws -> RoundReport {
         let start = Date()
-        let configs = plan.configurations(round: round)
-        beginRound()
+        let configs = Profile.phase(.plan) { plan.configurations(round: round, reusing: &epochOrder) }
+        Profile.phase(.update) { beginRound() }
         var terms = LossTerms()
         for config in configs {
             terms = terms + (try objective.compute(config))
-            accumulate(UnsafeBufferPointer(inr.parameters.gradients.buffer))
+            Profile.phase(.update) { accumulate(UnsafeBufferPointer(inr.parameters.gradients.buffer)) }
         }
-        let lr = finishRound(configurations: configs.count)
+        let lr = Profile.phase(.update) { finishRound(configurations: configs.count) }
         return RoundReport(round: round - 1, terms: terms, configurations: configs.count, widths: configs.map(\.width),
                            learningRate: lr, seconds: Date().timeIntervalSince(start))
     }

@@ -44,7 +44,17 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// is batch number g = round·M + index of the data order, where each epoch is a fresh
     /// permutation from (seed, epoch); the width is uniform in [minWidth, maxWidth].
     public func configuration(round: Int, index: Int) -> Configuration {
-        configuration(round: round, index: index, order: epochOrder(of: round * configurationsPerRound + index))
+        var order: (epoch: Int, indices: [Int])?
+        return configuration(round: round, index: index, reusing: &order)
+    }
+
+    /// The same configuration, taking the data order from `order` when it is the right epoch's
+    /// and drawing it into `order` otherwise, so that callers going through the configurations
+    /// in sequence shuffle the data once per epoch (a 60k-element shuffle for Fashion-MNIST).
+    func configuration(round: Int, index: Int, reusing order: inout (epoch: Int, indices: [Int])?) -> Configuration {
+        let g = round * configurationsPerRound + index
+        if order?.epoch != g / batchesPerEpoch { order = epochOrder(of: g) }
+        return configuration(round: round, index: index, order: order!)
     }
 
     /// The data order of the epoch that holds global batch `g`.
@@ -77,12 +87,14 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// The epoch's data order (a 60k-element shuffle for Fashion-MNIST) is drawn once per epoch
     /// the round touches, not once per configuration.
     public func configurations(round: Int) -> [Configuration] {
-        var order = epochOrder(of: round * configurationsPerRound)
-        return (0..<configurationsPerRound).map { index in
-            let g = round * configurationsPerRound + index
-            if g / batchesPerEpoch != order.epoch { order = epochOrder(of: g) }
-            return configuration(round: round, index: index, order: order)
-        }
+        var order: (epoch: Int, indices: [Int])?
+        return configurations(round: round, reusing: &order)
+    }
+
+    /// The same, with the data order carried in `order` from round to round (see
+    /// `configuration(round:index:reusing:)`): a trainer draws it once per epoch.
+    func configurations(round: Int, reusing order: inout (epoch: Int, indices: [Int])?) -> [Configuration] {
+        (0..<configurationsPerRound).map { configuration(round: round, index: $0, reusing: &order) }
     }
 }
 

@@ -110,9 +110,7 @@ public enum KeyStore {
                                                 attributes: [.posixPermissions: 0o700])
         let names = [coordinatorName] + workers
         for name in workers {
-            let ok = !name.isEmpty && name.utf8.count <= 64 && !name.hasPrefix(".")
-                && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
-            guard ok, Set(names).count == names.count else { throw KeyError.invalidWorkerName(name) }
+            guard isValidWorkerName(name), Set(names).count == names.count else { throw KeyError.invalidWorkerName(name) }
         }
         for name in names {
             for ext in ["key", "pub"] where FileManager.default.fileExists(atPath: directory.appendingPathComponent("\(name).\(ext)").path) {
@@ -145,9 +143,7 @@ public enum KeyStore {
     /// coordinator reads the allow-list when it starts). Never overwrites a key file.
     @discardableResult
     public static func addWorker(_ name: String, to directory: URL) throws -> CurveKeyPair {
-        let ok = !name.isEmpty && name.utf8.count <= 64 && !name.hasPrefix(".") && name != coordinatorName
-            && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
-        guard ok else { throw KeyError.invalidWorkerName(name) }
+        guard isValidWorkerName(name), name != coordinatorName else { throw KeyError.invalidWorkerName(name) }
         let allowList = directory.appendingPathComponent(allowListName)
         guard FileManager.default.fileExists(atPath: allowList.path) else { throw KeyError.missing(path: allowList.path) }
         for ext in ["key", "pub"] where FileManager.default.fileExists(atPath: directory.appendingPathComponent("\(name).\(ext)").path) {
@@ -165,6 +161,12 @@ public enum KeyStore {
         try handle.write(contentsOf: Data("\(separator)\(pair.public.z85) \(name)\n".utf8))
         try handle.synchronize()
         return pair
+    }
+
+    /// Worker names become file names: 1…64 of A–Z a–z 0–9 - _ . (not leading).
+    static func isValidWorkerName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64 && !name.hasPrefix(".")
+            && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
     }
 
     /// The key pair of the secret key file at `url`.

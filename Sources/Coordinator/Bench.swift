@@ -23,9 +23,12 @@ struct Bench: ParsableCommand {
         on the Fashion-MNIST training set, a LeNet-32 base (random unless --base), the round \
         plan seeded by --seed so runs are comparable. inr_steps_per_s is 1 / median round time \
         (configurations drawn, INR forward, target network forward and backward, INR backward, \
-        AdamW, EMA). flops_per_step_gflop counts the matrix products (2·m·n·k) at the mean width; \
-        effective_gflops is the median over rounds of that round's counted FLOPs / its time, and \
-        effective_vs_sgemm its fraction of the 2048³ sgemm rate measured between the rounds \
+        AdamW, EMA). flops_per_step_gflop counts the matrix products run (2·m·n·k) at the mean \
+        width; nominal_flops_per_step_gflop the same step with the full-size LeNet (28×28, 14×14, \
+        7×7 maps, as PyTorch computes it; this LeNet computes only the region the classifier \
+        reads). performed_gflops is the median over rounds of a round's counted FLOPs / its time; \
+        effective_gflops the same with nominal FLOPs, and effective_vs_sgemm its fraction of the \
+        2048³ sgemm rate measured between the rounds \
         (sgemm_gflops_during_inr, under the same load; goal ≥ 0.6). speedup_vs_pytorch \
         compares with a PyTorch CPU reference of 5.6 steps/s (goal ≥ 1.5, target 2). The share_* \
         figures come from profiled rounds interleaved with the timed ones: time in sgemm, in im2col/col2im plus the \
@@ -42,13 +45,18 @@ struct Bench: ParsableCommand {
         CIFAR ResNet-20 of width 64 (stages 64, 128, 256), random unless --base / --resnet-base: \
         seconds and the total variation after / before.
 
+        wire: result messages carrying one gradient of the default recipe's INR sent from a \
+        DEALER to a DEALER over TCP on 127.0.0.1 (separate ZeroMQ contexts, as between two \
+        processes) and decoded: GB/s with CURVE and float32 (wire_curve_f32_gbytes_per_s, goal \
+        ≥ 1), CURVE and bfloat16, and plaintext float32 for comparison.
+
         Figures depend on the machine's load: compare ratios within one run, and note the load \
         average printed with them. --quick runs every part in seconds (fewer repeats and steps).
         """
     )
 
-    @Option(help: "Comma-separated parts to run: sgemm, lenet, inr, permute.")
-    var parts = "sgemm,lenet,inr,permute"
+    @Option(help: "Comma-separated parts to run: sgemm, lenet, inr, permute, wire.")
+    var parts = "sgemm,lenet,inr,permute,wire"
 
     @Flag(help: "Few repeats and steps: every part in seconds (figures are noisier).")
     var quick = false
@@ -82,7 +90,7 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var blas: BLASOptions
 
-    static let knownParts: Set<String> = ["sgemm", "lenet", "inr", "permute"]
+    static let knownParts: Set<String> = ["sgemm", "lenet", "inr", "permute", "wire"]
     /// Steps/s of the PyTorch CPU implementation the issue compares against.
     static let pytorchStepsPerSecond = 5.6
 
@@ -115,6 +123,7 @@ struct Bench: ParsableCommand {
         }
         if selected.contains("inr") { try inrPart(&out) }
         if selected.contains("permute") { try permutePart(&out) }
+        if selected.contains("wire") { try wirePart(&out) }
         let loadEnd = Self.loadAverage()
         out.add("load_average_end", loadEnd, "load average (1, 5, 15 min) at end",
                 loadEnd.map { String(format: "%.2f", $0) }.joined(separator: ", "), section: "machine")
@@ -245,7 +254,9 @@ struct Bench: ParsableCommand {
         let meanWidth = (plan.minWidth + plan.maxWidth) / 2
         let atMean = StepFlops(lenetWidth: meanWidth, batch: plan.batchSize, inr: config)
         let expected = Double(flops(Array(plan.minWidth...plan.maxWidth))) / Double(plan.maxWidth - plan.minWidth + 1)
-        let effective = StepBenchmark.Result.median(zip(r.widths, r.seconds).map { Double(flops($0)) / $1 / 1e9 })
+        func nominal(_ widths: [Int]) -> Int { widths.reduce(0) { $0 + StepFlops(lenetWidth: $1, batch: plan.batchSize, inr: config).nominal } }
+        let performed = StepBenchmark.Result.median(zip(r.widths, r.seconds).map { Double(flops($0)) / $1 / 1e9 })
+        let effective = StepBenchmark.Result.median(zip(r.widths, r.seconds).map { Double(nominal($0)) / $1 / 1e9 })
         out.add("inr_steps_per_s", stepsPerSecond, "INR training step (round), median of \(steps)",
                 String(format: "%.2f steps/s (%.1f ms)", stepsPerSecond, median * 1000), section: "inr step (paper recipe, widths \(plan.minWidth)…\(plan.maxWidth), batch \(plan.batchSize))")
         out.json["inr_step_ms_median"] = median * 1000
@@ -263,11 +274,18 @@ struct Bench: ParsableCommand {
         out.json["flops_target_backward_gflop"] = Double(atMean.targetBackward) / 1e9
         out.add("flops_per_step_expected_gflop", expected / 1e9, "FLOPs per step averaged over widths \(plan.minWidth)…\(plan.maxWidth)",
                 String(format: "%.2f GFLOP", expected / 1e9))
-        out.add("effective_gflops", effective, "effective rate (median of counted FLOPs / time per step)", String(format: "%.1f GFLOP/s", effective))
+        out.add("nominal_flops_per_step_gflop", Double(atMean.nominal) / 1e9, "nominal FLOPs per step at w=\(meanWidth) (full-size LeNet maps)",
+                String(format: "%.2f GFLOP (target %.2f instead of %.2f)", Double(atMean.nominal) / 1e9, Double(atMean.fullTarget) / 1e9,
+                       Double(atMean.targetForward + atMean.targetBackward) / 1e9))
+        out.add("performed_gflops", performed, "rate of the products run (median of counted FLOPs / time per step)",
+                String(format: "%.1f GFLOP/s", performed))
+        out.add("effective_gflops", effective, "effective rate (median of nominal FLOPs / time per step)", String(format: "%.1f GFLOP/s", effective))
         out.add("sgemm_gflops_during_inr", sgemmRate, "sgemm 2048³ between the rounds (median of \(r.references.count))",
                 String(format: "%.1f GFLOP/s", sgemmRate))
         out.add("effective_vs_sgemm", effective / sgemmRate, "effective / sgemm 2048³ between the rounds (goal ≥ 0.60)",
                 String(format: "%.2f", effective / sgemmRate))
+        out.add("performed_vs_sgemm", performed / sgemmRate, "performed / sgemm 2048³ between the rounds",
+                String(format: "%.2f", performed / sgemmRate))
         out.json["pytorch_reference_steps_per_s"] = Self.pytorchStepsPerSecond
         out.add("speedup_vs_pytorch", stepsPerSecond / Self.pytorchStepsPerSecond,
                 String(format: "steps/s / PyTorch CPU %.1f (goal ≥ 1.5, target 2)", Self.pytorchStepsPerSecond),
@@ -395,6 +413,9 @@ struct Figures {
         if let section { rows.append(("", "", section)) }
         rows.append((label, text, key))
     }
+
+    /// Records `value` under `key` in the JSON object only.
+    mutating func record(_ key: String, _ value: Any) { json[key] = value }
 
     func printTable() {
         let width = rows.map(\.label.count).max() ?? 0

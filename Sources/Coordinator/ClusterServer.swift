@@ -81,7 +81,8 @@ final class ClusterServer {
     /// Binds `endpoint` with `keys` as the CURVE server, admitting `allowed` worker keys.
     init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor, parent: pid_t?) throws {
         self.parent = parent
-        context = try ZMQ.Context()
+        // One I/O thread per core (up to 4): each worker connection's CURVE work runs on one.
+        context = try ZMQ.Context(ioThreads: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)))
         let limiter = self.limiter
         zap = try ZAPHandler(context: context, allowed: allowed) { refusal in limiter.note("security", "security: \(refusal)") }
         socket = try ZMQ.Socket(context, .router)

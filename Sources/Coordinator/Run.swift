@@ -249,8 +249,9 @@ struct Run: ParsableCommand {
         saved.extra["train_seconds"] = String(format: "%.1f", Date().timeIntervalSince(started))
         try saved.save(to: c.output.inr)
         let digest = Digest.blake2bHex(UnsafeRawBufferPointer(trainer.inr.parameters.values.buffer))
-        log(String(format: "stopped at round %d of %d in %@; saved %@ (params digest %@)", trainer.round, plan.rounds,
-                   formatDuration(Date().timeIntervalSince(started)), c.output.inr, String(digest.prefix(16))))
+        let peak = Double(StepBenchmark.peakResidentBytes()) / (1024 * 1024)
+        log(String(format: "stopped at round %d of %d in %@; saved %@ (params digest %@); peak resident memory %.0f MiB", trainer.round,
+                   plan.rounds, formatDuration(Date().timeIntervalSince(started)), c.output.inr, String(digest.prefix(16)), peak))
 
         if trainer.round == plan.rounds && !skipEvaluation {
             var arguments = ["--inr", c.output.inr, "--widths", c.evaluation.widths.map(String.init).joined(separator: ","),
@@ -262,7 +263,7 @@ struct Run: ParsableCommand {
         if json {
             printJSON(["rounds": trainer.round, "params_digest": digest,
                        "ema_digest": Digest.blake2bHex(UnsafeRawBufferPointer(trainer.ema.average.buffer)),
-                       "finished": trainer.round == plan.rounds, "out": c.output.inr])
+                       "finished": trainer.round == plan.rounds, "out": c.output.inr, "peak_rss_mib": peak])
         }
     }
 

@@ -22,7 +22,7 @@ struct Train: ParsableCommand {
     @Option(help: "Pretrained base network checkpoint (train-base output).")
     var base: String
 
-    @Option(help: "INR training epochs (passes over the training set, counting every configuration's batch).")
+    @Option(help: "INR training epochs (passes over the training set by the uniformly drawn widths; the default recipe's pretrained-width fit reuses their batches).")
     var epochs: Double = 6
 
     @Option(help: "Where to write the INR checkpoint.")

@@ -70,7 +70,7 @@ struct TrainingSetup {
         config.norm = Float(maxWidth)
         plan.minWidth = minWidth; plan.maxWidth = maxWidth; plan.pretrainedWidth = pretrainedWidth
         plan.batchSize = batchSize; plan.noise = noise; plan.seed = seed; plan.datasetCount = train.count
-        plan.rounds = max(1, Int((epochs * Double(plan.batchesPerEpoch) / Double(plan.configurationsPerRound)).rounded()))
+        plan.rounds = plan.rounds(forEpochs: epochs)
         self.config = config; self.plan = plan; self.optimizer = optimizer; self.recipe = recipe; self.seed = seed
 
         permuted = checkpoint.parameters

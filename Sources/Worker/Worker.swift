@@ -89,7 +89,8 @@ struct Worker: ParsableCommand {
                                   parent: exitWithParent ? getppid() : nil)
         switch loop.run() {
         case .finished:
-            loop.log("coordinator finished training; exiting")
+            loop.log(String(format: "coordinator finished training; exiting (peak resident memory %.0f MiB)",
+                            Double(StepBenchmark.peakResidentBytes()) / (1024 * 1024)))
         case .refused(let reason):
             loop.log("refused by the coordinator: \(reason)")
             throw ExitCode(3)

@@ -47,6 +47,33 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
         expectClose(Array(out[24..<30]), v.map { Foundation.cos(2 * Float.pi * $0) }, atol: 1e-5, rtol: 0, "cos k=1")
     }
 
+    /// The doubling recurrence against Double libm at every frequency of F = 16 and F = 32 (the
+    /// ResNet config), on coordinates spread over [−0.5, 1.5]: within 1e-6 (the recurrence's error
+    /// bound is 2.4e-7 plus Float rounding of values ≤ 1); a wrong recurrence errs by O(1).
+    @Test func embeddingHighFrequenciesAreExact() {
+        for F in [16, 32] {
+            let e = CoordinateEmbedding(frequencies: F, norm: 32)
+            var rng = SeededRandom(11)
+            let rows = 64
+            let raw: [Float] = (0..<(6 * rows)).map { i in i % 6 >= 3 ? 7 + 30 * rng.uniform() : 2 * rng.uniform() - 0.5 }
+            var out = [Float](repeating: 0, count: rows * e.width)
+            raw.withUnsafeBufferPointer { r in out.withUnsafeMutableBufferPointer { e.embed(raw: r.baseAddress!, rows: rows, into: $0.baseAddress!) } }
+            var worst = 0.0
+            for r in 0..<rows {
+                for d in 0..<6 {
+                    // θ = πv rounded once, as the embedding does; 2ᵏθ is then exact in Double.
+                    let theta = Double.pi * Double(out[r * e.width + d])
+                    for k in 0..<F {
+                        let angle = Double(1 << k) * theta
+                        worst = max(worst, abs(Double(out[r * e.width + 6 + 12 * k + d]) - Foundation.sin(angle)),
+                                    abs(Double(out[r * e.width + 12 + 12 * k + d]) - Foundation.cos(angle)))
+                    }
+                }
+            }
+            #expect(worst < 1e-6, "F = \(F): worst error \(worst)")
+        }
+    }
+
     /// INR backward alone: probe L = Σ_t ⟨W_t, R_t⟩ on the generated tensors (no target network),
     /// so dW = R exactly and only the INR's own ReLUs can bend the difference quotient.
     /// Every 2nd element of every head (all output selections: 3×3 centre, 5×5, linear, bias);
@@ -136,5 +163,30 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
             return Array(inr.parameters.gradients.buffer)
         }
         #expect(try run() == run())
+    }
+
+    /// Two INR training rounds (gradient, AdamW fused with the EMA) give bit-identical
+    /// parameters, EMA and gradients on 1, 2 and 3 compute threads. Hidden 64 and LeNet w=6 make
+    /// the residual backward's sum span three fixed chunks (288 conv3 rows × 64 > 2 × 8192) and
+    /// the column sums split, so a reduction whose order followed the threads would differ.
+    /// (Other tests may run meanwhile with the changed thread count — harmless for the same reason.)
+    @Test func trainingDoesNotDependOnTheThreadCount() throws {
+        let config = INRConfig(hidden: 64, layers: 3, frequencies: 3, outputSize: 25, norm: 8)
+        let data = syntheticImages(count: 32, seed: 9)
+        var plan = RoundPlan()
+        plan.minWidth = 6; plan.maxWidth = 8; plan.pretrainedWidth = 8; plan.batchSize = 16; plan.datasetCount = 32; plan.rounds = 2
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        var results: [[Float]] = []
+        for threads in [1, 2, 3] {
+            Parallel.threads = threads
+            let inr = HyperNetwork(config: config, targetSpecs: LeNet(width: 8).trainableSpecs, seed: 2)
+            let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3], pretrained: nil,
+                                                  pretrainedWidth: nil)
+            let trainer = INRTrainer(objective: objective, plan: plan, optimizer: OptimizerSettings())
+            _ = try trainer.runRound(); _ = try trainer.runRound()
+            results.append(Array(inr.parameters.values.buffer) + Array(trainer.ema.average.buffer) + Array(inr.parameters.gradients.buffer))
+        }
+        #expect(results[0] == results[1] && results[1] == results[2])
     }
 }

@@ -48,11 +48,14 @@ import Testing
     /// Batch 2, output positions 400 (conv1), 64 (conv2), 4 (conv3):
     ///   target forward  2·2·(1·9·400 + 2·25·64 + 4·50·4 + 10·4)            = 30,560
     ///   target backward 2·2·(1·9·400 + 2·2·25·64 + 2·4·50·4 + 2·10·4)      = 46,720 (conv1 needs no dX)
+    /// The full-size LeNet (positions 784, 196, 49), forward + backward:
+    ///   2·2·(2·1·9·784 + 3·2·25·196 + 3·4·50·49 + 3·10·4)                 = 292,128
     @Test func flopCountMatchesHandCount() throws {
         let flops = StepFlops(lenetWidth: 1, batch: 2, inr: Self.tinyINR)
         #expect(flops.inrForward == 14_496 && flops.inrBackward == 19_200)
         #expect(flops.targetForward == 30_560 && flops.targetBackward == 46_720)
         #expect(flops.total == 110_976)
+        #expect(flops.fullTarget == 292_128 && flops.nominal == 14_496 + 19_200 + 292_128)
 
         // The sgemm calls of a real gradient computation add up to the same, phase by phase.
         let objective = Self.objective()

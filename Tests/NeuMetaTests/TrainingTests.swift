@@ -73,6 +73,11 @@ import Testing
         #expect(p.reconstructionWeight(round: 0) == 1 && p.reconstructionWeight(round: 10) == 0.5 && p.reconstructionWeight(round: 20) == 0)
         p.fitPretrainedEveryRound = true
         #expect((0..<20).allSatisfy { p.configuration(round: $0, index: 0).width == 32 })
+        // The pretrained fit shares configuration 1's batch; the drawn ones cover the epoch.
+        #expect((0..<20).allSatisfy { p.configuration(round: $0, index: 0).batch == p.configuration(round: $0, index: 1).batch })
+        let drawn = (0..<5).flatMap { r in (1..<3).map { p.configuration(round: r, index: $0) } }
+        #expect(Set(drawn.flatMap(\.batch)).count == 1000)
+        #expect(p.epochs == 20.0 * 2 / 10 && p.rounds(forEpochs: 1) == 5)
     }
 
     @Test func cosineScheduleEndsAtTheFloor() {

@@ -52,7 +52,7 @@ public struct ClusterConfig: Sendable, Equatable {
         public var recipe = Recipe.default
         /// The trained width range.
         public var widths = Widths()
-        /// INR training epochs (passes over the training set, counting every configuration's batch); > 0.
+        /// INR training epochs (passes over the training set by the uniformly drawn widths; the default recipe's pretrained-width fit reuses their batches); > 0.
         public var epochs: Double = 6
         /// Configurations whose gradients each round averages; ≥ 1.
         public var configurationsPerRound: Int?

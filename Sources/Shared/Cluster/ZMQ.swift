@@ -25,9 +25,13 @@ public enum ZMQ {
     public final class Context: @unchecked Sendable {
         let handle: UnsafeMutableRawPointer
 
-        public init() throws {
+        /// `ioThreads`: libzmq's I/O threads, which frame, encrypt (CURVE) and decrypt every
+        /// message. Each connection lives on one of them, so a coordinator serving several
+        /// workers encrypts their gradients and parameters in parallel only with as many.
+        public init(ioThreads: Int = 1) throws {
             guard let h = zmq_ctx_new() else { throw Error(operation: "zmq_ctx_new", code: zmq_errno()) }
             handle = h
+            if ioThreads != 1 { try check(zmq_ctx_set(h, ZMQ_IO_THREADS, Int32(max(1, ioThreads))), "zmq_ctx_set(ZMQ_IO_THREADS)") }
         }
 
         deinit {

@@ -57,11 +57,7 @@ extension HyperNetwork {
                 // aᵢ = relu(hᵢ₋₁ Wᵢᵀ + bᵢ),  hᵢ = sᵢ·aᵢ + hᵢ₋₁
                 let a = act.blockA[i].base + e.firstRow * H, h = act.blockH[i].base + e.firstRow * H
                 Gemm.sgemm(transB: true, m: R, n: H, k: H, a: previous, lda: H, b: p.value(block.weight).data, ldb: H, beta: 0, c: a, ldc: H)
-                Self.addBias(a, rows: R, p.value(block.bias).data, H, relu: true)
-                let s = p.value(block.scale)[0], prev = previous
-                let timing = Profile.start(.elementwise)
-                Parallel.forRanges(R * H, minimum: 1 << 15) { r in for j in r { h[j] = s * a[j] + prev[j] } }
-                timing?.stop()
+                Self.addBiasReluResidual(a, h, previous, rows: R, p.value(block.bias).data, H, scale: p.value(block.scale)[0])
                 previous = h
             }
             // y = h W_outᵀ + b_out on the selected outputs, then divided by the noisy in_size.
@@ -106,12 +102,7 @@ extension HyperNetwork {
             for (i, block) in head.blocks.enumerated().reversed() {
                 let a = act.blockA[i].base + e.firstRow * H
                 let previous = i == 0 ? act.h0.base + e.firstRow * H : act.blockH[i - 1].base + e.firstRow * H
-                let s = p.value(block.scale)[0]
-                var ds: Float = 0
-                let timing = Profile.start(.elementwise)
-                for j in 0..<(R * H) { ds += dH[j] * a[j]; dZ[j] = a[j] > 0 ? s * dH[j] : 0 }
-                timing?.stop()
-                p.gradient(block.scale)[0] += ds
+                p.gradient(block.scale)[0] += Self.residualBackward(dH, a, scale: p.value(block.scale)[0], into: dZ, count: R * H)
                 Gemm.sgemm(transA: true, m: H, n: H, k: R, a: dZ, lda: H, b: previous, ldb: H, beta: 1, c: p.gradient(block.weight).data, ldc: H)
                 Self.addColumnSums(dZ, rows: R, columns: H, into: p.gradient(block.bias).data)
                 Gemm.sgemm(m: R, n: H, k: H, a: dZ, lda: H, b: p.value(block.weight).data, ldb: H, beta: 1, c: dH, ldc: H)
@@ -160,13 +151,72 @@ extension HyperNetwork {
         }
     }
 
-    /// sums[c] += Σ_r m[r, c].
+    /// a[r, c] = relu(a[r, c] + bias[c]) and h[r, c] = s·a[r, c] + previous[r, c], in one pass
+    /// (a residual block's forward after its product).
+    static func addBiasReluResidual(_ a: UnsafeMutablePointer<Float>, _ h: UnsafeMutablePointer<Float>, _ previous: UnsafePointer<Float>,
+                                    rows: Int, _ bias: UnsafePointer<Float>, _ columns: Int, scale s: Float) {
+        let timing = Profile.start(.elementwise)
+        defer { timing?.stop() }
+        Parallel.forRanges(rows, minimum: 128) { range in
+            for r in range {
+                let ar = a + r * columns, hr = h + r * columns, pr = previous + r * columns
+                for c in 0..<columns {
+                    let v = max(ar[c] + bias[c], 0)
+                    ar[c] = v
+                    hr[c] = s * v + pr[c]
+                }
+            }
+        }
+    }
+
+    /// Elements per chunk of `residualBackward`'s sum: fixed, so the sum's rounding does not
+    /// depend on the thread count.
+    static let reductionChunk = 8192
+
+    /// The backward of hᵢ = s·aᵢ + hᵢ₋₁ through aᵢ = relu(zᵢ): dz = s·dh⊙[a > 0]; returns
+    /// ds = Σ dh⊙a. The sum runs over fixed chunks (8 interleaved partial sums each, which lets it
+    /// vectorise), and the chunk sums are added in order, so any thread count gives the same bits.
+    static func residualBackward(_ dH: UnsafePointer<Float>, _ a: UnsafePointer<Float>, scale s: Float,
+                                 into dZ: UnsafeMutablePointer<Float>, count: Int) -> Float {
+        let timing = Profile.start(.elementwise)
+        defer { timing?.stop() }
+        let chunks = (count + reductionChunk - 1) / reductionChunk
+        return withUnsafeTemporaryAllocation(of: Float.self, capacity: max(chunks, 1)) { partial in
+            let sums = partial.baseAddress!
+            Parallel.forRanges(chunks) { range in
+                for chunk in range {
+                    let lo = chunk * reductionChunk, hi = min(count, lo + reductionChunk)
+                    var lanes = SIMD8<Float>()
+                    var j = lo
+                    while j + 8 <= hi {
+                        let d = UnsafeRawPointer(dH + j).loadUnaligned(as: SIMD8<Float>.self)
+                        let x = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
+                        lanes += d * x
+                        let z = SIMD8<Float>().replacing(with: s * d, where: x .> 0)
+                        UnsafeMutableRawPointer(dZ + j).storeBytes(of: z, as: SIMD8<Float>.self)
+                        j += 8
+                    }
+                    var tail: Float = 0
+                    while j < hi { tail += dH[j] * a[j]; dZ[j] = a[j] > 0 ? s * dH[j] : 0; j += 1 }
+                    sums[chunk] = lanes.sum() + tail
+                }
+            }
+            var ds: Float = 0
+            for c in 0..<chunks { ds += sums[c] }
+            return ds
+        }
+    }
+
+    /// sums[c] += Σ_r m[r, c], rows in order; columns are split over the compute threads, so the
+    /// result does not depend on their number.
     static func addColumnSums(_ m: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>) {
         let timing = Profile.start(.elementwise)
         defer { timing?.stop() }
-        for r in 0..<rows {
-            let row = m + r * columns
-            for c in 0..<columns { sums[c] += row[c] }
+        Parallel.forRanges(columns, minimum: rows * columns >= 1 << 16 ? 32 : columns) { cols in
+            for r in 0..<rows {
+                let row = m + r * columns
+                for c in cols { sums[c] += row[c] }
+            }
         }
     }
 }

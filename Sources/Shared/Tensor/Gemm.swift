@@ -52,7 +52,7 @@ public enum Gemm {
     /// Products of at least this many FLOPs are tiled (and spread over the compute threads).
     public static let tilingThreshold = 4_000_000
     /// Tile sizes along N (when N ≥ M) and along M.
-    public static let tileColumns = 256, tileRows = 128
+    public static let tileColumns = 128, tileRows = 128
 
     @usableFromInline
     static func blas(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,

@@ -28,18 +28,25 @@ public struct AdamW: Sendable {
         p.specs.indices.filter { p.specs[$0].role.trainable }.map { p.offsets[$0]..<(p.offsets[$0] + p.specs[$0].count) }
     }
 
-    /// One update of `values` from `gradients` (same layout as the moments).
-    public mutating func update(values: FloatStorage, gradients: FloatStorage) {
+    /// One update of `values` from `gradients` (same layout as the moments), and of `ema` (the
+    /// average of `values` after the update: θ̄ ← d·θ̄ + (1 − d)·θ) in the same pass when given.
+    /// Element-wise, so it is split over the compute threads with identical results.
+    public mutating func update(values: FloatStorage, gradients: FloatStorage, ema: EMA? = nil) {
         step += 1
         let c1 = 1 / (1 - Foundation.pow(beta1, Float(step))), c2 = 1 / (1 - Foundation.pow(beta2, Float(step)))
         let (b1, b2, eps, lr, wd) = (beta1, beta2, epsilon, learningRate, weightDecay)
         let th = values.base, g = gradients.base, m = firstMoment.base, v = secondMoment.base
+        let average = ema?.average.base, d = ema?.decay ?? 0
         for range in trainable {
-            for i in range {
-                let gi = g[i]
-                m[i] = b1 * m[i] + (1 - b1) * gi
-                v[i] = b2 * v[i] + (1 - b2) * gi * gi
-                th[i] -= lr * ((m[i] * c1) / ((v[i] * c2).squareRoot() + eps) + wd * th[i])
+            Parallel.forRanges(range.count, minimum: 1 << 16) { piece in
+                for i in (range.lowerBound + piece.lowerBound)..<(range.lowerBound + piece.upperBound) {
+                    let gi = g[i]
+                    let mi = b1 * m[i] + (1 - b1) * gi, vi = b2 * v[i] + (1 - b2) * gi * gi
+                    m[i] = mi; v[i] = vi
+                    let t = th[i] - lr * ((mi * c1) / ((vi * c2).squareRoot() + eps) + wd * th[i])
+                    th[i] = t
+                    if let average { average[i] = d * average[i] + (1 - d) * t }
+                }
             }
         }
     }

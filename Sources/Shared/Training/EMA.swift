@@ -12,6 +12,6 @@ public struct EMA: Sendable {
 
     public func update(with values: FloatStorage) {
         let d = decay, a = average.base, v = values.base
-        for i in 0..<average.count { a[i] = d * a[i] + (1 - d) * v[i] }
+        Parallel.forRanges(average.count, minimum: 1 << 16) { r in for i in r { a[i] = d * a[i] + (1 - d) * v[i] } }
     }
 }

@@ -68,8 +68,8 @@ public final class INRTrainer {
     /// the same bits.
     public func accumulate(_ gradient: UnsafeBufferPointer<Float>) {
         precondition(gradient.count == accumulator.count, "gradient of \(gradient.count) values for \(accumulator.count) parameters")
-        let acc = accumulator.base
-        for i in 0..<accumulator.count { acc[i] += gradient[i] }
+        let acc = accumulator.base, g = gradient.baseAddress!
+        Parallel.forRanges(accumulator.count, minimum: 1 << 16) { r in for i in r { acc[i] += g[i] } }
     }
 
     /// Divides the sum by `count`, clips it, steps AdamW and the EMA, and advances to the next
@@ -78,15 +78,11 @@ public final class INRTrainer {
     public func finishRound(configurations count: Int) -> Float {
         let n = accumulator.count, acc = accumulator.base, g = inr.parameters.gradients.base
         let scale = 1 / Float(count)
-        if let clip = optimizerSettings.gradientClip {
-            for i in 0..<n { g[i] = min(max(acc[i] * scale, -clip), clip) }
-        } else {
-            for i in 0..<n { g[i] = acc[i] * scale }
-        }
+        let clip = optimizerSettings.gradientClip ?? .infinity
+        Parallel.forRanges(n, minimum: 1 << 16) { r in for i in r { g[i] = min(max(acc[i] * scale, -clip), clip) } }
         let lr = optimizerSettings.learningRate(round: round, rounds: plan.rounds)
         optimizer.learningRate = lr
-        optimizer.update(values: inr.parameters.values, gradients: inr.parameters.gradients)
-        ema.update(with: inr.parameters.values)
+        optimizer.update(values: inr.parameters.values, gradients: inr.parameters.gradients, ema: ema)
         round += 1
         return lr
     }

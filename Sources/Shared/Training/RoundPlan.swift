@@ -21,7 +21,9 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// Scale-free reconstruction (see `LossWeights.normalizedReconstruction`); nil: off.
     public var normalizedReconstruction: Bool? = nil
     /// Make configuration 0 of every round the pretrained width (so the reconstruction term is
-    /// fitted once per round) instead of leaving it to the uniform draw.
+    /// fitted once per round), on the same mini-batch as configuration 1: an extra term of each
+    /// step, like the follow-up's "pretrained width fitted every step", not an extra pass over
+    /// the data (epochs count the uniformly drawn configurations only).
     public var fitPretrainedEveryRound = false
     public var rounds = 1
     public var seed: UInt64 = 0
@@ -32,8 +34,22 @@ public struct RoundPlan: Sendable, Equatable, Codable {
 
     /// Mini-batches per epoch (the last partial batch is dropped).
     public var batchesPerEpoch: Int { max(1, datasetCount / batchSize) }
-    /// Epochs covered by `rounds` rounds.
-    public var epochs: Double { Double(rounds * configurationsPerRound) / Double(batchesPerEpoch) }
+    /// Configurations per round that draw their width (and a fresh mini-batch): all but the
+    /// pretrained-width one when `fitPretrainedEveryRound`.
+    public var drawnPerRound: Int { max(1, configurationsPerRound - (fitPretrainedEveryRound ? 1 : 0)) }
+    /// Epochs covered by `rounds` rounds (mini-batches of the drawn configurations).
+    public var epochs: Double { Double(rounds * drawnPerRound) / Double(batchesPerEpoch) }
+    /// Rounds that cover `epochs` epochs (at least 1).
+    public func rounds(forEpochs epochs: Double) -> Int {
+        max(1, Int((epochs * Double(batchesPerEpoch) / Double(drawnPerRound)).rounded()))
+    }
+
+    /// Global mini-batch number of configuration `index` of `round`: drawn configurations take
+    /// consecutive batches of the data order; the pretrained-width configuration 0 (when
+    /// `fitPretrainedEveryRound`) shares configuration 1's.
+    func batchNumber(round: Int, index: Int) -> Int {
+        round * drawnPerRound + (fitPretrainedEveryRound ? max(0, index - 1) : index)
+    }
 
     /// λ_rec at `round`: linear decay from `reconstruction` to 0 over the run.
     public func reconstructionWeight(round: Int) -> Float {
@@ -41,8 +57,9 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     }
 
     /// Configuration `index` of `round`: a pure function of (seed, round, index). The mini-batch
-    /// is batch number g = round·M + index of the data order, where each epoch is a fresh
-    /// permutation from (seed, epoch); the width is uniform in [minWidth, maxWidth].
+    /// is batch number g = `batchNumber(round:index:)` (round·M + index without the pretrained
+    /// fit) of the data order, where each epoch is a fresh permutation from (seed, epoch); the
+    /// width is uniform in [minWidth, maxWidth].
     public func configuration(round: Int, index: Int) -> Configuration {
         var order: (epoch: Int, indices: [Int])?
         return configuration(round: round, index: index, reusing: &order)
@@ -52,7 +69,7 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// and drawing it into `order` otherwise, so that callers going through the configurations
     /// in sequence shuffle the data once per epoch (a 60k-element shuffle for Fashion-MNIST).
     func configuration(round: Int, index: Int, reusing order: inout (epoch: Int, indices: [Int])?) -> Configuration {
-        let g = round * configurationsPerRound + index
+        let g = batchNumber(round: round, index: index)
         if order?.epoch != g / batchesPerEpoch { order = epochOrder(of: g) }
         return configuration(round: round, index: index, order: order!)
     }
@@ -68,7 +85,7 @@ public struct RoundPlan: Sendable, Equatable, Codable {
         var rng = SeededRandom(seed, 0x5717, UInt64(round), UInt64(index))
         var width = minWidth + rng.index(below: maxWidth - minWidth + 1)
         if fitPretrainedEveryRound && index == 0 { width = pretrainedWidth }
-        let g = round * configurationsPerRound + index
+        let g = batchNumber(round: round, index: index)
         precondition(g / batchesPerEpoch == order.epoch, "data order of the wrong epoch")
         let start = (g % batchesPerEpoch) * batchSize
         return Configuration(width: width, batch: Array(order.indices[start..<(start + batchSize)]), noiseSeed: rng.next(), noise: noise,

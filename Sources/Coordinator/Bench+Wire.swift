@@ -1,0 +1,90 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import NeuMeta
+
+/// The `wire` part of `bench`: how fast a gradient crosses a loopback connection.
+extension Bench {
+    /// Gradients per measurement (after one warm-up message).
+    static let wireMessages = 24
+
+    func wirePart(_ out: inout Figures) throws {
+        let (config, plan, _) = Self.paperSetup()
+        let defaultConfig: INRConfig = {
+            var c = config, p = plan, o = OptimizerSettings()
+            Recipe.default.apply(to: &p, &o, &c)
+            return c
+        }()
+        let count = HyperNetwork.specs(config: defaultConfig, tensorCount: LeNet(width: 1).trainableSpecs.count).reduce(0) { $0 + $1.count }
+        var rng = SeededRandom(seed, 0x31)
+        let gradient = (0..<count).map { _ in rng.normal() * 1e-3 }
+        let messages = quick ? 4 : Self.wireMessages
+        for (curve, encoding) in [(true, WireTensor.Encoding.float32), (true, .bfloat16), (false, .float32)] {
+            let tensor = gradient.withUnsafeBufferPointer {
+                encoding == .float32 ? WireTensor(copying: $0) : WireTensor(bfloat16Rounding: $0)
+            }
+            let seconds = try Self.loopbackSeconds(tensor: tensor, messages: messages, curve: curve)
+            let bytes = Double(tensor.byteCount), perMessage = seconds / Double(messages)
+            let name = (curve ? "curve" : "plain") + "_" + (encoding == .float32 ? "f32" : "bf16")
+            out.add("wire_\(name)_gbytes_per_s", bytes / perMessage / 1e9,
+                    "result message, \(curve ? "CURVE" : "plaintext (NULL)"), \(encoding == .float32 ? "float32" : "bfloat16") gradient",
+                    String(format: "%.2f GB/s (%.1f MB in %.1f ms, decoded)", bytes / perMessage / 1e9, bytes / 1e6, perMessage * 1000),
+                    section: curve && encoding == .float32 ? "wire (loopback TCP, \(count) INR parameters of the default recipe)" : nil)
+            out.record("wire_\(name)_ms", perMessage * 1000)
+        }
+        // Two workers into one coordinator with two I/O threads (as `run` sets up).
+        let tensor = gradient.withUnsafeBufferPointer { WireTensor(copying: $0) }
+        let seconds = try Self.loopbackSeconds(tensor: tensor, messages: messages, curve: true, senders: 2, receiverIOThreads: 2)
+        let rate = 2 * Double(messages * tensor.byteCount) / seconds / 1e9
+        out.add("wire_curve_f32_two_senders_gbytes_per_s", rate, "2 senders → 1 receiver (2 I/O threads), CURVE, float32",
+                String(format: "%.2f GB/s in all", rate))
+    }
+
+    /// Seconds to send `messages` result messages carrying `tensor` from each of `senders`
+    /// worker-like DEALERs to one coordinator-like DEALER over TCP on 127.0.0.1 and decode them
+    /// there. Every end has its own ZeroMQ context, so encryption and decryption run on separate
+    /// I/O threads, as between processes; the receiver has `receiverIOThreads` of them.
+    static func loopbackSeconds(tensor: WireTensor, messages: Int, curve: Bool, senders: Int = 1,
+                                receiverIOThreads: Int = 1) throws -> Double {
+        let serverContext = try ZMQ.Context(ioThreads: receiverIOThreads)
+        let server = try ZMQ.Socket(serverContext, .dealer)
+        let serverKeys = try CurveKeyPair.generate()
+        if curve { try server.makeCurveServer(keys: serverKeys) }
+        try server.bind("tcp://127.0.0.1:*")
+        let endpoint = try server.lastEndpoint()
+        var clients: [ZMQ.Socket] = []
+        defer { for c in clients { c.close() }; server.close() }
+        for _ in 0..<senders {
+            let client = try ZMQ.Socket(try ZMQ.Context(), .dealer)
+            if curve { try client.makeCurveClient(server: serverKeys.public, keys: try CurveKeyPair.generate()) }
+            try client.connect(endpoint)
+            clients.append(client)
+        }
+        let message = Message.result(round: 0, configuration: 0, terms: LossTerms(), seconds: 0, gradient: tensor)
+        func receiveOne() throws {
+            guard let frames = try server.receive(timeout: .seconds(30)) else { throw ValidationError("wire bench: no message within 30 s") }
+            guard case .result(_, _, _, _, let g) = try Message.decode(frames), g.count == tensor.count else {
+                throw ValidationError("wire bench: received another message")
+            }
+        }
+        for client in clients { try client.send(message); try receiveOne() }  // warm-up: handshakes and first buffers
+        let failure = UncheckedBox<Error?>(nil), lock = NSLock()
+        let start = DispatchTime.now().uptimeNanoseconds
+        for client in clients {
+            let sender = UncheckedBox(client)
+            Thread {
+                do { for _ in 0..<messages { try sender.value.send(message) } } catch { lock.withLock { failure.value = error } }
+            }.start()
+        }
+        for _ in 0..<(messages * senders) { try receiveOne() }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        if let error = lock.withLock({ failure.value }) { throw error }
+        return seconds
+    }
+}
+
+/// A reference the caller hands to one other thread and does not touch meanwhile.
+final class UncheckedBox<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
+}

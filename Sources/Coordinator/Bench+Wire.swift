@@ -32,6 +32,9 @@ extension Bench {
                     section: curve && encoding == .float32 ? "wire (loopback TCP, \(count) INR parameters of the default recipe)" : nil)
             out.record("wire_\(name)_ms", perMessage * 1000)
         }
+        let seal = CurveCipher.sealSeconds(bytes: 4 * count, repeats: quick ? 2 : 5)
+        out.add("wire_cipher_gbytes_per_s", Double(4 * count) / seal / 1e9, "XSalsa20-Poly1305 alone (CURVE's cipher), one thread",
+                String(format: "%.2f GB/s (%.1f ms per gradient)", Double(4 * count) / seal / 1e9, seal * 1000))
         // Two workers into one coordinator with two I/O threads (as `run` sets up).
         let tensor = gradient.withUnsafeBufferPointer { WireTensor(copying: $0) }
         let seconds = try Self.loopbackSeconds(tensor: tensor, messages: messages, curve: true, senders: 2, receiverIOThreads: 2)

@@ -48,15 +48,22 @@ struct Bench: ParsableCommand {
         wire: result messages carrying one gradient of the default recipe's INR sent from a \
         DEALER to a DEALER over TCP on 127.0.0.1 (separate ZeroMQ contexts, as between two \
         processes) and decoded: GB/s with CURVE and float32 (wire_curve_f32_gbytes_per_s, goal \
-        ≥ 1), CURVE and bfloat16, and plaintext float32 for comparison.
+        ≥ 1), CURVE and bfloat16, and plaintext float32 for comparison; the cipher alone \
+        (wire_cipher_gbytes_per_s) bounds what one CURVE connection can carry on this CPU.
+
+        cluster: `run` with the default recipe from cluster.yaml's defaults (a random LeNet-32 \
+        base unless --base) for --cluster-rounds rounds, with 1 and then 2 local workers of one \
+        thread each, CURVE over loopback: configurations/s, the share of round time not spent \
+        computing gradients (1 − busiest worker's compute / round time; goal < 10 % with 2 \
+        workers), bytes per round and the optimizer step, over the rounds after the first 5.
 
         Figures depend on the machine's load: compare ratios within one run, and note the load \
         average printed with them. --quick runs every part in seconds (fewer repeats and steps).
         """
     )
 
-    @Option(help: "Comma-separated parts to run: sgemm, lenet, inr, permute, wire.")
-    var parts = "sgemm,lenet,inr,permute,wire"
+    @Option(help: "Comma-separated parts to run: sgemm, lenet, inr, permute, wire, cluster.")
+    var parts = "sgemm,lenet,inr,permute,wire,cluster"
 
     @Flag(help: "Few repeats and steps: every part in seconds (figures are noisier).")
     var quick = false
@@ -73,7 +80,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Local-search descents per channel group for permute (default 1000 as in training, --quick 20).")
     var permuteIterations: Int?
 
-    @Option(help: "LeNet-32 base checkpoint for the inr and permute parts (default: random initialisation).")
+    @Option(help: "Rounds per cluster run (default 60, --quick 8).")
+    var clusterRounds: Int?
+
+    @Option(help: "LeNet-32 base checkpoint for the inr, permute and cluster parts (default: random initialisation).")
     var base: String?
 
     @Option(help: "ResNet-20 checkpoint for the permute part (default: random initialisation at width 64).")
@@ -90,7 +100,7 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var blas: BLASOptions
 
-    static let knownParts: Set<String> = ["sgemm", "lenet", "inr", "permute", "wire"]
+    static let knownParts: Set<String> = ["sgemm", "lenet", "inr", "permute", "wire", "cluster"]
     /// Steps/s of the PyTorch CPU implementation the issue compares against.
     static let pytorchStepsPerSecond = 5.6
 
@@ -99,7 +109,8 @@ struct Bench: ParsableCommand {
     func validate() throws {
         let unknown = selected.subtracting(Self.knownParts)
         guard unknown.isEmpty else { throw ValidationError("--parts: unknown \(unknown.sorted().joined(separator: ", "))") }
-        for (name, value) in [("--repeats", repeats), ("--steps", steps), ("--permute-iterations", permuteIterations)] {
+        for (name, value) in [("--repeats", repeats), ("--steps", steps), ("--permute-iterations", permuteIterations),
+                              ("--cluster-rounds", clusterRounds)] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
         if let profiledSteps, profiledSteps < 0 { throw ValidationError("--profiled-steps must not be negative") }
@@ -124,6 +135,7 @@ struct Bench: ParsableCommand {
         if selected.contains("inr") { try inrPart(&out) }
         if selected.contains("permute") { try permutePart(&out) }
         if selected.contains("wire") { try wirePart(&out) }
+        if selected.contains("cluster") { try clusterPart(&out) }
         let loadEnd = Self.loadAverage()
         out.add("load_average_end", loadEnd, "load average (1, 5, 15 min) at end",
                 loadEnd.map { String(format: "%.2f", $0) }.joined(separator: ", "), section: "machine")

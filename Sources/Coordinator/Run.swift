@@ -151,10 +151,10 @@ struct Run: ParsableCommand {
         overrides.hidden = e.inr.hidden; overrides.layers = e.inr.layers; overrides.frequencies = e.inr.frequencies
         overrides.learningRate = e.optimizer.learningRate; overrides.cosineSchedule = e.optimizer.cosine
         overrides.emaDecay = e.optimizer.emaDecay; overrides.weightDecay = e.optimizer.weightDecay
-        overrides.gradientClip = e.optimizer.gradientClip; overrides.reconstruction = e.reconstruction
+        overrides.gradientClip = e.optimizer.gradientClip; overrides.reconstruction = e.reconstruction; overrides.noise = e.noise
         let setup = try TrainingSetup(base: basePath, data: e.data, recipe: Recipe(rawValue: e.recipe.rawValue) ?? .default,
                                       overrides: overrides, minWidth: e.widths.min, maxWidth: e.widths.max, epochs: e.epochs,
-                                      batchSize: e.batchSize, noise: e.noise, seed: e.seed, permute: true)
+                                      batchSize: e.batchSize, seed: e.seed, permute: true)
         let trainer = setup.makeTrainer()
         guard (1...WireProtocol.maxConfigurationsPerRound).contains(trainer.plan.configurationsPerRound) else {
             throw ValidationError("\(config): configurations per round must be in 1…\(WireProtocol.maxConfigurationsPerRound)")

@@ -45,10 +45,13 @@ struct Train: ParsableCommand {
     @Flag(help: "Scale-free reconstruction: divide each tensor's error by Σ a·W*² instead of its element count.")
     var normalizedReconstruction = false
     @Option(help: "Mini-batch size.") var batchSize = 128
-    @Option(help: "Coordinate noise ε.") var noise: Float = 1
+    @Option(help: "Coordinate noise ε (overrides the recipe).") var noise: Float?
     @Option(help: "Seed of the run (widths, batches, noise, INR initialisation).") var seed: UInt64 = 0
     @Option(help: "Print a progress line every this many rounds.") var logEvery = 50
     @Option(help: "Dataset directory (Fashion-MNIST IDX files).") var data = FashionMNIST.defaultDirectory
+    @Option(help: "Every configuration of a round uses the round's one mini-batch (true/false; overrides the recipe).")
+    var sharedBatch: Bool?
+
     @Flag(help: "Skip the channel permutation (ablation).") var noPermute = false
     @Flag(help: "Print one JSON object per logged round and a summary on standard output.") var json = false
     @OptionGroup var blas: BLASOptions
@@ -66,8 +69,9 @@ struct Train: ParsableCommand {
         overrides.layers = layers; overrides.learningRate = lr; overrides.reconstruction = reconstruction
         overrides.resampledReconstruction = resampledReconstruction
         overrides.normalizedReconstruction = normalizedReconstruction ? true : nil
+        overrides.sharedBatch = sharedBatch; overrides.noise = noise
         let setup = try TrainingSetup(base: base, data: data, recipe: recipe, overrides: overrides, minWidth: minWidth, maxWidth: maxWidth,
-                                      epochs: epochs, batchSize: batchSize, noise: noise, seed: seed, permute: !noPermute)
+                                      epochs: epochs, batchSize: batchSize, seed: seed, permute: !noPermute)
         let test = try FashionMNIST.load(split: .test, directory: data)
         let trainer = setup.makeTrainer()
         let plan = trainer.plan, checkpoint = setup.checkpoint
@@ -108,7 +112,7 @@ struct Train: ParsableCommand {
         let generator = saved.makeGenerator()
         var accuracies: [String: Double] = [:]
         for width in Set([minWidth, (minWidth + maxWidth) / 2, maxWidth]).sorted() {
-            let (network, weights) = try generator.sample(width: width, samples: 1, noise: noise, seed: seed)
+            let (network, weights) = try generator.sample(width: width, samples: 1, noise: plan.noise, seed: seed)
             let acc = BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: checkpoint.mean, std: checkpoint.std)
             accuracies[String(width)] = acc
             log(String(format: "sampled width %d (K=1): test accuracy %.2f%%", width, 100 * acc))

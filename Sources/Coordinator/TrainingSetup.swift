@@ -13,11 +13,11 @@ enum Recipe: String, ExpressibleByArgument, CaseIterable {
         switch self {
         case .paper:
             config.hidden = 256; config.layers = 4; config.frequencies = 16
-            plan.configurationsPerRound = 1; plan.fitPretrainedEveryRound = false
+            plan.configurationsPerRound = 1; plan.fitPretrainedEveryRound = false; plan.noise = 1
             optimizer.learningRate = 1e-3; optimizer.cosineSchedule = false; optimizer.gradientClip = nil
         case .default:
             config.hidden = 256; config.layers = 4; config.frequencies = 6
-            plan.configurationsPerRound = 2; plan.fitPretrainedEveryRound = true
+            plan.configurationsPerRound = 2; plan.fitPretrainedEveryRound = true; plan.noise = 1
             optimizer.learningRate = 1e-3; optimizer.cosineSchedule = true; optimizer.gradientClip = nil
         }
     }
@@ -27,7 +27,8 @@ enum Recipe: String, ExpressibleByArgument, CaseIterable {
 struct RecipeOverrides {
     var configurationsPerRound: Int?, frequencies: Int?, hidden: Int?, layers: Int?
     var learningRate: Float?, cosineSchedule: Bool?, emaDecay: Float?, weightDecay: Float?, gradientClip: Float?
-    var reconstruction: Float?, resampledReconstruction: Float?, normalizedReconstruction: Bool?
+    var reconstruction: Float?, resampledReconstruction: Float?, normalizedReconstruction: Bool?, sharedBatch: Bool?
+    var noise: Float?
 
     func apply(to plan: inout RoundPlan, _ optimizer: inout OptimizerSettings, _ config: inout INRConfig) {
         if let configurationsPerRound { plan.configurationsPerRound = configurationsPerRound }
@@ -42,6 +43,8 @@ struct RecipeOverrides {
         if let reconstruction { plan.reconstruction = reconstruction }
         if let normalizedReconstruction, normalizedReconstruction { plan.normalizedReconstruction = true }
         if let resampledReconstruction { plan.resampledReconstruction = resampledReconstruction }
+        if let sharedBatch { plan.sharedBatch = sharedBatch }
+        if let noise { plan.noise = noise }
     }
 }
 
@@ -57,7 +60,7 @@ struct TrainingSetup {
     let seed: UInt64
 
     init(base: String, data: String, recipe: Recipe, overrides: RecipeOverrides, minWidth: Int, maxWidth: Int, epochs: Double,
-         batchSize: Int, noise: Float, seed: UInt64, permute: Bool) throws {
+         batchSize: Int, seed: UInt64, permute: Bool) throws {
         checkpoint = try NetworkCheckpoint.load(path: base)
         guard checkpoint.network.widths.count == 1 else { throw ValidationError("only single-width families can be trained into an INR") }
         train = try FashionMNIST.load(split: .train, directory: data)
@@ -69,7 +72,7 @@ struct TrainingSetup {
         overrides.apply(to: &plan, &optimizer, &config)
         config.norm = Float(maxWidth)
         plan.minWidth = minWidth; plan.maxWidth = maxWidth; plan.pretrainedWidth = pretrainedWidth
-        plan.batchSize = batchSize; plan.noise = noise; plan.seed = seed; plan.datasetCount = train.count
+        plan.batchSize = batchSize; plan.seed = seed; plan.datasetCount = train.count
         plan.rounds = plan.rounds(forEpochs: epochs)
         self.config = config; self.plan = plan; self.optimizer = optimizer; self.recipe = recipe; self.seed = seed
 

@@ -78,6 +78,12 @@ import Testing
         let drawn = (0..<5).flatMap { r in (1..<3).map { p.configuration(round: r, index: $0) } }
         #expect(Set(drawn.flatMap(\.batch)).count == 1000)
         #expect(p.epochs == 20.0 * 2 / 10 && p.rounds(forEpochs: 1) == 5)
+        // A shared batch: every configuration of a round reads the same one; epochs count rounds.
+        p.sharedBatch = true
+        #expect((0..<20).allSatisfy { r in Set((0..<3).map { p.configuration(round: r, index: $0).batch }).count == 1 })
+        #expect(Set((0..<10).flatMap { p.configuration(round: $0, index: 2).batch }).count == 1000)
+        #expect(p.epochs == 2 && p.rounds(forEpochs: 1) == 10)
+        #expect(Set((0..<20).map { p.configuration(round: $0, index: 1).width }).count > 5)
     }
 
     @Test func cosineScheduleEndsAtTheFloor() {

@@ -64,7 +64,7 @@ extension ClusterConfig.Experiment {
                 e.configurationsPerRound = try $0.orNull { try $0.int(atLeast: 1, atMost: WireProtocol.maxConfigurationsPerRound) }
             }),
             ("batch_size", { e.batchSize = try $0.int(atLeast: 1) }),
-            ("noise", { e.noise = try $0.number("a number ≥ 0") { $0 >= 0 } }),
+            ("noise", { e.noise = try $0.orNull { try $0.number("a number ≥ 0") { $0 >= 0 } } }),
             ("seed", { e.seed = try $0.seed() }),
             ("inr", { n in try n.fields([
                 ("hidden", { e.inr.hidden = try $0.orNull { try $0.int(atLeast: 1) } }),

@@ -58,8 +58,8 @@ public struct ClusterConfig: Sendable, Equatable {
         public var configurationsPerRound: Int?
         /// Mini-batch size; ≥ 1.
         public var batchSize = 128
-        /// Coordinate noise ε; ≥ 0.
-        public var noise: Float = 1
+        /// Coordinate noise ε; ≥ 0 (nil: the recipe decides).
+        public var noise: Float?
         /// Seed of the run (widths, batches, noise, INR initialisation).
         public var seed: UInt64 = 0
         /// INR architecture.

@@ -25,6 +25,10 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// step, like the follow-up's "pretrained width fitted every step", not an extra pass over
     /// the data (epochs count the uniformly drawn configurations only).
     public var fitPretrainedEveryRound = false
+    /// Every configuration of a round uses the round's one mini-batch (nil: off), so a round of
+    /// M widths is one step over one batch with the gradient averaged over M widths; epochs
+    /// then count rounds. Optional so that plans saved before it existed still decode.
+    public var sharedBatch: Bool? = nil
     public var rounds = 1
     public var seed: UInt64 = 0
     /// Training-set size, for mini-batch indexing.
@@ -34,21 +38,24 @@ public struct RoundPlan: Sendable, Equatable, Codable {
 
     /// Mini-batches per epoch (the last partial batch is dropped).
     public var batchesPerEpoch: Int { max(1, datasetCount / batchSize) }
-    /// Configurations per round that draw their width (and a fresh mini-batch): all but the
-    /// pretrained-width one when `fitPretrainedEveryRound`.
-    public var drawnPerRound: Int { max(1, configurationsPerRound - (fitPretrainedEveryRound ? 1 : 0)) }
-    /// Epochs covered by `rounds` rounds (mini-batches of the drawn configurations).
-    public var epochs: Double { Double(rounds * drawnPerRound) / Double(batchesPerEpoch) }
+    /// Mini-batches a round consumes: 1 with `sharedBatch`; otherwise one per configuration that
+    /// draws its width (all but the pretrained-width one when `fitPretrainedEveryRound`).
+    public var batchesPerRound: Int {
+        sharedBatch == true ? 1 : max(1, configurationsPerRound - (fitPretrainedEveryRound ? 1 : 0))
+    }
+    /// Epochs covered by `rounds` rounds (mini-batches consumed / batches per epoch).
+    public var epochs: Double { Double(rounds * batchesPerRound) / Double(batchesPerEpoch) }
     /// Rounds that cover `epochs` epochs (at least 1).
     public func rounds(forEpochs epochs: Double) -> Int {
-        max(1, Int((epochs * Double(batchesPerEpoch) / Double(drawnPerRound)).rounded()))
+        max(1, Int((epochs * Double(batchesPerEpoch) / Double(batchesPerRound)).rounded()))
     }
 
     /// Global mini-batch number of configuration `index` of `round`: drawn configurations take
     /// consecutive batches of the data order; the pretrained-width configuration 0 (when
-    /// `fitPretrainedEveryRound`) shares configuration 1's.
+    /// `fitPretrainedEveryRound`) shares configuration 1's; with `sharedBatch` all share one.
     func batchNumber(round: Int, index: Int) -> Int {
-        round * drawnPerRound + (fitPretrainedEveryRound ? max(0, index - 1) : index)
+        if sharedBatch == true { return round }
+        return round * batchesPerRound + (fitPretrainedEveryRound ? max(0, index - 1) : index)
     }
 
     /// λ_rec at `round`: linear decay from `reconstruction` to 0 over the run.

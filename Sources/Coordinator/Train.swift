@@ -11,9 +11,9 @@ struct Train: ParsableCommand {
         each round samples configurations (width, mini-batch, noise seed), averages their \
         gradients, steps AdamW and the EMA. Saves the EMA INR (plus optimizer state) to --out.
 
-        Recipes: 'paper' is the paper's recipe exactly (16 frequencies, one width per step); \
-        'default' is ours (6 frequencies, the pretrained width fitted every round next to a \
-        uniformly drawn one, cosine learning rate).
+        Recipes: 'paper' is the paper's recipe exactly (16 frequencies, noise 1, one width per \
+        step); 'default' is ours (6 frequencies, noise 0.5, two uniformly drawn widths per step \
+        on one shared mini-batch; constant learning rate 1e-3 as in the paper).
 
         Example: neumeta-coordinator train --base runs/lenet-32.safetensors --epochs 6 --out runs/inr.safetensors
         """
@@ -52,6 +52,9 @@ struct Train: ParsableCommand {
     @Option(help: "Every configuration of a round uses the round's one mini-batch (true/false; overrides the recipe).")
     var sharedBatch: Bool?
 
+    @Option(help: "Make configuration 0 of every round the pretrained width, on configuration 1's batch (true/false; overrides the recipe).")
+    var fitPretrainedEveryRound: Bool?
+
     @Flag(help: "Skip the channel permutation (ablation).") var noPermute = false
     @Flag(help: "Print one JSON object per logged round and a summary on standard output.") var json = false
     @OptionGroup var blas: BLASOptions
@@ -69,7 +72,7 @@ struct Train: ParsableCommand {
         overrides.layers = layers; overrides.learningRate = lr; overrides.reconstruction = reconstruction
         overrides.resampledReconstruction = resampledReconstruction
         overrides.normalizedReconstruction = normalizedReconstruction ? true : nil
-        overrides.sharedBatch = sharedBatch; overrides.noise = noise
+        overrides.sharedBatch = sharedBatch; overrides.noise = noise; overrides.fitPretrainedEveryRound = fitPretrainedEveryRound
         let setup = try TrainingSetup(base: base, data: data, recipe: recipe, overrides: overrides, minWidth: minWidth, maxWidth: maxWidth,
                                       epochs: epochs, batchSize: batchSize, seed: seed, permute: !noPermute)
         let test = try FashionMNIST.load(split: .test, directory: data)

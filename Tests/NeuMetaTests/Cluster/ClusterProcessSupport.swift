@@ -92,7 +92,8 @@ struct ClusterFixture {
             .save(to: directory.appendingPathComponent("base.safetensors").path)
         try KeyStore.generate(into: keys, workers: ["worker"])
         let batch = 16
-        let epochs = Double(Self.rounds * Self.configurationsPerRound * batch) / 60_000
+        // The default recipe's rounds read one shared mini-batch: epochs = rounds · batch / 60,000.
+        let epochs = Double(Self.rounds * batch) / 60_000
         let yaml = """
         experiment:
           data: \(FashionMNIST.defaultDirectory)

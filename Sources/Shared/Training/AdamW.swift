@@ -36,7 +36,7 @@ public struct AdamW: Sendable {
         let c1 = 1 / (1 - Foundation.pow(beta1, Float(step))), c2 = 1 / (1 - Foundation.pow(beta2, Float(step)))
         let (b1, b2, eps, lr, wd) = (beta1, beta2, epsilon, learningRate, weightDecay)
         let th = values.base, g = gradients.base, m = firstMoment.base, v = secondMoment.base
-        let average = ema?.average.base, d = ema?.decay ?? 0
+        let average = ema?.average.base
         for range in trainable {
             Parallel.forRanges(range.count, minimum: 1 << 16) { piece in
                 for i in (range.lowerBound + piece.lowerBound)..<(range.lowerBound + piece.upperBound) {
@@ -45,7 +45,7 @@ public struct AdamW: Sendable {
                     m[i] = mi; v[i] = vi
                     let t = th[i] - lr * ((mi * c1) / ((vi * c2).squareRoot() + eps) + wd * th[i])
                     th[i] = t
-                    if let average { average[i] = d * average[i] + (1 - d) * t }
+                    if let ema, let average { average[i] = ema.blend(average[i], t) }
                 }
             }
         }

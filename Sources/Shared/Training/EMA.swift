@@ -11,7 +11,10 @@ public struct EMA: Sendable {
     }
 
     public func update(with values: FloatStorage) {
-        let d = decay, a = average.base, v = values.base
-        Parallel.forRanges(average.count, minimum: 1 << 16) { r in for i in r { a[i] = d * a[i] + (1 - d) * v[i] } }
+        let a = average.base, v = values.base
+        Parallel.forRanges(average.count, minimum: 1 << 16) { r in for i in r { a[i] = blend(a[i], v[i]) } }
     }
+
+    /// d·average + (1 − d)·value: the one formula, also used by `AdamW.update(…, ema:)`.
+    @inline(__always) func blend(_ average: Float, _ value: Float) -> Float { decay * average + (1 - decay) * value }
 }

@@ -106,6 +106,27 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
         }
     }
 
+    /// `backward` overwrites the INR's gradients: a second pass over garbage-filled gradients
+    /// gives the same bits as the first over zeros.
+    @Test func inrBackwardOverwritesGradients() {
+        let net = LeNet(width: 3)
+        let config = INRConfig(hidden: 20, layers: 3, frequencies: 2, outputSize: 25, norm: 4)
+        let inr = HyperNetwork(config: config, targetSpecs: net.trainableSpecs, seed: 5)
+        let layout = CoordinateLayout(specs: net.trainableSpecs, outputSize: 25)
+        let act = INRActivations(config: config), weights = net.makeParameters()
+        let probeWeights = randomTensor([weights.count], seed: 8)
+        weights.gradients.base.update(from: probeWeights.data, count: weights.count)
+        var rng = SeededRandom(3)
+        inr.generate(layout, noise: 1, rng: &rng, activations: act, into: weights)
+        inr.parameters.zeroGradients()
+        inr.backward(layout, activations: act, targetGradients: weights)
+        let first = Array(inr.parameters.gradients.buffer)
+        inr.parameters.gradients.base.update(repeating: .nan, count: inr.parameters.count)
+        inr.backward(layout, activations: act, targetGradients: weights)
+        #expect(Array(inr.parameters.gradients.buffer) == first)
+        #expect(first.contains { $0 != 0 })
+    }
+
     /// Norm-regulariser and reconstruction gradients with respect to the generated weights.
     @Test func lossTermGradients() {
         let net = LeNet(width: 2)

@@ -63,6 +63,9 @@ private let atol: Float = 3e-3, rtol: Float = 2e-2
         conv.forward(x: x, weight: w, bias: b, y: y, workspace: ws)
         conv.naiveForward(x: x, weight: w, bias: b, y: yRef)
         expectClose(y.toArray(), yRef.toArray(), atol: 1e-5, rtol: 1e-5, "conv forward \(c)")
+        let yRelu = Tensor(zeros: y.shape)
+        conv.forward(x: x, weight: w, bias: b, y: yRelu, workspace: Workspace(), relu: true)
+        #expect(yRelu.toArray() == y.toArray().map { max($0, 0) }, "conv forward with the fused ReLU \(c)")
 
         let r = randomTensor(y.shape, seed: 13)
         let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: w.shape), db = Tensor(zeros: [3])
@@ -71,6 +74,41 @@ private let atol: Float = 3e-3, rtol: Float = 2e-2
         expectClose(dx.toArray(), finiteDifference(x, loss), atol: atol, rtol: rtol, "conv dx \(c)")
         expectClose(dw.toArray(), finiteDifference(w, loss), atol: atol, rtol: rtol, "conv dW \(c)")
         expectClose(db.toArray(), finiteDifference(b, loss), atol: atol, rtol: rtol, "conv db \(c)")
+    }
+
+    /// The window-based im2col equals the direct-lookup reference exactly (both copy values),
+    /// and col2im equals the reference's sums up to rounding (≤ k² + edge terms per pixel, added
+    /// in another order: rtol 1e-5); col2im overwrites its output. Geometries: the conv cases
+    /// above, a one-channel first layer (LeNet's conv1), a 1×1 stride-2 shortcut, a cropped
+    /// stride-2 replicate conv, under 1, 2 and 3 compute threads.
+    @Test(arguments: [1, 2, 3])
+    func im2colAndCol2imMatchTheirReferences(threads: Int) {
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        Parallel.threads = threads
+        var geometries = Self.cases.map { c in
+            ConvGeometry(channels: 2, height: 6, width: 5, kernel: c.pad == 2 ? 5 : 3, stride: c.stride, padding: c.pad, mode: c.mode,
+                         outHeight: c.crop, outWidth: c.crop)
+        }
+        geometries += [
+            ConvGeometry(channels: 1, height: 28, width: 28, kernel: 3, padding: 1, mode: .replicate, outHeight: 20, outWidth: 20),
+            ConvGeometry(channels: 3, height: 8, width: 8, kernel: 1, stride: 2),
+            ConvGeometry(channels: 3, height: 9, width: 7, kernel: 5, stride: 2, padding: 2, mode: .replicate, outHeight: 3, outWidth: 2),
+        ]
+        for g in geometries {
+            let batch = 5, rows = g.patchSize, cols = batch * g.positions
+            let x = randomTensor([batch, g.channels, g.height, g.width], seed: 20)
+            let fast = Tensor(zeros: [rows, cols]), reference = Tensor(zeros: [rows, cols])
+            im2col(x.data, batch: batch, g, columns: fast.data)
+            im2colReference(x.data, batch: batch, g, columns: reference.data)
+            #expect(fast.toArray() == reference.toArray(), "im2col \(g)")
+
+            let dCols = randomTensor([rows, cols], seed: 21)
+            let dx = randomTensor(x.shape, seed: 22), dxReference = Tensor(zeros: x.shape)
+            col2im(dCols.data, batch: batch, g, dx: dx.data)
+            col2imReference(dCols.data, batch: batch, g, dx: dxReference.data)
+            expectClose(dx.toArray(), dxReference.toArray(), atol: 1e-5, rtol: 1e-5, "col2im \(g)")
+        }
     }
 
     @Test func parameterGradientsAccumulate() {
@@ -129,6 +167,16 @@ private let atol: Float = 3e-3, rtol: Float = 2e-2
         #expect(abs(y[0] - (x[0] + x[1] + x[6] + x[7]) / Float(kernel * kernel)) < 1e-5 || pad > 0)
         AvgPool2d.backward(dy: r, dx: dx, g)
         expectClose(dx.toArray(), finiteDifference(x, { AvgPool2d.forward(x: x, y: y, g); return probe(y, r) }), atol: atol, rtol: rtol, "avgpool dx")
+        // The direct path (k = s, no padding) against the general loops, and the fused ReLU mask.
+        let yReference = Tensor(zeros: y.shape), dxReference = Tensor(zeros: x.shape)
+        AvgPool2d.forward(x: x, y: y, g)  // y was last computed on a perturbed x
+        AvgPool2d.referenceForward(x: x, y: yReference, g)
+        expectClose(y.toArray(), yReference.toArray(), atol: 1e-6, rtol: 1e-6, "avgpool forward vs reference")
+        AvgPool2d.referenceBackward(dy: r, dx: dxReference, g)
+        #expect(dx.toArray() == dxReference.toArray())
+        let masked = randomTensor(x.shape, seed: 9)
+        AvgPool2d.backward(dy: r, dx: masked, g, mask: x)
+        #expect(masked.toArray() == zip(dxReference.toArray(), x.toArray()).map { $1 > 0 ? $0 : 0 })
     }
 
     @Test func maxPool() {

@@ -9,8 +9,10 @@ public final class INRActivations: @unchecked Sendable {
     /// h₀, then per block i: aᵢ = relu(zᵢ) and hᵢ; each [rows, H].
     private(set) var h0 = FloatStorage(count: 0)
     private(set) var blockA: [FloatStorage] = [], blockH: [FloatStorage] = []
-    /// Backward scratch: dh and dz [rows, H], d(output) [rows, outputSize].
+    /// Backward scratch: dh and dz [rows, H], d(output) [rows, outputSize], and the per-chunk
+    /// partial sums of the fused backward loops [chunks, H + 1].
     private(set) var dH = FloatStorage(count: 0), dZ = FloatStorage(count: 0), dOut = FloatStorage(count: 0)
+    private(set) var partialSums = FloatStorage(count: 0)
 
     public init(config: INRConfig) {
         hidden = config.hidden; depth = config.layers - 1
@@ -27,6 +29,7 @@ public final class INRActivations: @unchecked Sendable {
         blockA = (0..<depth).map { _ in FloatStorage(count: n * H) }
         blockH = (0..<depth).map { _ in FloatStorage(count: n * H) }
         dH = FloatStorage(count: n * H); dZ = FloatStorage(count: n * H); dOut = FloatStorage(count: n * outputSize)
+        partialSums = FloatStorage(count: HyperNetwork.chunkCount(rows: n) * (H + 1))
     }
 
     /// The last hidden state h_{L−1} (h₀ when there are no residual blocks).
@@ -75,16 +78,25 @@ extension HyperNetwork {
     }
 
     /// Back-propagates the gradient with respect to the generated tensors (`target.gradients`)
-    /// into the INR's parameter gradients (accumulated), through the last `generate` with `act`:
+    /// into the INR's parameter gradients, which it overwrites (a head whose tensor has no rows
+    /// gets zeros), through the last `generate` with `act`:
     ///
-    ///     dy = dW_target / in_size;  dW_out += dyᵀh;  db_out += Σdy;  dh = dy W_out
-    ///     block i (reversed): dsᵢ += Σ dh⊙aᵢ;  dz = sᵢ·dh⊙[aᵢ>0];  dWᵢ += dzᵀhᵢ₋₁;  dbᵢ += Σdz;  dh += dz Wᵢ
-    ///     input: dz = dh⊙[h₀>0];  dW_in += dzᵀe;  db_in += Σdz
+    ///     dy = dW_target / in_size;  dW_out = dyᵀh;  db_out = Σdy;  dh = dy W_out
+    ///     block i (reversed): dsᵢ = Σ dh⊙aᵢ;  dz = sᵢ·dh⊙[aᵢ>0];  dWᵢ = dzᵀhᵢ₋₁;  dbᵢ = Σdz;  dh += dz Wᵢ
+    ///     input: dz = dh⊙[h₀>0];  dW_in = dzᵀe;  db_in = Σdz
+    ///
+    /// (W_out's rows outside the tensor's output selection get 0.) The masks, the residual
+    /// scale's sum and the bias sums run in one pass per layer (`maskedBackward`).
     public func backward(_ layout: CoordinateLayout, activations act: INRActivations, targetGradients target: ParameterSet) {
         let H = config.hidden, D = embedding.width, p = parameters
         for (t, e) in layout.entries.enumerated() {
             let head = heads[t], R = e.rows, area = e.spec.kernelArea
-            guard R > 0 else { continue }
+            p.gradient(head.outWeight).zero(); p.gradient(head.outBias).zero()
+            guard R > 0 else {
+                for b in head.blocks { p.gradient(b.weight).zero(); p.gradient(b.bias).zero(); p.gradient(b.scale).zero() }
+                p.gradient(head.inWeight).zero(); p.gradient(head.inBias).zero()
+                continue
+            }
             let raw = act.raw.base + 6 * e.firstRow, dTarget = target.gradient(e.tensor).data, dy = act.dOut.base
             let scaling = Profile.start(.elementwise)
             for r in 0..<R {
@@ -93,26 +105,24 @@ extension HyperNetwork {
             }
             scaling?.stop()
             let last = head.blocks.isEmpty ? act.h0.base + e.firstRow * H : act.blockH[head.blocks.count - 1].base + e.firstRow * H
-            Gemm.sgemm(transA: true, m: area, n: H, k: R, a: dy, lda: area, b: last, ldb: H, beta: 1,
+            Gemm.sgemm(transA: true, m: area, n: H, k: R, a: dy, lda: area, b: last, ldb: H, beta: 0,
                        c: p.gradient(head.outWeight).data + e.outputStart * H, ldc: H)
             Self.addColumnSums(dy, rows: R, columns: area, into: p.gradient(head.outBias).data + e.outputStart)
-            let dH = act.dH.base, dZ = act.dZ.base
+            let dH = act.dH.base, dZ = act.dZ.base, partial = act.partialSums.base
             Gemm.sgemm(m: R, n: H, k: area, a: dy, lda: area, b: p.value(head.outWeight).data + e.outputStart * H, ldb: H,
                        beta: 0, c: dH, ldc: H)
             for (i, block) in head.blocks.enumerated().reversed() {
                 let a = act.blockA[i].base + e.firstRow * H
                 let previous = i == 0 ? act.h0.base + e.firstRow * H : act.blockH[i - 1].base + e.firstRow * H
-                p.gradient(block.scale)[0] += Self.residualBackward(dH, a, scale: p.value(block.scale)[0], into: dZ, count: R * H)
-                Gemm.sgemm(transA: true, m: H, n: H, k: R, a: dZ, lda: H, b: previous, ldb: H, beta: 1, c: p.gradient(block.weight).data, ldc: H)
-                Self.addColumnSums(dZ, rows: R, columns: H, into: p.gradient(block.bias).data)
+                p.gradient(block.scale)[0] = Self.maskedBackward(dH, a, scale: p.value(block.scale)[0], into: dZ, rows: R, columns: H,
+                                                                 biasGradient: p.gradient(block.bias).data, partialSums: partial)
+                Gemm.sgemm(transA: true, m: H, n: H, k: R, a: dZ, lda: H, b: previous, ldb: H, beta: 0, c: p.gradient(block.weight).data, ldc: H)
                 Gemm.sgemm(m: R, n: H, k: H, a: dZ, lda: H, b: p.value(block.weight).data, ldb: H, beta: 1, c: dH, ldc: H)
             }
             let h0 = act.h0.base + e.firstRow * H, x = act.embedded.base + e.firstRow * D
-            let mask = Profile.start(.elementwise)
-            Parallel.forRanges(R * H, minimum: 1 << 15) { r in for j in r { dZ[j] = h0[j] > 0 ? dH[j] : 0 } }
-            mask?.stop()
-            Gemm.sgemm(transA: true, m: H, n: D, k: R, a: dZ, lda: H, b: x, ldb: D, beta: 1, c: p.gradient(head.inWeight).data, ldc: D)
-            Self.addColumnSums(dZ, rows: R, columns: H, into: p.gradient(head.inBias).data)
+            _ = Self.maskedBackward(dH, h0, scale: 1, into: dZ, rows: R, columns: H, biasGradient: p.gradient(head.inBias).data,
+                                    partialSums: partial)
+            Gemm.sgemm(transA: true, m: H, n: D, k: R, a: dZ, lda: H, b: x, ldb: D, beta: 0, c: p.gradient(head.inWeight).data, ldc: D)
         }
     }
 
@@ -169,42 +179,63 @@ extension HyperNetwork {
         }
     }
 
-    /// Elements per chunk of `residualBackward`'s sum: fixed, so the sum's rounding does not
-    /// depend on the thread count.
-    static let reductionChunk = 8192
+    /// Rows per chunk of `maskedBackward`'s sums: fixed, so their rounding does not depend on
+    /// the thread count.
+    static let reductionRows = 32
 
-    /// The backward of hᵢ = s·aᵢ + hᵢ₋₁ through aᵢ = relu(zᵢ): dz = s·dh⊙[a > 0]; returns
-    /// ds = Σ dh⊙a. The sum runs over fixed chunks (8 interleaved partial sums each, which lets it
-    /// vectorise), and the chunk sums are added in order, so any thread count gives the same bits.
-    static func residualBackward(_ dH: UnsafePointer<Float>, _ a: UnsafePointer<Float>, scale s: Float,
-                                 into dZ: UnsafeMutablePointer<Float>, count: Int) -> Float {
+    /// Chunks of `reductionRows` rows in `rows` rows.
+    static func chunkCount(rows: Int) -> Int { (rows + reductionRows - 1) / reductionRows }
+
+    /// The backward of a ReLU layer's output a = relu(z) scaled by s (a residual block's
+    /// hᵢ = s·aᵢ + hᵢ₋₁, or s = 1 for the input layer's h₀), for [rows, columns] matrices:
+    ///
+    ///     dz = s·dh⊙[a > 0];   biasGradient[c] = Σ_r dz[r, c];   returns ds = Σ dh⊙a
+    ///
+    /// in one pass. Rows are cut into fixed chunks of `reductionRows`; each chunk's partial
+    /// sums (8 interleaved lanes for ds) go to `partialSums` [chunks, columns + 1] and are added in
+    /// chunk order, so any thread count gives the same bits.
+    static func maskedBackward(_ dH: UnsafePointer<Float>, _ a: UnsafePointer<Float>, scale s: Float,
+                               into dZ: UnsafeMutablePointer<Float>, rows: Int, columns: Int,
+                               biasGradient: UnsafeMutablePointer<Float>, partialSums: UnsafeMutablePointer<Float>) -> Float {
         let timing = Profile.start(.elementwise)
         defer { timing?.stop() }
-        let chunks = (count + reductionChunk - 1) / reductionChunk
-        return withUnsafeTemporaryAllocation(of: Float.self, capacity: max(chunks, 1)) { partial in
-            let sums = partial.baseAddress!
-            Parallel.forRanges(chunks) { range in
-                for chunk in range {
-                    let lo = chunk * reductionChunk, hi = min(count, lo + reductionChunk)
-                    var lanes = SIMD8<Float>()
-                    var j = lo
-                    while j + 8 <= hi {
-                        let d = UnsafeRawPointer(dH + j).loadUnaligned(as: SIMD8<Float>.self)
-                        let x = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
-                        lanes += d * x
-                        let z = SIMD8<Float>().replacing(with: s * d, where: x .> 0)
-                        UnsafeMutableRawPointer(dZ + j).storeBytes(of: z, as: SIMD8<Float>.self)
-                        j += 8
+        let chunks = chunkCount(rows: rows), stride = columns + 1, vectorColumns = columns & ~7
+        Parallel.forRanges(chunks, minimum: rows * columns >= 1 << 15 ? 1 : chunks) { range in
+            for chunk in range {
+                let sums = partialSums + chunk * stride
+                sums.update(repeating: 0, count: stride)
+                var lanes = SIMD8<Float>(), tail: Float = 0
+                for r in (chunk * reductionRows)..<min(rows, (chunk + 1) * reductionRows) {
+                    let d = dH + r * columns, x = a + r * columns, z = dZ + r * columns
+                    var c = 0
+                    while c < vectorColumns {
+                        let dv = UnsafeRawPointer(d + c).loadUnaligned(as: SIMD8<Float>.self)
+                        let xv = UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self)
+                        lanes += dv * xv
+                        let zv = SIMD8<Float>().replacing(with: s * dv, where: xv .> 0)
+                        UnsafeMutableRawPointer(z + c).storeBytes(of: zv, as: SIMD8<Float>.self)
+                        let column = UnsafeRawPointer(sums + c).loadUnaligned(as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(sums + c).storeBytes(of: column + zv, as: SIMD8<Float>.self)
+                        c += 8
                     }
-                    var tail: Float = 0
-                    while j < hi { tail += dH[j] * a[j]; dZ[j] = a[j] > 0 ? s * dH[j] : 0; j += 1 }
-                    sums[chunk] = lanes.sum() + tail
+                    while c < columns {
+                        tail += d[c] * x[c]
+                        z[c] = x[c] > 0 ? s * d[c] : 0
+                        sums[c] += z[c]
+                        c += 1
+                    }
                 }
+                sums[columns] = lanes.sum() + tail
             }
-            var ds: Float = 0
-            for c in 0..<chunks { ds += sums[c] }
-            return ds
         }
+        var ds: Float = 0
+        for c in 0..<columns { biasGradient[c] = 0 }
+        for chunk in 0..<chunks {
+            let sums = partialSums + chunk * stride
+            for c in 0..<columns { biasGradient[c] += sums[c] }
+            ds += sums[columns]
+        }
+        return ds
     }
 
     /// sums[c] += Σ_r m[r, c], rows in order; columns are split over the compute threads, so the

@@ -14,8 +14,10 @@ public struct Conv2d: Sendable {
         self.outChannels = outChannels
     }
 
-    /// y = W ⋆ x + b, computed as Y[O, N·P] = W[O, C·k·k] · columns[C·k·k, N·P].
-    public func forward(x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor, workspace: Workspace) {
+    /// y = W ⋆ x + b, computed as Y[O, N·P] = W[O, C·k·k] · columns[C·k·k, N·P]; with `relu`,
+    /// y = relu(W ⋆ x + b) in the same pass (its backward is the caller's: `ReLU.backward` or a
+    /// pooling backward's `mask`).
+    public func forward(x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor, workspace: Workspace, relu: Bool = false) {
         let g = geometry, N = x.shape[0], O = outChannels, P = g.positions, KK = g.patchSize
         precondition(x.count == N * g.channels * g.height * g.width, "conv input \(x.shape) vs geometry")
         precondition(weight.count == O * KK && y.count == N * O * P, "conv weight/output shapes")
@@ -28,7 +30,7 @@ public struct Conv2d: Sendable {
             for o in 0..<O {
                 let src = prod + o * N * P + n * P, dst = y.data + (n * O + o) * P
                 let b = bias?.data[o] ?? 0
-                for p in 0..<P { dst[p] = src[p] + b }
+                if relu { for p in 0..<P { dst[p] = max(src[p] + b, 0) } } else { for p in 0..<P { dst[p] = src[p] + b } }
             }
         }
     }
@@ -64,7 +66,6 @@ public struct Conv2d: Sendable {
         let dCols = workspace.buffer(.gradColumns, count: KK * N * P)
         Gemm.sgemm(transA: true, m: KK, n: N * P, k: O, a: weight.data, lda: KK, b: dY, ldb: N * P,
                    beta: 0, c: dCols, ldc: N * P)
-        dx.zero()
         col2im(dCols, batch: N, g, dx: dx.data)
     }
 

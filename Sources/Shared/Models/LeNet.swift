@@ -87,14 +87,11 @@ public final class LeNet: Network {
         let n = input.shape[0]
         let a = arena.views(batch: n, shapes: activationShapes)
         let (a1, p1, a2, p2, a3, p3, logits) = (a[0], a[1], a[2], a[3], a[4], a[5], a[6])
-        conv1.forward(x: input, weight: p.value(0), bias: p.value(1), y: a1, workspace: workspaces[0])
-        ReLU.forward(x: a1, y: a1)
+        conv1.forward(x: input, weight: p.value(0), bias: p.value(1), y: a1, workspace: workspaces[0], relu: true)
         AvgPool2d.forward(x: a1, y: p1, pool1)
-        conv2.forward(x: p1, weight: p.value(2), bias: p.value(3), y: a2, workspace: workspaces[1])
-        ReLU.forward(x: a2, y: a2)
+        conv2.forward(x: p1, weight: p.value(2), bias: p.value(3), y: a2, workspace: workspaces[1], relu: true)
         AvgPool2d.forward(x: a2, y: p2, pool2)
-        conv3.forward(x: p2, weight: p.value(4), bias: p.value(5), y: a3, workspace: workspaces[2])
-        ReLU.forward(x: a3, y: a3)
+        conv3.forward(x: p2, weight: p.value(4), bias: p.value(5), y: a3, workspace: workspaces[2], relu: true)
         AvgPool2d.forward(x: a3, y: p3, pool3)
         Linear.forward(x: p3, weight: p.value(6), bias: p.value(7), y: logits)  // p3 [n, 4w, 1, 1] = [n, 4w]
         return logits
@@ -107,16 +104,13 @@ public final class LeNet: Network {
         let (a1, p1, a2, p2, a3, p3) = (a[0], a[1], a[2], a[3], a[4], a[5])
         let (da1, dp1, da2, dp2, da3, dp3) = (d[0], d[1], d[2], d[3], d[4], d[5])
         Linear.backward(x: p3, weight: p.value(6), dy: dLogits, dx: dp3, dWeight: p.gradient(6), dBias: p.gradient(7))
-        AvgPool2d.backward(dy: dp3, dx: da3, pool3)
-        ReLU.backward(y: a3, dy: da3, dx: da3)
+        AvgPool2d.backward(dy: dp3, dx: da3, pool3, mask: a3)
         conv3.backward(x: p2, weight: p.value(4), dy: da3, dx: dp2, dWeight: p.gradient(4), dBias: p.gradient(5), workspace: workspaces[2],
                         columnsFromForward: true)
-        AvgPool2d.backward(dy: dp2, dx: da2, pool2)
-        ReLU.backward(y: a2, dy: da2, dx: da2)
+        AvgPool2d.backward(dy: dp2, dx: da2, pool2, mask: a2)
         conv2.backward(x: p1, weight: p.value(2), dy: da2, dx: dp1, dWeight: p.gradient(2), dBias: p.gradient(3), workspace: workspaces[1],
                         columnsFromForward: true)
-        AvgPool2d.backward(dy: dp1, dx: da1, pool1)
-        ReLU.backward(y: a1, dy: da1, dx: da1)
+        AvgPool2d.backward(dy: dp1, dx: da1, pool1, mask: a1)
         conv1.backward(x: input, weight: p.value(0), dy: da1, dx: nil, dWeight: p.gradient(0), dBias: p.gradient(1), workspace: workspaces[0],
                         columnsFromForward: true)
     }

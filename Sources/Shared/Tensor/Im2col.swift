@@ -42,12 +42,121 @@ public struct ConvGeometry: Sendable, Equatable {
     }
 }
 
+extension ConvGeometry {
+    /// Rows and columns of the padded input window the computed outputs read:
+    /// (outHeight − 1)·stride + kernel by (outWidth − 1)·stride + kernel. Window row i holds
+    /// input row i − padding (clamped to the edge, or 0, outside the input).
+    public var windowHeight: Int { (outHeight - 1) * stride + kernel }
+    public var windowWidth: Int { (outWidth - 1) * stride + kernel }
+}
+
 /// im2col for a batch: `columns[(c·k + i)·k + j, n·P + oh·OW + ow] = x[n, c, ih, iw]`, where
 /// `P = outHeight·outWidth` and (ih, iw) is the (padded) source of that kernel tap.
 /// `columns` is `patchSize × (batch·P)` row-major. A `Profile` kernel (with `col2im`).
+///
+/// Per (channel, image) plane the padded window is built once (edges replicated or zeroed), so
+/// every tap is a plain strided copy out of it with no bounds logic; planes are spread over the
+/// compute threads (a one-channel first layer too). `im2colReference` is the oracle.
 public func im2col(_ x: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, columns: UnsafeMutablePointer<Float>) {
     let timing = Profile.start(.im2col)
     defer { timing?.stop() }
+    let (C, H, W, K, S, P, OH, OW) = (g.channels, g.height, g.width, g.kernel, g.stride, g.positions, g.outHeight, g.outWidth)
+    let (WH, WW) = (g.windowHeight, g.windowWidth)
+    let ld = batch * P
+    Parallel.forRanges(C * batch, minimum: 4) { planes in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: WH * WW) { scratch in
+            let window = scratch.baseAddress!
+            for plane in planes {
+                let (c, n) = plane.quotientAndRemainder(dividingBy: batch)
+                fillWindow(x + (n * C + c) * H * W, g, window)
+                for ki in 0..<K {
+                    for kj in 0..<K {
+                        let out = columns + ((c * K + ki) * K + kj) * ld + n * P
+                        for oh in 0..<OH {
+                            let src = window + (oh * S + ki) * WW + kj, dst = out + oh * OW
+                            if S == 1 { for ow in 0..<OW { dst[ow] = src[ow] } } else { for ow in 0..<OW { dst[ow] = src[ow * S] } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im, the adjoint of `im2col`: `dx[n, c, ih, iw] = Σ columns[...]` over every column entry
+/// that `im2col` read from (ih, iw); replicate padding sends edge taps to the edge pixel.
+/// `dx` is overwritten (input pixels no tap reads get 0).
+///
+/// Per (channel, image) plane the taps are summed into the padded window first (contiguous
+/// adds), then the window is folded onto the plane: its padding onto the edge pixels
+/// (replicate) or dropped (zeros). `col2imReference` is the oracle.
+public func col2im(_ columns: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>) {
+    let timing = Profile.start(.im2col)
+    defer { timing?.stop() }
+    let (C, H, W, K, S, P, OH, OW) = (g.channels, g.height, g.width, g.kernel, g.stride, g.positions, g.outHeight, g.outWidth)
+    let (WH, WW, pad) = (g.windowHeight, g.windowWidth, g.padding)
+    let ld = batch * P
+    Parallel.forRanges(C * batch, minimum: 4) { planes in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: WH * WW) { scratch in
+            let window = scratch.baseAddress!
+            for plane in planes {
+                let (c, n) = plane.quotientAndRemainder(dividingBy: batch)
+                window.update(repeating: 0, count: WH * WW)
+                for ki in 0..<K {
+                    for kj in 0..<K {
+                        let src = columns + ((c * K + ki) * K + kj) * ld + n * P
+                        for oh in 0..<OH {
+                            let dst = window + (oh * S + ki) * WW + kj, s = src + oh * OW
+                            if S == 1 { for ow in 0..<OW { dst[ow] += s[ow] } } else { for ow in 0..<OW { dst[ow * S] += s[ow] } }
+                        }
+                    }
+                }
+                let out = dx + (n * C + c) * H * W
+                out.update(repeating: 0, count: H * W)
+                for i in 0..<WH {
+                    var ih = i - pad
+                    if ih < 0 || ih >= H {
+                        guard g.mode == .replicate else { continue }
+                        ih = min(max(ih, 0), H - 1)
+                    }
+                    let row = out + ih * W, wrow = window + i * WW
+                    // Window columns [pad, pad + W) map onto the row; the others are padding.
+                    let lo = min(pad, WW), hi = min(WW, W + pad)
+                    for j in lo..<hi { row[j - pad] += wrow[j] }
+                    if g.mode == .replicate {
+                        for j in 0..<lo { row[0] += wrow[j] }
+                        for j in max(hi, lo)..<WW { row[W - 1] += wrow[j] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills `window` [windowHeight, windowWidth] from one input plane [H, W]: window[i, j] =
+/// plane[i − padding, j − padding], with the nearest edge pixel (replicate) or 0 outside.
+@inline(__always)
+private func fillWindow(_ plane: UnsafePointer<Float>, _ g: ConvGeometry, _ window: UnsafeMutablePointer<Float>) {
+    let (H, W, WH, WW, pad) = (g.height, g.width, g.windowHeight, g.windowWidth, g.padding)
+    let lo = min(pad, WW), hi = min(WW, W + pad)
+    for i in 0..<WH {
+        let dst = window + i * WW
+        var ih = i - pad
+        if ih < 0 || ih >= H {
+            guard g.mode == .replicate else { dst.update(repeating: 0, count: WW); continue }
+            ih = min(max(ih, 0), H - 1)
+        }
+        let src = plane + ih * W
+        let (left, right): (Float, Float) = g.mode == .zeros ? (0, 0) : (src[0], src[W - 1])
+        for j in 0..<lo { dst[j] = left }
+        for j in lo..<hi { dst[j] = src[j - pad] }
+        for j in max(hi, lo)..<WW { dst[j] = right }
+    }
+}
+
+/// Direct-loop reference of `im2col` (the test oracle): every tap's source looked up with
+/// `ConvGeometry.source`.
+public func im2colReference(_ x: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, columns: UnsafeMutablePointer<Float>) {
     let (H, W, K, P) = (g.height, g.width, g.kernel, g.positions)
     let ld = batch * P
     Parallel.forEach(g.channels) { c in
@@ -85,12 +194,8 @@ public func im2col(_ x: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, col
     }
 }
 
-/// col2im, the adjoint of `im2col`: `dx[n, c, ih, iw] += Σ columns[...]` over every column
-/// entry that `im2col` read from (ih, iw); replicate padding sends edge taps to the edge pixel.
-/// `dx` is accumulated into, not overwritten.
-public func col2im(_ columns: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>) {
-    let timing = Profile.start(.im2col)
-    defer { timing?.stop() }
+/// Direct-loop reference of `col2im` (the test oracle); unlike `col2im` it accumulates into `dx`.
+public func col2imReference(_ columns: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, dx: UnsafeMutablePointer<Float>) {
     let (H, W, K, P) = (g.height, g.width, g.kernel, g.positions)
     let ld = batch * P
     Parallel.forEach(g.channels) { c in

@@ -91,7 +91,6 @@ public final class ConfigurationGradient: @unchecked Sendable {
         }
         let terms = try Profile.phase(.targetNetwork) { try targetLoss(config, c, network, weights) }
         Profile.phase(.inrBackward) {
-            inr.parameters.zeroGradients()
             inr.backward(c.layout, activations: generator.activations, targetGradients: weights)
         }
         return terms

@@ -103,14 +103,17 @@ final class ClusterServer {
     private var now: Duration { ContinuousClock.now - start }
 
     /// Runs `round` with `parameters` until every configuration has its result; returns them in
-    /// configuration-index order with the round's statistics.
-    func runRound(_ round: Int, parameters: FloatStorage) throws -> (results: [Result], stats: RoundStats) {
+    /// configuration-index order with the round's statistics. `whileWaiting` runs once, right
+    /// after the parameters and work went out (the coordinator's own work that the round's
+    /// results do not depend on, such as the deferred EMA update).
+    func runRound(_ round: Int, parameters: FloatStorage, whileWaiting: () -> Void = {}) throws -> (results: [Result], stats: RoundStats) {
         current = (round, WireTensor(copying: parameters))
         completed = nil
         stats = RoundStats()
         lastResult = [:]; computeByWorker = [:]; nonFinite = [:]
         roundStart = now
         perform(scheduler.startRound(round, now: now))
+        whileWaiting()
         while completed == nil {
             try service(wait: .milliseconds(50))
             if let failure { throw failure }

@@ -195,7 +195,8 @@ struct Run: ParsableCommand {
         if trainer.round < lastRound { log("training rounds \(firstRound + 1)…\(lastRound) of \(plan.rounds)") }
         while trainer.round < lastRound {
             let round = trainer.round
-            let (results, stats) = try server.runRound(round, parameters: trainer.inr.parameters.values)
+            let (results, stats) = try server.runRound(round, parameters: trainer.inr.parameters.values,
+                                                       whileWaiting: { trainer.updatePendingEMA() })
             let stepStart = Date()
             trainer.beginRound()
             var terms = LossTerms()
@@ -203,7 +204,7 @@ struct Run: ParsableCommand {
                 terms = terms + result.terms
                 result.gradient.withUnsafeBufferPointer { trainer.accumulate($0) }
             }
-            let lr = trainer.finishRound(configurations: results.count)
+            let lr = trainer.finishRound(configurations: results.count, deferringEMA: true)
             let stepSeconds = Date().timeIntervalSince(stepStart)
             try server.service()
             // Of the whole round (distribution, computation, collection, the optimizer step), the

@@ -213,4 +213,38 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
         }
         #expect(results[0] == results[1] && results[1] == results[2])
     }
+
+    /// The coordinator's round — gradients summed from outside, the EMA deferred until after the
+    /// broadcast — gives the same bits as the single-process round (EMA fused into AdamW).
+    @Test func deferredEMAMatchesTheFusedUpdate() throws {
+        let config = INRConfig(hidden: 16, layers: 2, frequencies: 2, outputSize: 25, norm: 8)
+        let data = syntheticImages(count: 32, seed: 9)
+        var plan = RoundPlan()
+        plan.minWidth = 6; plan.maxWidth = 8; plan.batchSize = 8; plan.datasetCount = 32; plan.rounds = 3
+        plan.configurationsPerRound = 2
+        func trainer() -> INRTrainer {
+            let inr = HyperNetwork(config: config, targetSpecs: LeNet(width: 8).trainableSpecs, seed: 2)
+            let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3], pretrained: nil,
+                                                  pretrainedWidth: nil)
+            return INRTrainer(objective: objective, plan: plan, optimizer: OptimizerSettings())
+        }
+        let fused = trainer(), deferred = trainer()
+        var order: (epoch: Int, indices: [Int])?
+        for round in 0..<3 {
+            _ = try fused.runRound()
+            let configs = deferred.plan.configurations(round: round, reusing: &order)
+            if round > 0 { #expect(deferred.emaPending) }
+            deferred.updatePendingEMA()  // where the coordinator does it: after broadcasting
+            deferred.beginRound()
+            for c in configs {
+                _ = try deferred.objective.compute(c)
+                deferred.accumulate(UnsafeBufferPointer(deferred.inr.parameters.gradients.buffer))
+            }
+            deferred.finishRound(configurations: configs.count, deferringEMA: true)
+        }
+        #expect(Array(deferred.inr.parameters.values.buffer) == Array(fused.inr.parameters.values.buffer))
+        #expect(Array(deferred.ema.average.buffer) != Array(fused.ema.average.buffer), "the last step's EMA is still pending")
+        deferred.updatePendingEMA()
+        #expect(Array(deferred.ema.average.buffer) == Array(fused.ema.average.buffer))
+    }
 }

@@ -20,11 +20,12 @@ public struct WireTensor: Sendable, Equatable, CustomStringConvertible {
         let base: UnsafeMutablePointer<Float>
         let count: Int
 
-        /// Allocates `count` floats and lets `fill` initialise all of them.
+        /// Allocates `count` floats and lets `fill` initialise all of them (no zero-fill first:
+        /// these buffers are megabytes, written once, on the round's critical path).
         init(count: Int, fill: (UnsafeMutableBufferPointer<Float>) -> Void) {
             let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
             base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
-            base.initialize(repeating: 0, count: max(count, 1))
+            if count == 0 { base.initialize(to: 0) } else { base[count - 1] = 0 }  // e.g. bfloat16's odd last half
             self.count = count
             fill(UnsafeMutableBufferPointer(start: base, count: count))
         }

@@ -32,7 +32,10 @@ public struct INRCheckpoint {
         }
     }
 
+    /// The checkpoint of `trainer`'s current state (its EMA brought up to date first if the
+    /// last step deferred it).
     public init(trainer: INRTrainer, base: ParameterSet, family: String, mean: [Float], std: [Float], recipe: String) {
+        trainer.updatePendingEMA()
         config = trainer.inr.config; plan = trainer.plan; optimizer = trainer.optimizerSettings
         self.family = family; classCount = trainer.objective.dataset.classCount
         self.mean = mean; self.std = std; round = trainer.round; adamStep = trainer.optimizer.step; self.recipe = recipe

@@ -58,33 +58,58 @@ public final class INRTrainer {
 
     // MARK: The round, step by step (the cluster coordinator sums gradients that workers computed)
 
-    /// Clears the round's gradient sum.
+    /// Starts the round's gradient sum (empty).
     public func beginRound() {
-        accumulator.base.update(repeating: 0, count: accumulator.count)
+        accumulated = 0
     }
 
-    /// Adds one configuration's gradient to the round's sum. Call in configuration-index order:
-    /// float addition is not associative, and that order is what makes every worker count give
-    /// the same bits.
+    /// Adds one configuration's gradient to the round's sum (the first is copied: the sum starts
+    /// as it, with no zeroing pass). Call in configuration-index order: float addition is not
+    /// associative, and that order is what makes every worker count give the same bits.
     public func accumulate(_ gradient: UnsafeBufferPointer<Float>) {
         precondition(gradient.count == accumulator.count, "gradient of \(gradient.count) values for \(accumulator.count) parameters")
         let acc = accumulator.base, g = gradient.baseAddress!
-        Parallel.forRanges(accumulator.count, minimum: 1 << 16) { r in for i in r { acc[i] += g[i] } }
+        if accumulated == 0 {
+            Parallel.forRanges(accumulator.count, minimum: 1 << 16) { r in (acc + r.lowerBound).update(from: g + r.lowerBound, count: r.count) }
+        } else {
+            Parallel.forRanges(accumulator.count, minimum: 1 << 16) { r in for i in r { acc[i] += g[i] } }
+        }
+        accumulated += 1
     }
 
+    /// Gradients summed since `beginRound`.
+    private var accumulated = 0
+    /// Whether the EMA still has to take in the parameters of the last step (`finishRound(…,
+    /// deferringEMA: true)`).
+    public private(set) var emaPending = false
+
     /// Divides the sum by `count`, clips it, steps AdamW and the EMA, and advances to the next
-    /// round. Returns the learning rate used.
+    /// round. Returns the learning rate used. `deferringEMA`: the EMA is left for
+    /// `updatePendingEMA` — the cluster coordinator broadcasts the new parameters first and
+    /// updates the EMA while the workers compute (the same arithmetic, off the round's
+    /// critical path).
     @discardableResult
-    public func finishRound(configurations count: Int) -> Float {
+    public func finishRound(configurations count: Int, deferringEMA: Bool = false) -> Float {
+        precondition(accumulated == count && count > 0, "finishing a round of \(count) configurations with \(accumulated) gradients summed")
+        updatePendingEMA()
         let n = accumulator.count, acc = accumulator.base, g = inr.parameters.gradients.base
         let scale = 1 / Float(count)
         let clip = optimizerSettings.gradientClip ?? .infinity
         Parallel.forRanges(n, minimum: 1 << 16) { r in for i in r { g[i] = min(max(acc[i] * scale, -clip), clip) } }
         let lr = optimizerSettings.learningRate(round: round, rounds: plan.rounds)
         optimizer.learningRate = lr
-        optimizer.update(values: inr.parameters.values, gradients: inr.parameters.gradients, ema: ema)
+        optimizer.update(values: inr.parameters.values, gradients: inr.parameters.gradients, ema: deferringEMA ? nil : ema)
+        emaPending = deferringEMA
         round += 1
         return lr
+    }
+
+    /// Brings the EMA up to the current parameters if the last `finishRound` deferred it
+    /// (before a checkpoint, the final save, or the next step).
+    public func updatePendingEMA() {
+        guard emaPending else { return }
+        ema.update(with: inr.parameters.values)
+        emaPending = false
     }
 
     // MARK: Resume

@@ -215,13 +215,15 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
     }
 
     /// The coordinator's round — gradients summed from outside, the EMA deferred until after the
-    /// broadcast — gives the same bits as the single-process round (EMA fused into AdamW).
-    @Test func deferredEMAMatchesTheFusedUpdate() throws {
+    /// broadcast — gives the same bits as the single-process round (EMA fused into AdamW; with
+    /// one configuration, AdamW reading the gradient where it was computed).
+    @Test(arguments: [1, 2])
+    func deferredEMAMatchesTheFusedUpdate(configurationsPerRound: Int) throws {
         let config = INRConfig(hidden: 16, layers: 2, frequencies: 2, outputSize: 25, norm: 8)
         let data = syntheticImages(count: 32, seed: 9)
         var plan = RoundPlan()
         plan.minWidth = 6; plan.maxWidth = 8; plan.batchSize = 8; plan.datasetCount = 32; plan.rounds = 3
-        plan.configurationsPerRound = 2
+        plan.configurationsPerRound = configurationsPerRound
         func trainer() -> INRTrainer {
             let inr = HyperNetwork(config: config, targetSpecs: LeNet(width: 8).trainableSpecs, seed: 2)
             let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3], pretrained: nil,

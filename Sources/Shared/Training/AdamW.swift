@@ -31,16 +31,23 @@ public struct AdamW: Sendable {
     /// One update of `values` from `gradients` (same layout as the moments), and of `ema` (the
     /// average of `values` after the update: θ̄ ← d·θ̄ + (1 − d)·θ) in the same pass when given.
     /// Element-wise, so it is split over the compute threads with identical results.
-    public mutating func update(values: FloatStorage, gradients: FloatStorage, ema: EMA? = nil) {
+    ///
+    /// `rawGradients` (default: `gradients` itself): the gradient used is
+    /// g = clamp(scale · raw, −clip, clip), and it is written to `gradients` in the same pass —
+    /// a trainer's round mean and clipping need no pass of their own.
+    public mutating func update(values: FloatStorage, gradients: FloatStorage, ema: EMA? = nil,
+                                rawGradients: FloatStorage? = nil, scale: Float = 1, clip: Float = .infinity) {
         step += 1
         let c1 = 1 / (1 - Foundation.pow(beta1, Float(step))), c2 = 1 / (1 - Foundation.pow(beta2, Float(step)))
         let (b1, b2, eps, lr, wd) = (beta1, beta2, epsilon, learningRate, weightDecay)
         let th = values.base, g = gradients.base, m = firstMoment.base, v = secondMoment.base
+        let raw = (rawGradients ?? gradients).base
         let average = ema?.average.base
         for range in trainable {
             Parallel.forRanges(range.count, minimum: 1 << 16) { piece in
                 for i in (range.lowerBound + piece.lowerBound)..<(range.lowerBound + piece.upperBound) {
-                    let gi = g[i]
+                    let gi = min(max(raw[i] * scale, -clip), clip)
+                    g[i] = gi
                     let mi = b1 * m[i] + (1 - b1) * gi, vi = b2 * v[i] + (1 - b2) * gi * gi
                     m[i] = mi; v[i] = vi
                     let t = th[i] - lr * ((mi * c1) / ((vi * c2).squareRoot() + eps) + wd * th[i])

@@ -49,6 +49,8 @@ public final class INRTrainer {
         var terms = LossTerms()
         for config in configs {
             terms = terms + (try objective.compute(config))
+            // A lone configuration's gradient is the sum: AdamW reads it where it was computed.
+            if configs.count == 1 { accumulated = 1; sumInGradients = true; continue }
             Profile.phase(.update) { accumulate(UnsafeBufferPointer(inr.parameters.gradients.buffer)) }
         }
         let lr = Profile.phase(.update) { finishRound(configurations: configs.count) }
@@ -60,7 +62,7 @@ public final class INRTrainer {
 
     /// Starts the round's gradient sum (empty).
     public func beginRound() {
-        accumulated = 0
+        accumulated = 0; sumInGradients = false
     }
 
     /// Adds one configuration's gradient to the round's sum (the first is copied: the sum starts
@@ -77,8 +79,9 @@ public final class INRTrainer {
         accumulated += 1
     }
 
-    /// Gradients summed since `beginRound`.
-    private var accumulated = 0
+    /// Gradients summed since `beginRound`, and whether the sum is the INR's gradient buffer
+    /// itself (a one-configuration round of `runRound`) rather than `accumulator`.
+    private var accumulated = 0, sumInGradients = false
     /// Whether the EMA still has to take in the parameters of the last step (`finishRound(…,
     /// deferringEMA: true)`).
     public private(set) var emaPending = false
@@ -92,13 +95,11 @@ public final class INRTrainer {
     public func finishRound(configurations count: Int, deferringEMA: Bool = false) -> Float {
         precondition(accumulated == count && count > 0, "finishing a round of \(count) configurations with \(accumulated) gradients summed")
         updatePendingEMA()
-        let n = accumulator.count, acc = accumulator.base, g = inr.parameters.gradients.base
-        let scale = 1 / Float(count)
-        let clip = optimizerSettings.gradientClip ?? .infinity
-        Parallel.forRanges(n, minimum: 1 << 16) { r in for i in r { g[i] = min(max(acc[i] * scale, -clip), clip) } }
         let lr = optimizerSettings.learningRate(round: round, rounds: plan.rounds)
         optimizer.learningRate = lr
-        optimizer.update(values: inr.parameters.values, gradients: inr.parameters.gradients, ema: deferringEMA ? nil : ema)
+        // The mean and the clipping happen in AdamW's pass (written to the INR's gradients).
+        optimizer.update(values: inr.parameters.values, gradients: inr.parameters.gradients, ema: deferringEMA ? nil : ema,
+                         rawGradients: sumInGradients ? inr.parameters.gradients : accumulator, scale: 1 / Float(count), clip: optimizerSettings.gradientClip ?? .infinity)
         emaPending = deferringEMA
         round += 1
         return lr

@@ -45,19 +45,17 @@ public struct Conv2d: Sendable {
         let g = geometry, N = x.shape[0], O = outChannels, P = g.positions, KK = g.patchSize
         let cols = workspace.buffer(.columns, count: KK * N * P)
         if !columnsFromForward { im2col(x.data, batch: N, g, columns: cols) }
+        // dy[n, o, p] → dY[o, n·P + p], summing each output channel's row for db on the way.
         let dY = workspace.buffer(.gradProduct, count: O * N * P)
-        Parallel.forEach(N) { n in
-            for o in 0..<O {
-                let src = dy.data + (n * O + o) * P, dst = dY + o * N * P + n * P
-                dst.update(from: src, count: P)
-            }
-        }
-        if let dBias {
-            Parallel.forEach(O) { o in
+        Parallel.forRanges(O) { channels in
+            for o in channels {
                 let row = dY + o * N * P
                 var s: Float = 0
-                for i in 0..<(N * P) { s += row[i] }
-                dBias.data[o] += s
+                for n in 0..<N {
+                    let src = dy.data + (n * O + o) * P, dst = row + n * P
+                    for p in 0..<P { dst[p] = src[p]; s += src[p] }
+                }
+                if let dBias { dBias.data[o] += s }
             }
         }
         Gemm.sgemm(transB: true, m: O, n: KK, k: N * P, a: dY, lda: N * P, b: cols, ldb: N * P,

@@ -111,6 +111,34 @@ private let atol: Float = 3e-3, rtol: Float = 2e-2
         }
     }
 
+    /// A batch cut into several chunks (10 + 10 + 3 images here) gives the forward of the naive
+    /// loops and the backward of the images taken one at a time (single chunks, which the
+    /// finite-difference test above covers): dx equal, dW and db equal up to the order of their
+    /// sums (rtol 1e-5).
+    @Test func chunkedBatchMatchesImagesOneAtATime() {
+        let g = ConvGeometry(channels: 4, height: 16, width: 16, kernel: 5, padding: 2, mode: .replicate)
+        let conv = Conv2d(g, outChannels: 3), N = 23
+        #expect(conv.imagesPerChunk(batch: N) == 10)
+        let x = randomTensor([N, 4, 16, 16], seed: 30), w = randomTensor([3, 4, 5, 5], seed: 31, scale: 0.2)
+        let b = randomTensor([3], seed: 32), dy = randomTensor([N, 3, 16, 16], seed: 33)
+        let y = Tensor(zeros: dy.shape), yRef = Tensor(zeros: dy.shape)
+        conv.forward(x: x, weight: w, bias: b, y: y, workspace: Workspace())
+        conv.naiveForward(x: x, weight: w, bias: b, y: yRef)
+        expectClose(y.toArray(), yRef.toArray(), atol: 1e-5, rtol: 1e-5, "chunked forward")
+
+        let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: w.shape), db = Tensor(zeros: [3])
+        conv.backward(x: x, weight: w, dy: dy, dx: dx, dWeight: dw, dBias: db, workspace: Workspace())
+        let dxRef = Tensor(zeros: x.shape), dwRef = Tensor(zeros: w.shape), dbRef = Tensor(zeros: [3])
+        let image = 4 * 16 * 16, map = 3 * 16 * 16
+        for n in 0..<N {
+            conv.backward(x: x.slice(from: n * image, shape: [1, 4, 16, 16]), weight: w, dy: dy.slice(from: n * map, shape: [1, 3, 16, 16]),
+                          dx: dxRef.slice(from: n * image, shape: [1, 4, 16, 16]), dWeight: dwRef, dBias: dbRef, workspace: Workspace())
+        }
+        expectClose(dx.toArray(), dxRef.toArray(), atol: 1e-6, rtol: 1e-6, "chunked dx")
+        expectClose(dw.toArray(), dwRef.toArray(), atol: 1e-4, rtol: 1e-5, "chunked dW")
+        expectClose(db.toArray(), dbRef.toArray(), atol: 1e-4, rtol: 1e-5, "chunked db")
+    }
+
     @Test func parameterGradientsAccumulate() {
         let g = ConvGeometry(channels: 1, height: 4, width: 4, kernel: 3, padding: 1)
         let conv = Conv2d(g, outChannels: 2)

@@ -87,11 +87,11 @@ public final class LeNet: Network {
         let n = input.shape[0]
         let a = arena.views(batch: n, shapes: activationShapes)
         let (a1, p1, a2, p2, a3, p3, logits) = (a[0], a[1], a[2], a[3], a[4], a[5], a[6])
-        conv1.forward(x: input, weight: p.value(0), bias: p.value(1), y: a1, workspace: workspaces[0], relu: true)
+        conv1.forward(x: input, weight: p.value(0), bias: p.value(1), y: a1, workspace: workspaces[0], relu: true, keepColumns: true)
         AvgPool2d.forward(x: a1, y: p1, pool1)
-        conv2.forward(x: p1, weight: p.value(2), bias: p.value(3), y: a2, workspace: workspaces[1], relu: true)
+        conv2.forward(x: p1, weight: p.value(2), bias: p.value(3), y: a2, workspace: workspaces[1], relu: true, keepColumns: true)
         AvgPool2d.forward(x: a2, y: p2, pool2)
-        conv3.forward(x: p2, weight: p.value(4), bias: p.value(5), y: a3, workspace: workspaces[2], relu: true)
+        conv3.forward(x: p2, weight: p.value(4), bias: p.value(5), y: a3, workspace: workspaces[2], relu: true, keepColumns: true)
         AvgPool2d.forward(x: a3, y: p3, pool3)
         Linear.forward(x: p3, weight: p.value(6), bias: p.value(7), y: logits)  // p3 [n, 4w, 1, 1] = [n, 4w]
         return logits

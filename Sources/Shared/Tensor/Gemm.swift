@@ -28,18 +28,18 @@ public enum Gemm {
         defer { timing?.stop() }
         if flops >= Self.tilingThreshold {
             if n >= m {
-                let tiles = (n + tileColumns - 1) / tileColumns
+                let (tiles, size) = Self.tiles(n)
                 Parallel.forRanges(tiles) { range in
                     for t in range {
-                        let lo = t * tileColumns, count = min(n, lo + tileColumns) - lo
+                        let lo = t * size, count = min(n, lo + size) - lo
                         blas(transA, transB, m, count, k, alpha, a, lda, transB ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc)
                     }
                 }
             } else {
-                let tiles = (m + tileRows - 1) / tileRows
+                let (tiles, size) = Self.tiles(m)
                 Parallel.forRanges(tiles) { range in
                     for t in range {
-                        let lo = t * tileRows, count = min(m, lo + tileRows) - lo
+                        let lo = t * size, count = min(m, lo + size) - lo
                         blas(transA, transB, count, n, k, alpha, transA ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc, ldc)
                     }
                 }
@@ -51,8 +51,19 @@ public enum Gemm {
 
     /// Products of at least this many FLOPs are tiled (and spread over the compute threads).
     public static let tilingThreshold = 4_000_000
-    /// Tile sizes along N (when N ≥ M) and along M.
-    public static let tileColumns = 128, tileRows = 128
+    /// The largest tile along the split dimension.
+    public static let maxTile = 1024
+
+    /// Tiles of an `extent` split: an even count (two threads, or any even number, share them
+    /// evenly) of equal tiles of at most `maxTile`, in multiples of 16 (the kernels' unroll),
+    /// the last one shorter. A function of the shape alone. Few large tiles matter: each BLAS
+    /// call packs its whole other operand again (a 256×256 weight for every 128 rows of
+    /// activations with small tiles).
+    public static func tiles(_ extent: Int) -> (count: Int, size: Int) {
+        let even = 2 * ((extent + 2 * maxTile - 1) / (2 * maxTile))
+        let size = ((extent + even - 1) / even + 15) / 16 * 16
+        return ((extent + size - 1) / size, size)
+    }
 
     @usableFromInline
     static func blas(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,

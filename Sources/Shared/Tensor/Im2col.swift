@@ -74,7 +74,7 @@ public func im2col(_ x: UnsafePointer<Float>, batch: Int, _ g: ConvGeometry, col
                         let out = columns + ((c * K + ki) * K + kj) * ld + n * P
                         for oh in 0..<OH {
                             let src = window + (oh * S + ki) * WW + kj, dst = out + oh * OW
-                            if S == 1 { for ow in 0..<OW { dst[ow] = src[ow] } } else { for ow in 0..<OW { dst[ow] = src[ow * S] } }
+                            if S == 1 { copyRun(dst, src, OW) } else { for ow in 0..<OW { dst[ow] = src[ow * S] } }
                         }
                     }
                 }
@@ -107,7 +107,7 @@ public func col2im(_ columns: UnsafePointer<Float>, batch: Int, _ g: ConvGeometr
                         let src = columns + ((c * K + ki) * K + kj) * ld + n * P
                         for oh in 0..<OH {
                             let dst = window + (oh * S + ki) * WW + kj, s = src + oh * OW
-                            if S == 1 { for ow in 0..<OW { dst[ow] += s[ow] } } else { for ow in 0..<OW { dst[ow * S] += s[ow] } }
+                            if S == 1 { addRun(dst, s, OW) } else { for ow in 0..<OW { dst[ow * S] += s[ow] } }
                         }
                     }
                 }
@@ -122,7 +122,7 @@ public func col2im(_ columns: UnsafePointer<Float>, batch: Int, _ g: ConvGeometr
                     let row = out + ih * W, wrow = window + i * WW
                     // Window columns [pad, pad + W) map onto the row; the others are padding.
                     let lo = min(pad, WW), hi = min(WW, W + pad)
-                    for j in lo..<hi { row[j - pad] += wrow[j] }
+                    addRun(row, wrow + pad, hi - lo)
                     if g.mode == .replicate {
                         for j in 0..<lo { row[0] += wrow[j] }
                         for j in max(hi, lo)..<WW { row[W - 1] += wrow[j] }
@@ -149,9 +149,40 @@ private func fillWindow(_ plane: UnsafePointer<Float>, _ g: ConvGeometry, _ wind
         let src = plane + ih * W
         let (left, right): (Float, Float) = g.mode == .zeros ? (0, 0) : (src[0], src[W - 1])
         for j in 0..<lo { dst[j] = left }
-        for j in lo..<hi { dst[j] = src[j - pad] }
+        copyRun(dst + lo, src + (lo - pad), hi - lo)
         for j in max(hi, lo)..<WW { dst[j] = right }
     }
+}
+
+/// dst[0..<count] = src[0..<count] for the short runs of im2col (2–32 floats): SIMD moves and
+/// an unrolled tail, because a plain loop becomes a `memcpy` call per run, whose call costs more
+/// than the copy at these lengths.
+@inline(__always)
+private func copyRun(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ count: Int) {
+    var i = 0
+    while i + 8 <= count {
+        UnsafeMutableRawPointer(dst + i).storeBytes(of: UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+        i += 8
+    }
+    if i + 4 <= count {
+        UnsafeMutableRawPointer(dst + i).storeBytes(of: UnsafeRawPointer(src + i).loadUnaligned(as: SIMD4<Float>.self), as: SIMD4<Float>.self)
+        i += 4
+    }
+    if i < count { dst[i] = src[i] }
+    if i + 1 < count { dst[i + 1] = src[i + 1] }
+    if i + 2 < count { dst[i + 2] = src[i + 2] }
+}
+
+/// dst[0..<count] += src[0..<count] for col2im's short runs, in SIMD like `copyRun`.
+@inline(__always)
+private func addRun(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ count: Int) {
+    var i = 0
+    while i + 8 <= count {
+        let sum = UnsafeRawPointer(dst + i).loadUnaligned(as: SIMD8<Float>.self) + UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(dst + i).storeBytes(of: sum, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < count { dst[i] += src[i]; i += 1 }
 }
 
 /// Direct-loop reference of `im2col` (the test oracle): every tap's source looked up with

@@ -9,17 +9,24 @@ public final class INRActivations: @unchecked Sendable {
     /// h₀, then per block i: aᵢ = relu(zᵢ) and hᵢ; each [rows, H].
     private(set) var h0 = FloatStorage(count: 0)
     private(set) var blockA: [FloatStorage] = [], blockH: [FloatStorage] = []
-    /// The weight of the layer being generated, transposed ([in, out]; H·max(D, H, outputSize)).
-    let transposedWeight: FloatStorage
-    /// Backward scratch: dh and dz [rows, H], d(output) [rows, outputSize], and the per-chunk
-    /// partial sums of the fused backward loops [chunks, H + 1].
+    /// Every head's weights transposed ([in, out]: W_inᵀ, each Wᵢᵀ, W_outᵀ), head after head.
+    private(set) var transposedWeights = FloatStorage(count: 0)
+    /// The row chunks of the last layout (`HyperNetwork.planChunks`), and the weight-gradient
+    /// partial sums of every chunk but a tensor's first [slots, head parameters].
+    var chunks: [HyperNetwork.RowChunk] = []
+    private(set) var partials = FloatStorage(count: 0)
+    /// Backward scratch: dh and dz [rows, H], d(output) [rows, outputSize].
     private(set) var dH = FloatStorage(count: 0), dZ = FloatStorage(count: 0), dOut = FloatStorage(count: 0)
-    private(set) var partialSums = FloatStorage(count: 0)
 
     public init(config: INRConfig) {
         hidden = config.hidden; depth = config.layers - 1
         embeddingWidth = 6 + 12 * config.frequencies; outputSize = config.outputSize
-        transposedWeight = FloatStorage(count: hidden * max(embeddingWidth, hidden, outputSize))
+    }
+
+    /// Grows the transposed-weight and partial-sum buffers to at least these sizes.
+    func reserve(transposed: Int, partials count: Int) {
+        if transposedWeights.count < transposed { transposedWeights = FloatStorage(count: transposed) }
+        if partials.count < count { partials = FloatStorage(count: count) }
     }
 
     func prepare(rows n: Int) {
@@ -32,7 +39,6 @@ public final class INRActivations: @unchecked Sendable {
         blockA = (0..<depth).map { _ in FloatStorage(count: n * H) }
         blockH = (0..<depth).map { _ in FloatStorage(count: n * H) }
         dH = FloatStorage(count: n * H); dZ = FloatStorage(count: n * H); dOut = FloatStorage(count: n * outputSize)
-        partialSums = FloatStorage(count: HyperNetwork.chunkCount(rows: n) * (H + 1))
     }
 
     /// The last hidden state h_{L−1} (h₀ when there are no residual blocks).
@@ -40,40 +46,95 @@ public final class INRActivations: @unchecked Sendable {
 }
 
 extension HyperNetwork {
+    /// A piece of the INR's work: rows `lo ..< hi` of layout entry `entry`, the `index`-th of that
+    /// entry's `count` chunks. Chunks run in parallel, each on one thread, with products of
+    /// fixed shapes, so their results do not depend on the thread count; a chunk's activations
+    /// stay in cache from one layer to the next.
+    struct RowChunk { let entry: Int, lo: Int, hi: Int, index: Int, count: Int, slot: Int }
+
+    /// Rows per chunk (`HyperNetwork.rowChunk`, which tests may change) by default.
+    public static let defaultRowChunk = 512
+
+    /// Parameters of one head (all heads have the same).
+    var headParameterCount: Int {
+        let h = heads[0], p = parameters
+        return p.offsets[h.outBias] + p.specs[h.outBias].count - p.offsets[h.inWeight]
+    }
+
+    /// Fills `act.chunks` for `layout` (no allocation once the array has grown) and sizes the
+    /// partial-sum buffer: one head-sized slot for every chunk after a tensor's first.
+    func planChunks(_ layout: CoordinateLayout, _ act: INRActivations) {
+        act.chunks.removeAll(keepingCapacity: true)
+        var slots = 0
+        for (t, e) in layout.entries.enumerated() where e.rows > 0 {
+            let count = (e.rows + rowChunk - 1) / rowChunk
+            for i in 0..<count {
+                act.chunks.append(RowChunk(entry: t, lo: i * rowChunk, hi: min(e.rows, (i + 1) * rowChunk), index: i,
+                                           count: count, slot: i == 0 ? -1 : slots))
+                if i > 0 { slots += 1 }
+            }
+        }
+        let H = config.hidden, D = embedding.width
+        let transposedPerHead = H * D + heads[0].blocks.count * H * H + H * config.outputSize
+        act.reserve(transposed: heads.count * transposedPerHead, partials: slots * headParameterCount)
+    }
+
+    /// Offsets of head t's transposed weights in `act.transposedWeights`: W_inᵀ [D, H], block
+    /// i's Wᵢᵀ [H, H], W_outᵀ [H, outputSize].
+    func transposedOffsets(head t: Int) -> (input: Int, block: (Int) -> Int, output: Int) {
+        let H = config.hidden, D = embedding.width, blocks = heads[0].blocks.count
+        let base = t * (H * D + blocks * H * H + H * config.outputSize)
+        return (base, { base + H * D + $0 * H * H }, base + H * D + blocks * H * H)
+    }
+
     /// Generates every tensor of `layout` into `target` (values), using coordinate noise ε drawn
     /// from `rng`, and keeps what the backward pass needs in `act`.
+    ///
+    /// Per row chunk (in parallel, one thread each):
+    ///     h₀ = relu(X W_inᵀ + b_in);  hᵢ = sᵢ·relu(hᵢ₋₁ Wᵢᵀ + bᵢ) + hᵢ₋₁;  y = (h W_outᵀ + b_out) / in_size
+    /// with every weight transposed once beforehand (BLAS multiplies by W far faster than by Wᵀ;
+    /// see `Transpose`).
     public func generate(_ layout: CoordinateLayout, noise epsilon: Float, rng: inout SeededRandom,
                          activations act: INRActivations, into target: ParameterSet) {
         precondition(layout.entries.count == heads.count, "layout has \(layout.entries.count) tensors, INR has \(heads.count) heads")
         act.prepare(rows: layout.rowCount)
+        planChunks(layout, act)
         let embeddingTiming = Profile.start(.embedding)
         layout.rawCoordinates(noise: epsilon, rng: &rng, into: act.raw.base)
         embedding.embed(raw: act.raw.base, rows: layout.rowCount, into: act.embedded.base)
         embeddingTiming?.stop()
-        let H = config.hidden, D = embedding.width, p = parameters, wt = act.transposedWeight.base
-        for (t, e) in layout.entries.enumerated() {
-            let head = heads[t], R = e.rows, area = e.spec.kernelArea
-            guard R > 0 else { continue }
-            let x = act.embedded.base + e.firstRow * D, h0 = act.h0.base + e.firstRow * H
-            // h₀ = relu(X W_inᵀ + b_in); every product multiplies by a transposed copy of its
-            // weight (see `Transpose`: BLAS is twice as fast without the transposed operand).
-            Transpose.transpose(p.value(head.inWeight).data, rows: H, columns: D, into: wt)
-            Gemm.sgemm(m: R, n: H, k: D, a: x, lda: D, b: wt, ldb: H, beta: 0, c: h0, ldc: H)
-            Self.addBias(h0, rows: R, p.value(head.inBias).data, H, relu: true)
+        let H = config.hidden, D = embedding.width, O = config.outputSize, p = parameters, wt = act.transposedWeights.base
+        let blocks = heads[0].blocks.count
+        // Transpose the weights of every head in use: (head, matrix) pieces.
+        Parallel.forPieces(heads.count * (blocks + 2)) { piece in
+            let (t, matrix) = piece.quotientAndRemainder(dividingBy: blocks + 2)
+            guard layout.entries[t].rows > 0 else { return }
+            let head = heads[t], offsets = transposedOffsets(head: t)
+            switch matrix {
+            case 0: Transpose.transpose(p.value(head.inWeight).data, rows: H, columns: D, into: wt + offsets.input, threaded: false)
+            case blocks + 1: Transpose.transpose(p.value(head.outWeight).data, rows: O, columns: H, into: wt + offsets.output, threaded: false)
+            default:
+                Transpose.transpose(p.value(head.blocks[matrix - 1].weight).data, rows: H, columns: H, into: wt + offsets.block(matrix - 1),
+                                    threaded: false)
+            }
+        }
+        Parallel.forPieces(act.chunks.count) { c in
+            let chunk = act.chunks[c], e = layout.entries[chunk.entry], head = heads[chunk.entry], offsets = transposedOffsets(head: chunk.entry)
+            let R = chunk.hi - chunk.lo, row = e.firstRow + chunk.lo, area = e.spec.kernelArea
+            let x = act.embedded.base + row * D, h0 = act.h0.base + row * H
+            Gemm.sgemmSingle(m: R, n: H, k: D, a: x, lda: D, b: wt + offsets.input, ldb: H, beta: 0, c: h0, ldc: H)
+            Self.addBiasRelu(h0, rows: R, p.value(head.inBias).data, H)
             var previous = h0
             for (i, block) in head.blocks.enumerated() {
-                // aᵢ = relu(hᵢ₋₁ Wᵢᵀ + bᵢ),  hᵢ = sᵢ·aᵢ + hᵢ₋₁
-                let a = act.blockA[i].base + e.firstRow * H, h = act.blockH[i].base + e.firstRow * H
-                Transpose.transpose(p.value(block.weight).data, rows: H, columns: H, into: wt)
-                Gemm.sgemm(m: R, n: H, k: H, a: previous, lda: H, b: wt, ldb: H, beta: 0, c: a, ldc: H)
+                let a = act.blockA[i].base + row * H, h = act.blockH[i].base + row * H
+                Gemm.sgemmSingle(m: R, n: H, k: H, a: previous, lda: H, b: wt + offsets.block(i), ldb: H, beta: 0, c: a, ldc: H)
                 Self.addBiasReluResidual(a, h, previous, rows: R, p.value(block.bias).data, H, scale: p.value(block.scale)[0])
                 previous = h
             }
-            // y = h W_outᵀ + b_out on the selected outputs, then divided by the noisy in_size.
-            let out = target.value(e.tensor).data
-            Transpose.transpose(p.value(head.outWeight).data + e.outputStart * H, rows: area, columns: H, into: wt)
-            Gemm.sgemm(m: R, n: area, k: H, a: previous, lda: H, b: wt, ldb: area, beta: 0, c: out, ldc: area)
-            let bias = p.value(head.outBias).data + e.outputStart, raw = act.raw.base + 6 * e.firstRow
+            let out = target.value(e.tensor).data + chunk.lo * area
+            Gemm.sgemmSingle(m: R, n: area, k: H, a: previous, lda: H, b: wt + offsets.output + e.outputStart, ldb: O, beta: 0,
+                             c: out, ldc: area)
+            let bias = p.value(head.outBias).data + e.outputStart, raw = act.raw.base + 6 * row
             let timing = Profile.start(.elementwise)
             for r in 0..<R {
                 let scale = 1 / raw[6 * r + 5]
@@ -85,175 +146,165 @@ extension HyperNetwork {
 
     /// Back-propagates the gradient with respect to the generated tensors (`target.gradients`)
     /// into the INR's parameter gradients, which it overwrites (a head whose tensor has no rows
-    /// gets zeros), through the last `generate` with `act`:
+    /// gets zeros), through the last `generate` with `act`. Per row chunk:
     ///
     ///     dy = dW_target / in_size;  dW_out = dyᵀh;  db_out = Σdy;  dh = dy W_out
     ///     block i (reversed): dsᵢ = Σ dh⊙aᵢ;  dz = sᵢ·dh⊙[aᵢ>0];  dWᵢ = dzᵀhᵢ₋₁;  dbᵢ = Σdz;  dh += dz Wᵢ
     ///     input: dz = dh⊙[h₀>0];  dW_in = dzᵀe;  db_in = Σdz
     ///
-    /// (W_out's rows outside the tensor's output selection get 0.) The masks, the residual
-    /// scale's sum and the bias sums run in one pass per layer (`maskedBackward`).
+    /// (W_out's rows outside the tensor's output selection get 0.) A tensor's first chunk writes
+    /// the head's gradient, every further chunk a partial slot; the slots are then added to it in
+    /// chunk order — the same sums whatever the thread count.
     public func backward(_ layout: CoordinateLayout, activations act: INRActivations, targetGradients target: ParameterSet) {
-        let H = config.hidden, D = embedding.width, p = parameters
-        for (t, e) in layout.entries.enumerated() {
-            let head = heads[t], R = e.rows, area = e.spec.kernelArea
-            p.gradient(head.outWeight).zero(); p.gradient(head.outBias).zero()
-            guard R > 0 else {
-                for b in head.blocks { p.gradient(b.weight).zero(); p.gradient(b.bias).zero(); p.gradient(b.scale).zero() }
-                p.gradient(head.inWeight).zero(); p.gradient(head.inBias).zero()
-                continue
-            }
-            let raw = act.raw.base + 6 * e.firstRow, dTarget = target.gradient(e.tensor).data, dy = act.dOut.base
+        let H = config.hidden, D = embedding.width, p = parameters, headCount = headParameterCount
+        for (t, e) in layout.entries.enumerated() where e.rows == 0 {
+            (p.gradients.base + p.offsets[heads[t].inWeight]).update(repeating: 0, count: headCount)
+        }
+        Parallel.forPieces(act.chunks.count) { c in
+            let chunk = act.chunks[c], e = layout.entries[chunk.entry], head = heads[chunk.entry]
+            let R = chunk.hi - chunk.lo, row = e.firstRow + chunk.lo, area = e.spec.kernelArea
+            let headBase = p.offsets[head.inWeight]
+            let destination = chunk.slot < 0 ? p.gradients.base + headBase : act.partials.base + chunk.slot * headCount
+            func gradient(_ i: Int) -> UnsafeMutablePointer<Float> { destination + (p.offsets[i] - headBase) }
+
+            let raw = act.raw.base + 6 * row, dTarget = target.gradient(e.tensor).data + chunk.lo * area
+            let dy = act.dOut.base + row * config.outputSize
             let scaling = Profile.start(.elementwise)
             for r in 0..<R {
                 let scale = 1 / raw[6 * r + 5]
                 for k in 0..<area { dy[r * area + k] = dTarget[r * area + k] * scale }
             }
+            let outWeight = gradient(head.outWeight), outBias = gradient(head.outBias)
+            outWeight.update(repeating: 0, count: p.specs[head.outWeight].count)
+            outBias.update(repeating: 0, count: p.specs[head.outBias].count)
+            for r in 0..<R { for k in 0..<area { outBias[e.outputStart + k] += dy[r * area + k] } }
             scaling?.stop()
-            let last = head.blocks.isEmpty ? act.h0.base + e.firstRow * H : act.blockH[head.blocks.count - 1].base + e.firstRow * H
-            Gemm.sgemm(transA: true, m: area, n: H, k: R, a: dy, lda: area, b: last, ldb: H, beta: 0,
-                       c: p.gradient(head.outWeight).data + e.outputStart * H, ldc: H)
-            Self.addColumnSums(dy, rows: R, columns: area, into: p.gradient(head.outBias).data + e.outputStart)
-            let dH = act.dH.base, dZ = act.dZ.base, partial = act.partialSums.base
-            Gemm.sgemm(m: R, n: H, k: area, a: dy, lda: area, b: p.value(head.outWeight).data + e.outputStart * H, ldb: H,
-                       beta: 0, c: dH, ldc: H)
+            let last = head.blocks.isEmpty ? act.h0.base + row * H : act.blockH[head.blocks.count - 1].base + row * H
+            Gemm.sgemmSingle(transA: true, m: area, n: H, k: R, a: dy, lda: area, b: last, ldb: H, beta: 0,
+                             c: outWeight + e.outputStart * H, ldc: H)
+            let dH = act.dH.base + row * H, dZ = act.dZ.base + row * H
+            Gemm.sgemmSingle(m: R, n: H, k: area, a: dy, lda: area, b: p.value(head.outWeight).data + e.outputStart * H, ldb: H,
+                             beta: 0, c: dH, ldc: H)
             for (i, block) in head.blocks.enumerated().reversed() {
-                let a = act.blockA[i].base + e.firstRow * H
-                let previous = i == 0 ? act.h0.base + e.firstRow * H : act.blockH[i - 1].base + e.firstRow * H
-                p.gradient(block.scale)[0] = Self.maskedBackward(dH, a, scale: p.value(block.scale)[0], into: dZ, rows: R, columns: H,
-                                                                 biasGradient: p.gradient(block.bias).data, partialSums: partial)
-                Gemm.sgemm(transA: true, m: H, n: H, k: R, a: dZ, lda: H, b: previous, ldb: H, beta: 0, c: p.gradient(block.weight).data, ldc: H)
-                Gemm.sgemm(m: R, n: H, k: H, a: dZ, lda: H, b: p.value(block.weight).data, ldb: H, beta: 1, c: dH, ldc: H)
+                let a = act.blockA[i].base + row * H
+                let previous = i == 0 ? act.h0.base + row * H : act.blockH[i - 1].base + row * H
+                gradient(block.scale)[0] = Self.maskedBackward(dH, a, scale: p.value(block.scale)[0], into: dZ, rows: R, columns: H,
+                                                               biasGradient: gradient(block.bias))
+                Gemm.sgemmSingle(transA: true, m: H, n: H, k: R, a: dZ, lda: H, b: previous, ldb: H, beta: 0, c: gradient(block.weight), ldc: H)
+                Gemm.sgemmSingle(m: R, n: H, k: H, a: dZ, lda: H, b: p.value(block.weight).data, ldb: H, beta: 1, c: dH, ldc: H)
             }
-            let h0 = act.h0.base + e.firstRow * H, x = act.embedded.base + e.firstRow * D
-            _ = Self.maskedBackward(dH, h0, scale: 1, into: dZ, rows: R, columns: H, biasGradient: p.gradient(head.inBias).data,
-                                    partialSums: partial)
-            Gemm.sgemm(transA: true, m: H, n: D, k: R, a: dZ, lda: H, b: x, ldb: D, beta: 0, c: p.gradient(head.inWeight).data, ldc: D)
+            let h0 = act.h0.base + row * H, x = act.embedded.base + row * D
+            _ = Self.maskedBackward(dH, h0, scale: 1, into: dZ, rows: R, columns: H, biasGradient: gradient(head.inBias))
+            Gemm.sgemmSingle(transA: true, m: H, n: D, k: R, a: dZ, lda: H, b: x, ldb: D, beta: 0, c: gradient(head.inWeight), ldc: D)
+        }
+        // Add each tensor's further chunks to its first, in chunk order.
+        var first = 0
+        while first < act.chunks.count {
+            let chunk = act.chunks[first]
+            defer { first += chunk.count }
+            guard chunk.count > 1 else { continue }
+            let g = p.gradients.base + p.offsets[heads[chunk.entry].inWeight], slots = act.partials.base, firstSlot = act.chunks[first + 1].slot
+            let timing = Profile.start(.elementwise)
+            Parallel.forRanges(headCount, minimum: 1 << 14) { range in
+                for j in range {
+                    var sum = g[j]
+                    for s in firstSlot..<(firstSlot + chunk.count - 1) { sum += slots[s * headCount + j] }
+                    g[j] = sum
+                }
+            }
+            timing?.stop()
         }
     }
 
-    /// The sgemm calls `generate` (forward) and `backward` make for `layout`, in call order: per
-    /// generated tensor of R rows, forward R×H×D, (L−1)× R×H×H, R×area×H; backward the weight
-    /// gradients and dh of the output layer, then per block dW (H×H×R) and dh (R×H×H), then the
-    /// input layer's dW (H×D×R) — no product for the gradient of the embedding, which is not needed.
-    public static func products(config: INRConfig, layout: CoordinateLayout) -> (forward: [GemmShape], backward: [GemmShape]) {
+    /// The sgemm calls `generate` (forward) and `backward` make for `layout`, in call order within
+    /// each row chunk of R rows (chunks of `rowChunk`): forward R×H×D, (L−1)× R×H×H, R×area×H;
+    /// backward the weight gradient and dh of the output layer, then per block dW (H×H×R) and dh
+    /// (R×H×H), then the input layer's dW (H×D×R) — no product for the gradient of the
+    /// embedding, which is not needed.
+    public static func products(config: INRConfig, layout: CoordinateLayout,
+                                rowChunk: Int = defaultRowChunk) -> (forward: [GemmShape], backward: [GemmShape]) {
         let H = config.hidden, D = 6 + 12 * config.frequencies, blocks = config.layers - 1
         var forward = [GemmShape](), backward = [GemmShape]()
         for e in layout.entries where e.rows > 0 {
-            let R = e.rows, area = e.spec.kernelArea
-            forward.append(GemmShape(m: R, n: H, k: D))
-            for _ in 0..<blocks { forward.append(GemmShape(m: R, n: H, k: H)) }
-            forward.append(GemmShape(m: R, n: area, k: H))
-            backward.append(GemmShape(transA: true, m: area, n: H, k: R))
-            backward.append(GemmShape(m: R, n: H, k: area))
-            for _ in 0..<blocks {
-                backward.append(GemmShape(transA: true, m: H, n: H, k: R))
-                backward.append(GemmShape(m: R, n: H, k: H))
+            let area = e.spec.kernelArea
+            for lo in stride(from: 0, to: e.rows, by: rowChunk) {
+                let R = min(e.rows, lo + rowChunk) - lo
+                forward.append(GemmShape(m: R, n: H, k: D))
+                for _ in 0..<blocks { forward.append(GemmShape(m: R, n: H, k: H)) }
+                forward.append(GemmShape(m: R, n: area, k: H))
+                backward.append(GemmShape(transA: true, m: area, n: H, k: R))
+                backward.append(GemmShape(m: R, n: H, k: area))
+                for _ in 0..<blocks {
+                    backward.append(GemmShape(transA: true, m: H, n: H, k: R))
+                    backward.append(GemmShape(m: R, n: H, k: H))
+                }
+                backward.append(GemmShape(transA: true, m: H, n: D, k: R))
             }
-            backward.append(GemmShape(transA: true, m: H, n: D, k: R))
         }
         return (forward, backward)
     }
 
-    /// m[r, c] += bias[c] (then relu) for every row.
-    static func addBias(_ m: UnsafeMutablePointer<Float>, rows: Int, _ bias: UnsafePointer<Float>, _ columns: Int, relu: Bool) {
+    /// m[r, c] = relu(m[r, c] + bias[c]) for every row (on the calling thread).
+    static func addBiasRelu(_ m: UnsafeMutablePointer<Float>, rows: Int, _ bias: UnsafePointer<Float>, _ columns: Int) {
         let timing = Profile.start(.elementwise)
         defer { timing?.stop() }
-        Parallel.forRanges(rows, minimum: 128) { range in
-            for r in range {
-                let row = m + r * columns
-                if relu { for c in 0..<columns { row[c] = max(row[c] + bias[c], 0) } } else { for c in 0..<columns { row[c] += bias[c] } }
-            }
+        for r in 0..<rows {
+            let row = m + r * columns
+            for c in 0..<columns { row[c] = max(row[c] + bias[c], 0) }
         }
     }
 
     /// a[r, c] = relu(a[r, c] + bias[c]) and h[r, c] = s·a[r, c] + previous[r, c], in one pass
-    /// (a residual block's forward after its product).
+    /// (a residual block's forward after its product; on the calling thread).
     static func addBiasReluResidual(_ a: UnsafeMutablePointer<Float>, _ h: UnsafeMutablePointer<Float>, _ previous: UnsafePointer<Float>,
                                     rows: Int, _ bias: UnsafePointer<Float>, _ columns: Int, scale s: Float) {
         let timing = Profile.start(.elementwise)
         defer { timing?.stop() }
-        Parallel.forRanges(rows, minimum: 128) { range in
-            for r in range {
-                let ar = a + r * columns, hr = h + r * columns, pr = previous + r * columns
-                for c in 0..<columns {
-                    let v = max(ar[c] + bias[c], 0)
-                    ar[c] = v
-                    hr[c] = s * v + pr[c]
-                }
+        for r in 0..<rows {
+            let ar = a + r * columns, hr = h + r * columns, pr = previous + r * columns
+            for c in 0..<columns {
+                let v = max(ar[c] + bias[c], 0)
+                ar[c] = v
+                hr[c] = s * v + pr[c]
             }
         }
     }
-
-    /// Rows per chunk of `maskedBackward`'s sums: fixed, so their rounding does not depend on
-    /// the thread count.
-    static let reductionRows = 32
-
-    /// Chunks of `reductionRows` rows in `rows` rows.
-    static func chunkCount(rows: Int) -> Int { (rows + reductionRows - 1) / reductionRows }
 
     /// The backward of a ReLU layer's output a = relu(z) scaled by s (a residual block's
-    /// hᵢ = s·aᵢ + hᵢ₋₁, or s = 1 for the input layer's h₀), for [rows, columns] matrices:
+    /// hᵢ = s·aᵢ + hᵢ₋₁, or s = 1 for the input layer's h₀), for [rows, columns] matrices, in
+    /// one pass on the calling thread:
     ///
-    ///     dz = s·dh⊙[a > 0];   biasGradient[c] = Σ_r dz[r, c];   returns ds = Σ dh⊙a
+    ///     dz = s·dh⊙[a > 0];   biasGradient[c] = Σ_r dz[r, c] (overwritten);   returns ds = Σ dh⊙a
     ///
-    /// in one pass. Rows are cut into fixed chunks of `reductionRows`; each chunk's partial
-    /// sums (8 interleaved lanes for ds) go to `partialSums` [chunks, columns + 1] and are added in
-    /// chunk order, so any thread count gives the same bits.
+    /// (ds in 8 interleaved lanes, rows in order.)
     static func maskedBackward(_ dH: UnsafePointer<Float>, _ a: UnsafePointer<Float>, scale s: Float,
                                into dZ: UnsafeMutablePointer<Float>, rows: Int, columns: Int,
-                               biasGradient: UnsafeMutablePointer<Float>, partialSums: UnsafeMutablePointer<Float>) -> Float {
+                               biasGradient sums: UnsafeMutablePointer<Float>) -> Float {
         let timing = Profile.start(.elementwise)
         defer { timing?.stop() }
-        let chunks = chunkCount(rows: rows), stride = columns + 1, vectorColumns = columns & ~7
-        Parallel.forRanges(chunks, minimum: rows * columns >= 1 << 15 ? 1 : chunks) { range in
-            for chunk in range {
-                let sums = partialSums + chunk * stride
-                sums.update(repeating: 0, count: stride)
-                var lanes = SIMD8<Float>(), tail: Float = 0
-                for r in (chunk * reductionRows)..<min(rows, (chunk + 1) * reductionRows) {
-                    let d = dH + r * columns, x = a + r * columns, z = dZ + r * columns
-                    var c = 0
-                    while c < vectorColumns {
-                        let dv = UnsafeRawPointer(d + c).loadUnaligned(as: SIMD8<Float>.self)
-                        let xv = UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self)
-                        lanes += dv * xv
-                        let zv = SIMD8<Float>().replacing(with: s * dv, where: xv .> 0)
-                        UnsafeMutableRawPointer(z + c).storeBytes(of: zv, as: SIMD8<Float>.self)
-                        let column = UnsafeRawPointer(sums + c).loadUnaligned(as: SIMD8<Float>.self)
-                        UnsafeMutableRawPointer(sums + c).storeBytes(of: column + zv, as: SIMD8<Float>.self)
-                        c += 8
-                    }
-                    while c < columns {
-                        tail += d[c] * x[c]
-                        z[c] = x[c] > 0 ? s * d[c] : 0
-                        sums[c] += z[c]
-                        c += 1
-                    }
-                }
-                sums[columns] = lanes.sum() + tail
+        let vectorColumns = columns & ~7
+        sums.update(repeating: 0, count: columns)
+        var lanes = SIMD8<Float>(), tail: Float = 0
+        for r in 0..<rows {
+            let d = dH + r * columns, x = a + r * columns, z = dZ + r * columns
+            var c = 0
+            while c < vectorColumns {
+                let dv = UnsafeRawPointer(d + c).loadUnaligned(as: SIMD8<Float>.self)
+                let xv = UnsafeRawPointer(x + c).loadUnaligned(as: SIMD8<Float>.self)
+                lanes += dv * xv
+                let zv = SIMD8<Float>().replacing(with: s * dv, where: xv .> 0)
+                UnsafeMutableRawPointer(z + c).storeBytes(of: zv, as: SIMD8<Float>.self)
+                let column = UnsafeRawPointer(sums + c).loadUnaligned(as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(sums + c).storeBytes(of: column + zv, as: SIMD8<Float>.self)
+                c += 8
+            }
+            while c < columns {
+                tail += d[c] * x[c]
+                z[c] = x[c] > 0 ? s * d[c] : 0
+                sums[c] += z[c]
+                c += 1
             }
         }
-        var ds: Float = 0
-        for c in 0..<columns { biasGradient[c] = 0 }
-        for chunk in 0..<chunks {
-            let sums = partialSums + chunk * stride
-            for c in 0..<columns { biasGradient[c] += sums[c] }
-            ds += sums[columns]
-        }
-        return ds
-    }
-
-    /// sums[c] += Σ_r m[r, c], rows in order; columns are split over the compute threads, so the
-    /// result does not depend on their number.
-    static func addColumnSums(_ m: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>) {
-        let timing = Profile.start(.elementwise)
-        defer { timing?.stop() }
-        Parallel.forRanges(columns, minimum: rows * columns >= 1 << 16 ? 32 : columns) { cols in
-            for r in 0..<rows {
-                let row = m + r * columns
-                for c in cols { sums[c] += row[c] }
-            }
-        }
+        return lanes.sum() + tail
     }
 }

@@ -7,9 +7,12 @@ import Foundation
 /// wall time (one clock-read pair per call) to `recorder`, filed under the step phase the thread
 /// is in (`Profile.phase`), and parallel loops are counted with the allocations made while they
 /// run. Kernels split their work over the compute threads inside the call; what is recorded is
-/// the calling thread's wall time of the whole call. Other threads record nothing, and so does
-/// this one after `disable()`: a disabled call costs one thread-local lookup and reads no
-/// clock. Results never depend on whether profiling is on.
+/// the calling thread's wall time of the whole call. Work spread as independent pieces, each
+/// calling kernels itself (`Profile.sharing`, e.g. the INR's row chunks), files every thread's
+/// kernel time divided by the number of compute threads, so the figures stay shares of the
+/// step's wall time. Other threads record nothing, and so does this one after `disable()`: a
+/// disabled call costs one thread-local lookup and reads no clock. Results never depend on
+/// whether profiling is on.
 public enum Profile {
     /// The timed kernels. Their times are disjoint (no timed kernel calls another).
     public enum Kernel: Int, CaseIterable, Sendable {
@@ -102,10 +105,15 @@ public enum Profile {
         }
 
         fileprivate func add(_ kernel: Kernel, nanoseconds: UInt64, flops: Int) {
+            lock.lock()
+            defer { lock.unlock() }
             let i = current.rawValue * Kernel.allCases.count + kernel.rawValue
             kernelTime[i] &+= nanoseconds; kernelCalls[i] += 1
             gemmFlopCount[current.rawValue] += flops
         }
+
+        /// Kernels of `Profile.sharing` pieces add from several threads.
+        private let lock = NSLock()
 
         fileprivate func add(_ phase: Phase, nanoseconds: UInt64, allocations: Int) {
             phaseTime[phase.rawValue] &+= nanoseconds; phaseCalls[phase.rawValue] += 1
@@ -127,7 +135,9 @@ public enum Profile {
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
-        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        // Not inside `precondition`: release builds (-Ounchecked) do not evaluate it.
+        let created = pthread_key_create(&key, nil)
+        if created != 0 { fatalError("pthread_key_create failed (\(created))") }
         return key
     }()
 
@@ -157,18 +167,40 @@ public enum Profile {
         return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
     }
 
-    /// A kernel call being timed; `stop()` files its wall time.
+    /// A kernel call being timed; `stop()` files its wall time (divided by `share`).
     public struct Timing {
-        let recorder: Recorder, kernel: Kernel, flops: Int, start: UInt64
+        let recorder: Recorder, kernel: Kernel, flops: Int, start: UInt64, share: UInt64
 
-        public func stop() { recorder.add(kernel, nanoseconds: Profile.now() &- start, flops: flops) }
+        public func stop() { recorder.add(kernel, nanoseconds: (Profile.now() &- start) / share, flops: flops) }
     }
 
     /// Starts timing a call of `kernel` (`flops`: its operation count, for sgemm), or returns nil
     /// when profiling is off for this thread. Use as `let t = Profile.start(.gemm); defer { t?.stop() }`.
     public static func start(_ kernel: Kernel, flops: Int = 0) -> Timing? {
         guard let r = recorder else { return nil }
-        return Timing(recorder: r, kernel: kernel, flops: flops, start: now())
+        let share = pthread_getspecific(shareKey).map { UInt64(UInt(bitPattern: $0)) } ?? 1
+        return Timing(recorder: r, kernel: kernel, flops: flops, start: now(), share: max(share, 1))
+    }
+
+    /// Threads sharing the wall time of the calling thread's kernels (unset: 1).
+    private static let shareKey: pthread_key_t = {
+        var key = pthread_key_t()
+        // Not inside `precondition`: release builds (-Ounchecked) do not evaluate it.
+        let created = pthread_key_create(&key, nil)
+        if created != 0 { fatalError("pthread_key_create failed (\(created))") }
+        return key
+    }()
+
+    /// Runs `body` — one piece of a parallel loop whose pieces call kernels themselves — with
+    /// `recorder` (the loop's caller's) recording this thread's kernels, each at 1/`threads` of
+    /// its wall time. Without a recorder it just runs `body`.
+    static func sharing(_ recorder: Recorder?, threads: Int, _ body: () -> Void) {
+        guard let recorder else { return body() }
+        let previous = pthread_getspecific(key), previousShare = pthread_getspecific(shareKey)
+        pthread_setspecific(key, Unmanaged.passUnretained(recorder).toOpaque())
+        pthread_setspecific(shareKey, UnsafeRawPointer(bitPattern: UInt(max(threads, 1))))
+        body()
+        pthread_setspecific(key, previous); pthread_setspecific(shareKey, previousShare)
     }
 
     /// Runs `body`, a parallel loop's dispatch, counting it and its allocations when profiling is

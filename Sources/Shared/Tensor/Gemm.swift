@@ -49,6 +49,24 @@ public enum Gemm {
         }
     }
 
+    /// The product on the calling thread alone, untiled (for work already split into parallel
+    /// pieces of fixed shapes, such as the INR's row chunks); a `Profile` kernel like `sgemm`.
+    @inlinable
+    public static func sgemmSingle(
+        transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        if m == 0 || n == 0 { return }
+        if k == 0 {
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
+            return
+        }
+        let timing = Profile.start(.gemm, flops: 2 * m * n * k)
+        defer { timing?.stop() }
+        blas(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+
     /// Products of at least this many FLOPs are tiled (and spread over the compute threads).
     public static let tilingThreshold = 4_000_000
     /// The largest tile along the split dimension.

@@ -11,14 +11,15 @@ public enum Transpose {
 
     /// dst[j·rows + i] = src[i·ld + j] for i < rows, j < columns: `dst` is the `columns × rows`
     /// transpose of the `rows × columns` matrix `src` (row stride `ld`, default `columns`).
-    /// Column blocks are spread over the compute threads when the matrix is large.
+    /// Column blocks are spread over the compute threads when the matrix is large (and
+    /// `threaded`; pass false inside a parallel piece).
     public static func transpose(_ src: UnsafePointer<Float>, rows: Int, columns: Int, ld: Int? = nil,
-                                 into dst: UnsafeMutablePointer<Float>) {
+                                 into dst: UnsafeMutablePointer<Float>, threaded: Bool = true) {
         let ld = ld ?? columns
         let timing = Profile.start(.elementwise)
         defer { timing?.stop() }
         let columnBlocks = (columns + block - 1) / block
-        Parallel.forRanges(columnBlocks, minimum: rows * columns >= 1 << 15 ? 1 : columnBlocks) { blocks in
+        Parallel.forRanges(columnBlocks, minimum: threaded && rows * columns >= 1 << 15 ? 1 : columnBlocks) { blocks in
             for cb in blocks {
                 let j0 = cb * block, j1 = min(columns, j0 + block)
                 var i0 = 0

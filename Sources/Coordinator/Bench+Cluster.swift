@@ -2,7 +2,8 @@ import ArgumentParser
 import Foundation
 import NeuMeta
 
-/// The `cluster` part of `bench`: real `run` processes with 1 and 2 local workers.
+/// The `cluster` part of `bench`: real `run` processes with 1 and 2 local workers (and 2 with
+/// bfloat16 gradients).
 extension Bench {
     func clusterPart(_ out: inout Figures) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("neumeta-bench-\(getpid())")
@@ -21,8 +22,9 @@ extension Bench {
         }
         let rounds = clusterRounds ?? (quick ? 8 : 60), skipped = min(5, rounds / 2)
         var first = true
-        for workers in [1, 2] {
-            let records = try Self.clusterRun(workers: workers, rounds: rounds, base: basePath, data: data, directory: directory, seed: seed)
+        for (workers, gradients) in [(1, "float32"), (2, "float32"), (2, "bfloat16")] {
+            let records = try Self.clusterRun(workers: workers, gradients: gradients, rounds: rounds, base: basePath, data: data,
+                                              directory: directory, seed: seed)
             let measured = Array(records.dropFirst(skipped))
             func values(_ key: String) -> [Double] { measured.map { ($0[key] as? NSNumber)?.doubleValue ?? 0 } }
             func mean(_ key: String) -> Double { values(key).reduce(0, +) / Double(max(measured.count, 1)) }
@@ -30,13 +32,15 @@ extension Bench {
             let configurations = zip(values("configurations_per_s"), seconds).map { $0 * $1 }.reduce(0, +) / total
             let overhead = 1 - values("compute_seconds").reduce(0, +) / total
             let bytes = mean("bytes_sent") + mean("bytes_received"), step = mean("step_seconds")
-            let key = "cluster_\(workers)_worker\(workers == 1 ? "" : "s")"
-            out.add("\(key)_configurations_per_s", configurations,
-                    "\(workers) local worker\(workers == 1 ? "" : "s") × 1 thread: configurations/s", String(format: "%.2f", configurations),
+            let bf16 = gradients == "bfloat16"
+            let key = "cluster_\(workers)_worker\(workers == 1 ? "" : "s")" + (bf16 ? "_bf16" : "")
+            let label = "\(workers) local worker\(workers == 1 ? "" : "s") × 1 thread" + (bf16 ? ", bfloat16 gradients" : "")
+            out.add("\(key)_configurations_per_s", configurations, "\(label): configurations/s", String(format: "%.2f", configurations),
                     section: first ? "cluster rounds (run, default recipe, rounds \(skipped + 1)…\(rounds), CURVE on loopback)" : nil)
             out.add("\(key)_overhead_share", overhead, "  share of round time not computing", String(format: "%.1f%%", 100 * overhead))
             out.add("\(key)_bytes_per_round", bytes, "  bytes sent + received per round", String(format: "%.1f MB", bytes / 1e6))
-            out.add("\(key)_step_ms", step * 1000, "  optimizer step (sum, AdamW, EMA)", String(format: "%.1f ms", step * 1000))
+            out.add("\(key)_step_ms", step * 1000, "  optimizer step (sum, AdamW; the EMA runs while workers compute)",
+                    String(format: "%.1f ms", step * 1000))
             out.record("\(key)_round_ms", 1000 * total / Double(max(measured.count, 1)))
             first = false
         }
@@ -44,8 +48,9 @@ extension Bench {
 
     /// Runs `neumeta-coordinator run` (this executable) for `rounds` rounds with `workers` local
     /// workers on a cluster.yaml written into `directory`; returns its metrics records.
-    static func clusterRun(workers: Int, rounds: Int, base: String, data: String, directory: URL, seed: UInt64) throws -> [[String: Any]] {
-        let run = directory.appendingPathComponent("run-\(workers)")
+    static func clusterRun(workers: Int, gradients: String, rounds: Int, base: String, data: String, directory: URL,
+                           seed: UInt64) throws -> [[String: Any]] {
+        let run = directory.appendingPathComponent("run-\(workers)-\(gradients)")
         try? FileManager.default.removeItem(at: run)
         try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
         let config = run.appendingPathComponent("cluster.yaml"), metrics = run.appendingPathComponent("metrics.jsonl")
@@ -62,6 +67,7 @@ extension Bench {
         workers:
           local: \(workers)
           threads: 1
+          gradients: \(gradients)
         checkpoints:
           directory: \(run.appendingPathComponent("checkpoints").path)
           every_rounds: 1000000

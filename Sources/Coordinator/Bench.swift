@@ -53,9 +53,10 @@ struct Bench: ParsableCommand {
 
         cluster: `run` with the default recipe from cluster.yaml's defaults (a random LeNet-32 \
         base unless --base) for --cluster-rounds rounds, with 1 and then 2 local workers of one \
-        thread each, CURVE over loopback: configurations/s, the share of round time not spent \
-        computing gradients (1 − busiest worker's compute / round time; goal < 10 % with 2 \
-        workers), bytes per round and the optimizer step, over the rounds after the first 5.
+        thread each, then 2 workers sending bfloat16 gradients, CURVE over loopback: \
+        configurations/s, the share of round time not spent computing gradients (1 − busiest \
+        worker's compute / round time; goal < 10 % with 2 workers), bytes per round and the \
+        optimizer step, over the rounds after the first 5.
 
         Figures depend on the machine's load: compare ratios within one run, and note the load \
         average printed with them. --quick runs every part in seconds (fewer repeats and steps).

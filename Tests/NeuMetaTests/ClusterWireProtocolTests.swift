@@ -5,7 +5,9 @@ import Testing
 /// Frames of `message` as byte arrays (header, then tensors).
 func wireFrames(_ message: Message) throws -> [[UInt8]] {
     let encoded = try message.encoded()
-    return [encoded.header] + encoded.tensors.map { t in t.withUnsafeFrameBytes { Array($0) } }
+    return [encoded.header] + encoded.tensors.flatMap { t in
+        t.withUnsafeFrameBytes { bytes in t.pieceRanges.map { Array(bytes[$0]) } }
+    }
 }
 
 /// Decodes byte-array frames through real `ZMQ.Frame`s, as a socket would deliver them.
@@ -40,16 +42,43 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         #expect(Set(Self.samples.map(\.kind)).count == MessageKind.allCases.count)
         for message in Self.samples {
             let frames = try wireFrames(message)
-            #expect(frames.count == 1 + message.kind.tensorFrames)
+            #expect(frames.count == 1 + message.kind.tensorCount)
             #expect(Array(frames[0].prefix(4)) == WireProtocol.magic)
             #expect(try wireDecode(frames) == message)
         }
     }
 
+    /// Tensors over one piece travel in several frames (2.5 MiB of floats: 1 + 1 + 0.5 MiB;
+    /// in bfloat16 half of that: 1 + 0.25 MiB) and come back whole; a missing, extra, short or
+    /// long piece is rejected with the frame it concerns.
+    @Test func largeTensorsTravelInPieces() throws {
+        let count = 5 * WireProtocol.tensorPieceBytes / 8
+        let values = (0..<count).map { Float($0 % 128) * 0.25 - 7 }  // 8 significant bits: exact in bfloat16
+        let message = Message.result(round: 1, configuration: 0, terms: Self.terms(), seconds: 0.1, gradient: WireTensor(values))
+        // (Sizes and equality are computed first: a failed #expect would print megabytes of frames.)
+        let frames = try wireFrames(message), sizes = frames.map(\.count)
+        #expect(sizes.dropFirst() == [WireProtocol.tensorPieceBytes, WireProtocol.tensorPieceBytes, WireProtocol.tensorPieceBytes / 2])
+        let roundTrips = try wireDecode(frames) == message
+        #expect(roundTrips)
+        let bf16 = values.withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
+        let halfFrames = try wireFrames(.result(round: 1, configuration: 0, terms: Self.terms(), seconds: 0.1, gradient: bf16))
+        let halfSizes = halfFrames.map(\.count)
+        #expect(halfSizes.dropFirst() == [WireProtocol.tensorPieceBytes, WireProtocol.tensorPieceBytes / 4])
+        guard case let .result(_, _, _, _, decoded) = try wireDecode(halfFrames) else { Issue.record("not a result"); return }
+        let exact = decoded.array == values  // these values are exact in bfloat16
+        #expect(exact)
+
+        #expect(throws: WireError.frameCount(expected: 4, found: 3)) { try wireDecode(Array(frames.dropLast())) }
+        #expect(throws: WireError.frameCount(expected: 4, found: 5)) { try wireDecode(frames + [[0, 0, 0, 0]]) }
+        var short = frames
+        short[2].removeLast(4); short[3] += [0, 0, 0, 0]
+        #expect(throws: WireError.tensorSize(frame: 2, declaredElements: count, bytes: WireProtocol.tensorPieceBytes - 4)) { try wireDecode(short) }
+    }
+
     @Test func headerLayoutIsLittleEndianAndFixed() throws {
         let header = try wireFrames(.work(round: 0x0102, configurations: [7]))[0]
-        // magic · version 2 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
-        #expect(header == Array("NMC1".utf8) + [2, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
+        // magic · version 3 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
+        #expect(header == Array("NMC1".utf8) + [3, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
     }
 
     /// A bfloat16 gradient: half the bytes on the wire, widened to binary32 on receipt, rounded

@@ -2,9 +2,13 @@
 /// frame layouts, limits and timing constants.
 ///
 /// ## Frames
-/// A message is one ZeroMQ multipart message: a header frame, then one frame per large Float
-/// tensor (`WireTensor`: raw little-endian IEEE-754, 4·n bytes, nothing else). A ROUTER adds
-/// the peer's routing-id frame in front; `ZMQ.Socket` strips and adds it, never this file.
+/// A message is one ZeroMQ multipart message: a header frame, then the message's large Float
+/// tensors (`WireTensor`: raw little-endian IEEE-754, 4·n bytes, nothing else), each cut into
+/// pieces of `WireProtocol.tensorPieceBytes` (the last one shorter; an empty tensor is one empty
+/// frame), one frame per piece. Pieces let CURVE pipeline: libzmq encrypts and decrypts frame
+/// by frame, so the receiver opens piece k while the sender seals piece k + 1, instead of
+/// waiting for a whole 7 MB gradient to be sealed before opening any of it. A ROUTER adds the
+/// peer's routing-id frame in front; `ZMQ.Socket` strips and adds it, never this file.
 ///
 /// Header frame (all integers little-endian):
 ///
@@ -18,14 +22,14 @@
 ///
 ///     hello       u16 n, n bytes worker name (UTF-8) · u16 n, n bytes data fingerprint (UTF-8)
 ///     welcome     u64 round · u32 n, n bytes job spec (JSON) · u32 parameter count · u32 base-weight count
-///                 + frame 1: parameters · frame 2: permuted base weights (may be empty)
+///                 + tensor frames: parameters, then permuted base weights (may be empty)
 ///     refuse      u16 n, n bytes reason (UTF-8)
 ///     work        u64 round · u32 k · k × u32 configuration index (strictly increasing)
 ///     result      u64 round · u32 configuration · f64 cross-entropy · f64 norm regularizer ·
 ///                 f64 reconstruction · f64 total · u32 correct · u32 samples ·
 ///                 f64 compute seconds · u8 gradient encoding (0 binary32, 1 bfloat16) ·
-///                 u32 gradient count + frame 1: gradient (4 or 2 bytes per element)
-///     parameters  u64 round · u32 count + frame 1: parameters to use for `round`
+///                 u32 gradient count + tensor frames: gradient (4 or 2 bytes per element)
+///     parameters  u64 round · u32 count + tensor frames: parameters to use for `round`
 ///     heartbeat   (empty)
 ///     goodbye     (empty)
 ///
@@ -39,8 +43,18 @@
 /// Float payloads (loss terms, tensors) are carried bit-exactly, NaN included: see
 /// `WireTensor.isFinite`.
 public enum WireProtocol {
-    /// Bumped on any incompatible change to the layouts above.
-    public static let version: UInt16 = 2
+    /// Bumped on any incompatible change to the layouts above (3: tensors in pieces).
+    public static let version: UInt16 = 3
+    /// Bytes per tensor frame (the last piece of a tensor may be shorter).
+    public static let tensorPieceBytes = 1 << 20
+
+    /// Frames a tensor of `byteCount` bytes travels in: ⌈bytes / piece⌉, at least 1.
+    public static func pieces(byteCount: Int) -> Int { max(1, (byteCount + tensorPieceBytes - 1) / tensorPieceBytes) }
+
+    /// The byte ranges of those frames, in order.
+    public static func pieceRanges(byteCount: Int) -> [Range<Int>] {
+        (0..<pieces(byteCount: byteCount)).map { i in (i * tensorPieceBytes)..<min(byteCount, (i + 1) * tensorPieceBytes) }
+    }
     public static let magic: [UInt8] = Array("NMC1".utf8)
     /// Size of the fixed header prefix in bytes.
     public static let headerPrefixBytes = 12
@@ -95,8 +109,8 @@ public enum WireProtocol {
 public enum MessageKind: UInt8, Sendable, CaseIterable {
     case hello = 1, welcome, refuse, work, result, parameters, heartbeat, goodbye
 
-    /// Tensor frames that follow the header frame.
-    public var tensorFrames: Int {
+    /// Tensors that follow the header frame (each in `WireProtocol.pieces` frames).
+    public var tensorCount: Int {
         switch self {
         case .welcome: 2
         case .result, .parameters: 1
@@ -295,7 +309,11 @@ extension Message {
         guard reserved == 0 else { throw .reservedByte(reserved) }
         let bodyLength = Int(try r.u32("body length"))
         guard bodyLength == r.remaining else { throw .bodyLength(declared: bodyLength, actual: r.remaining) }
-        guard frames.count == 1 + kind.tensorFrames else { throw .frameCount(expected: 1 + kind.tensorFrames, found: frames.count) }
+        // Tensor kinds: at least one frame per tensor now; the exact count once the sizes are read.
+        guard kind.tensorCount == 0 ? frames.count == 1 : frames.count > kind.tensorCount else {
+            throw .frameCount(expected: 1 + kind.tensorCount, found: frames.count)
+        }
+        var nextFrame = 1
 
         let message: Message
         switch kind {
@@ -311,8 +329,9 @@ extension Message {
             }
             let spec = try r.bytes(specLength, "job spec")
             let parameterCount = try readCount(&r, "parameter count"), baseCount = try readCount(&r, "base-weight count")
-            message = .welcome(jobSpec: spec, round: round, parameters: try tensor(frames, 1, parameterCount),
-                               baseWeights: try tensor(frames, 2, baseCount))
+            try expectFrames(frames, for: [(parameterCount, .float32), (baseCount, .float32)])
+            message = .welcome(jobSpec: spec, round: round, parameters: try tensor(frames, &nextFrame, parameterCount),
+                               baseWeights: try tensor(frames, &nextFrame, baseCount))
         case .refuse:
             message = .refuse(reason: try r.string("reason", limit: WireProtocol.maxReasonBytes))
         case .work:
@@ -352,12 +371,14 @@ extension Message {
                 throw .outOfRange(field: "gradient encoding", value: Int(rawEncoding))
             }
             let count = try readCount(&r, "gradient count")
+            try expectFrames(frames, for: [(count, encoding)])
             message = .result(round: round, configuration: config, terms: terms, seconds: seconds,
-                              gradient: try tensor(frames, 1, count, encoding))
+                              gradient: try tensor(frames, &nextFrame, count, encoding))
         case .parameters:
             let round = try readRound(&r)
             let count = try readCount(&r, "parameter count")
-            message = .parameters(round: round, values: try tensor(frames, 1, count))
+            try expectFrames(frames, for: [(count, .float32)])
+            message = .parameters(round: round, values: try tensor(frames, &nextFrame, count))
         case .heartbeat:
             message = .heartbeat
         case .goodbye:
@@ -379,13 +400,23 @@ extension Message {
         return n
     }
 
-    /// Frame `index` as a binary32 tensor of exactly `count` elements stored as `encoding`.
-    private static func tensor(_ frames: [UnsafeRawBufferPointer], _ index: Int, _ count: Int,
+    /// Checks that the message has exactly the frames its declared tensors travel in.
+    private static func expectFrames(_ frames: [UnsafeRawBufferPointer],
+                                     for tensors: [(count: Int, encoding: WireTensor.Encoding)]) throws(WireError) {
+        let expected = 1 + tensors.reduce(0) { $0 + WireProtocol.pieces(byteCount: $1.count * $1.encoding.bytesPerElement) }
+        guard frames.count == expected else { throw .frameCount(expected: expected, found: frames.count) }
+    }
+
+    /// The tensor of exactly `count` elements stored as `encoding` in the frames from `index` on
+    /// (advanced past them), as binary32; every piece must have its exact size.
+    private static func tensor(_ frames: [UnsafeRawBufferPointer], _ index: inout Int, _ count: Int,
                                _ encoding: WireTensor.Encoding = .float32) throws(WireError) -> WireTensor {
-        let bytes = frames[index]
-        guard bytes.count == encoding.bytesPerElement * count else {
-            throw .tensorSize(frame: index, declaredElements: count, bytes: bytes.count)
+        let ranges = WireProtocol.pieceRanges(byteCount: encoding.bytesPerElement * count)
+        for (i, range) in ranges.enumerated() where frames[index + i].count != range.count {
+            throw .tensorSize(frame: index + i, declaredElements: count, bytes: frames[index + i].count)
         }
-        return WireTensor(littleEndianBytes: bytes, encoding: encoding)
+        let pieces = Array(frames[index..<(index + ranges.count)])
+        index += ranges.count
+        return WireTensor(littleEndianPieces: pieces, count: count, encoding: encoding)
     }
 }

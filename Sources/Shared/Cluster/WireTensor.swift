@@ -91,23 +91,32 @@ public struct WireTensor: Sendable, Equatable, CustomStringConvertible {
         self.init(copying: UnsafeBufferPointer(storage.buffer))
     }
 
-    /// A binary32 tensor from a frame of `encoding`; `bytes.count` must be a multiple of its
-    /// element size (the decoder checks this before calling).
-    init(littleEndianBytes bytes: UnsafeRawBufferPointer, encoding: Encoding = .float32) {
-        let n = bytes.count / encoding.bytesPerElement
+    /// A binary32 tensor of `count` elements from consecutive frames of `encoding` whose sizes
+    /// add up to count · element size, each a multiple of the element size (the decoder checks
+    /// this before calling).
+    init(littleEndianPieces pieces: [UnsafeRawBufferPointer], count n: Int, encoding: Encoding = .float32) {
         self.init(storage: Storage(count: n) { dst in
-            guard let base = bytes.baseAddress, let out = dst.baseAddress, n > 0 else { return }
-            switch encoding {
-            case .float32:
-                UnsafeMutableRawPointer(out).copyMemory(from: base, byteCount: n * 4)
-            case .bfloat16:
-                for i in 0..<n {
-                    let half = UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                    out[i] = Float(bitPattern: half << 16)
+            guard let out = dst.baseAddress, n > 0 else { return }
+            var element = 0
+            for bytes in pieces {
+                guard let base = bytes.baseAddress else { continue }
+                let k = bytes.count / encoding.bytesPerElement
+                switch encoding {
+                case .float32:
+                    UnsafeMutableRawPointer(out + element).copyMemory(from: base, byteCount: k * 4)
+                case .bfloat16:
+                    for i in 0..<k {
+                        let half = UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                        out[element + i] = Float(bitPattern: half << 16)
+                    }
                 }
+                element += k
             }
         }, encoding: .float32, count: n)
     }
+
+    /// The frames this tensor travels in (`WireProtocol.pieceRanges`): byte ranges of its frame bytes.
+    public var pieceRanges: [Range<Int>] { WireProtocol.pieceRanges(byteCount: byteCount) }
 
     /// Calls `body` with the elements (valid only inside `body`).
     public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {

@@ -228,7 +228,11 @@ extension ZMQ {
             if let routingID { try sendCopy(routingID, flags: ZMQ_SNDMORE) }
             try sendCopy(encoded.header, flags: encoded.tensors.isEmpty ? 0 : ZMQ_SNDMORE)
             for (i, tensor) in encoded.tensors.enumerated() {
-                try sendZeroCopy(tensor, flags: i + 1 < encoded.tensors.count ? ZMQ_SNDMORE : 0)
+                let pieces = tensor.pieceRanges
+                for (j, piece) in pieces.enumerated() {
+                    let last = i + 1 == encoded.tensors.count && j + 1 == pieces.count
+                    try sendZeroCopy(tensor, bytes: piece, flags: last ? 0 : ZMQ_SNDMORE)
+                }
             }
         }
 
@@ -240,13 +244,16 @@ extension ZMQ {
             }
         }
 
-        private func sendZeroCopy(_ tensor: WireTensor, flags: Int32) throws {
+        /// Sends bytes `bytes` of `tensor`'s frame as one frame, without a copy (each frame
+        /// retains the storage until libzmq is done with it).
+        private func sendZeroCopy(_ tensor: WireTensor, bytes: Range<Int>, flags: Int32) throws {
             var msg = zmq_msg_t()
-            if tensor.count == 0 {
+            if bytes.isEmpty {
                 zmq_msg_init(&msg)
             } else {
                 let hint = Unmanaged.passRetained(tensor.storage).toOpaque()
-                let rc = zmq_msg_init_data(&msg, tensor.storage.base, tensor.byteCount, { _, hint in
+                let start = UnsafeMutableRawPointer(tensor.storage.base) + bytes.lowerBound
+                let rc = zmq_msg_init_data(&msg, start, bytes.count, { _, hint in
                     if let hint { Unmanaged<WireTensor.Storage>.fromOpaque(hint).release() }
                 }, hint)
                 if rc == -1 {

@@ -102,10 +102,15 @@ final class ClusterServer {
 
     private var now: Duration { ContinuousClock.now - start }
 
+    /// When `runRound`'s `whileWaiting` runs: after the broadcast (7 MB sealed per worker, ≈ 10 ms).
+    static let whileWaitingDelay: Duration = .milliseconds(25)
+
     /// Runs `round` with `parameters` until every configuration has its result; returns them in
-    /// configuration-index order with the round's statistics. `whileWaiting` runs once, right
-    /// after the parameters and work went out (the coordinator's own work that the round's
-    /// results do not depend on, such as the deferred EMA update).
+    /// configuration-index order with the round's statistics. `whileWaiting` runs once during
+    /// the round, `whileWaitingDelay` after the parameters and work went out (by then they are
+    /// sealed and on their way, so it does not compete with CURVE for the cores), or at the
+    /// end of a shorter round: the coordinator's own work that the results do not depend on,
+    /// such as the deferred EMA update.
     func runRound(_ round: Int, parameters: FloatStorage, whileWaiting: () -> Void = {}) throws -> (results: [Result], stats: RoundStats) {
         current = (round, WireTensor(copying: parameters))
         completed = nil
@@ -113,11 +118,14 @@ final class ClusterServer {
         lastResult = [:]; computeByWorker = [:]; nonFinite = [:]
         roundStart = now
         perform(scheduler.startRound(round, now: now))
-        whileWaiting()
+        var waited = false
         while completed == nil {
-            try service(wait: .milliseconds(50))
+            let sinceStart = now - roundStart
+            if !waited && sinceStart >= Self.whileWaitingDelay { whileWaiting(); waited = true }
+            try service(wait: waited ? .milliseconds(50) : min(.milliseconds(50), Self.whileWaitingDelay - sinceStart))
             if let failure { throw failure }
         }
+        if !waited { whileWaiting() }
         stats.seconds = seconds(now - roundStart)
         stats.workersAlive = scheduler.liveWorkers.count
         stats.computeSeconds = computeByWorker.values.max() ?? 0

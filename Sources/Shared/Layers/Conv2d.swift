@@ -28,7 +28,9 @@ public struct Conv2d: Sendable {
 
     /// y = W ⋆ x + b, computed per chunk of images as Y[O, n·P] = W[O, C·k·k] · columns[C·k·k, n·P];
     /// with `relu`, y = relu(W ⋆ x + b) in the same pass (its backward is the caller's:
-    /// `ReLU.backward` or a pooling backward's `mask`).
+    /// `ReLU.backward` or a pooling backward's `mask`). `keepColumns`: every chunk's columns are
+    /// kept in the workspace (the whole batch's) for `backward(…, columnsFromForward: true)`,
+    /// which then need not rebuild them.
     public func forward(x: Tensor, weight: Tensor, bias: Tensor?, y: Tensor, workspace: Workspace, relu: Bool = false,
                         keepColumns: Bool = false) {
         let g = geometry, N = x.shape[0], O = outChannels, P = g.positions, KK = g.patchSize
@@ -56,8 +58,8 @@ public struct Conv2d: Sendable {
     /// With Y = W·X (X the im2col columns), per chunk of images:
     ///   dW += dY · Xᵀ,   db += Σ_{n,p} dy[n, o, p],   dX = Wᵀ · dY,   dx = col2im(dX).
     /// `dx` may be nil for the first layer (no input gradient needed). `columnsFromForward`:
-    /// the workspace still holds this layer's im2col columns of `x` from `forward` (a network
-    /// that gives each conv its own workspace skips recomputing them when the batch is one chunk).
+    /// the workspace still holds this layer's im2col columns of `x` from a `forward(…,
+    /// keepColumns: true)` (a network that gives each conv its own workspace skips rebuilding them).
     public func backward(x: Tensor, weight: Tensor, dy: Tensor, dx: Tensor?, dWeight: Tensor, dBias: Tensor?,
                          workspace: Workspace, columnsFromForward: Bool = false) {
         let g = geometry, N = x.shape[0], O = outChannels, P = g.positions, KK = g.patchSize

@@ -73,8 +73,8 @@ public enum WireProtocol {
     public static let maxConfigurationsPerRound = 1 << 16
     /// Largest round number.
     public static let maxRound = Int(Int32.max)
-    /// Largest tensor: 2²⁸ floats = 1 GiB per frame. Sockets also set ZMQ_MAXMSGSIZE from this,
-    /// so a peer cannot make ZeroMQ buffer a larger frame in the first place.
+    /// Largest tensor: 2²⁸ floats = 1 GiB (in `tensorPieceBytes` frames). Sockets set
+    /// ZMQ_MAXMSGSIZE to one gradient's bytes, so a peer cannot make ZeroMQ buffer more.
     public static let maxTensorElements = 1 << 28
     /// Largest header frame.
     public static let maxHeaderBytes = headerPrefixBytes + maxJobSpecBytes + 64

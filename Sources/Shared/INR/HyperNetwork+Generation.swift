@@ -46,11 +46,12 @@ public final class INRActivations: @unchecked Sendable {
 }
 
 extension HyperNetwork {
-    /// A piece of the INR's work: rows `lo ..< hi` of layout entry `entry`, the `index`-th of that
-    /// entry's `count` chunks. Chunks run in parallel, each on one thread, with products of
-    /// fixed shapes, so their results do not depend on the thread count; a chunk's activations
-    /// stay in cache from one layer to the next.
-    struct RowChunk { let entry: Int, lo: Int, hi: Int, index: Int, count: Int, slot: Int }
+    /// A piece of the INR's work: rows `lo ..< hi` of layout entry `entry`, one of that entry's
+    /// `count` chunks, writing its weight gradients to partial slot `slot` (−1: the first chunk,
+    /// into the gradients). Chunks run in parallel, each on one thread, with products of fixed
+    /// shapes, so their results do not depend on the thread count; a chunk's activations stay in
+    /// cache from one layer to the next.
+    struct RowChunk { let entry: Int, lo: Int, hi: Int, count: Int, slot: Int }
 
     /// Rows per chunk (`HyperNetwork.rowChunk`, which tests may change) by default.
     public static let defaultRowChunk = 512
@@ -69,8 +70,8 @@ extension HyperNetwork {
         for (t, e) in layout.entries.enumerated() where e.rows > 0 {
             let count = (e.rows + rowChunk - 1) / rowChunk
             for i in 0..<count {
-                act.chunks.append(RowChunk(entry: t, lo: i * rowChunk, hi: min(e.rows, (i + 1) * rowChunk), index: i,
-                                           count: count, slot: i == 0 ? -1 : slots))
+                act.chunks.append(RowChunk(entry: t, lo: i * rowChunk, hi: min(e.rows, (i + 1) * rowChunk), count: count,
+                                           slot: i == 0 ? -1 : slots))
                 if i > 0 { slots += 1 }
             }
         }
@@ -79,12 +80,12 @@ extension HyperNetwork {
         act.reserve(transposed: heads.count * transposedPerHead, partials: slots * headParameterCount)
     }
 
-    /// Offsets of head t's transposed weights in `act.transposedWeights`: W_inᵀ [D, H], block
-    /// i's Wᵢᵀ [H, H], W_outᵀ [H, outputSize].
-    func transposedOffsets(head t: Int) -> (input: Int, block: (Int) -> Int, output: Int) {
+    /// Offsets of head t's transposed weights in `act.transposedWeights`: W_inᵀ [D, H], then the
+    /// blocks' Wᵢᵀ [H, H] from `blocks` on (block i at blocks + i·H·H), then W_outᵀ [H, outputSize].
+    func transposedOffsets(head t: Int) -> (input: Int, blocks: Int, output: Int) {
         let H = config.hidden, D = embedding.width, blocks = heads[0].blocks.count
         let base = t * (H * D + blocks * H * H + H * config.outputSize)
-        return (base, { base + H * D + $0 * H * H }, base + H * D + blocks * H * H)
+        return (base, base + H * D, base + H * D + blocks * H * H)
     }
 
     /// Generates every tensor of `layout` into `target` (values), using coordinate noise ε drawn
@@ -106,7 +107,7 @@ extension HyperNetwork {
         let H = config.hidden, D = embedding.width, O = config.outputSize, p = parameters, wt = act.transposedWeights.base
         let blocks = heads[0].blocks.count
         // Transpose the weights of every head in use: (head, matrix) pieces.
-        Parallel.forPieces(heads.count * (blocks + 2)) { piece in
+        Parallel.forPieces(layout.entries.count * (blocks + 2)) { piece in
             let (t, matrix) = piece.quotientAndRemainder(dividingBy: blocks + 2)
             guard layout.entries[t].rows > 0 else { return }
             let head = heads[t], offsets = transposedOffsets(head: t)
@@ -114,8 +115,8 @@ extension HyperNetwork {
             case 0: Transpose.transpose(p.value(head.inWeight).data, rows: H, columns: D, into: wt + offsets.input, threaded: false)
             case blocks + 1: Transpose.transpose(p.value(head.outWeight).data, rows: O, columns: H, into: wt + offsets.output, threaded: false)
             default:
-                Transpose.transpose(p.value(head.blocks[matrix - 1].weight).data, rows: H, columns: H, into: wt + offsets.block(matrix - 1),
-                                    threaded: false)
+                Transpose.transpose(p.value(head.blocks[matrix - 1].weight).data, rows: H, columns: H,
+                                    into: wt + offsets.blocks + (matrix - 1) * H * H, threaded: false)
             }
         }
         Parallel.forPieces(act.chunks.count) { c in
@@ -127,7 +128,7 @@ extension HyperNetwork {
             var previous = h0
             for (i, block) in head.blocks.enumerated() {
                 let a = act.blockA[i].base + row * H, h = act.blockH[i].base + row * H
-                Gemm.sgemmSingle(m: R, n: H, k: H, a: previous, lda: H, b: wt + offsets.block(i), ldb: H, beta: 0, c: a, ldc: H)
+                Gemm.sgemmSingle(m: R, n: H, k: H, a: previous, lda: H, b: wt + offsets.blocks + i * H * H, ldb: H, beta: 0, c: a, ldc: H)
                 Self.addBiasReluResidual(a, h, previous, rows: R, p.value(block.bias).data, H, scale: p.value(block.scale)[0])
                 previous = h
             }
@@ -179,7 +180,7 @@ extension HyperNetwork {
             outBias.update(repeating: 0, count: p.specs[head.outBias].count)
             for r in 0..<R { for k in 0..<area { outBias[e.outputStart + k] += dy[r * area + k] } }
             scaling?.stop()
-            let last = head.blocks.isEmpty ? act.h0.base + row * H : act.blockH[head.blocks.count - 1].base + row * H
+            let last = act.last.base + row * H
             Gemm.sgemmSingle(transA: true, m: area, n: H, k: R, a: dy, lda: area, b: last, ldb: H, beta: 0,
                              c: outWeight + e.outputStart * H, ldc: H)
             let dH = act.dH.base + row * H, dZ = act.dZ.base + row * H

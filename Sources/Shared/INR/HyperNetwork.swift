@@ -38,8 +38,8 @@ public final class HyperNetwork: @unchecked Sendable {
     /// Parameter indices of head t: input (weight, bias), blocks (weight, bias, scale)…, output (weight, bias).
     struct Head { let inWeight: Int, inBias: Int, blocks: [(weight: Int, bias: Int, scale: Int)], outWeight: Int, outBias: Int }
     let heads: [Head]
-    /// Rows per parallel chunk of the INR's work (`generate`, `backward`); a change alters only
-    /// the order of the weight-gradient sums.
+    /// Rows per parallel chunk of the INR's work (`generate`, `backward`); a change alters the
+    /// rounding of the gradient sums (and of products of other shapes), not what is computed.
     var rowChunk = HyperNetwork.defaultRowChunk
 
     /// Specs of an INR for the given target tensors (names `heads.t.…`, PyTorch-like).

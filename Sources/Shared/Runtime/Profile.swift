@@ -133,13 +133,16 @@ public enum Profile {
         }
     }
 
-    private static let key: pthread_key_t = {
+    private static let key = makeKey()
+
+    /// A new thread-specific-data key (created outside any `precondition`: release builds,
+    /// -Ounchecked, do not evaluate them).
+    private static func makeKey() -> pthread_key_t {
         var key = pthread_key_t()
-        // Not inside `precondition`: release builds (-Ounchecked) do not evaluate it.
         let created = pthread_key_create(&key, nil)
         if created != 0 { fatalError("pthread_key_create failed (\(created))") }
         return key
-    }()
+    }
 
     /// The recorder of the calling thread, if profiling is on for it.
     static var recorder: Recorder? {
@@ -183,13 +186,7 @@ public enum Profile {
     }
 
     /// Threads sharing the wall time of the calling thread's kernels (unset: 1).
-    private static let shareKey: pthread_key_t = {
-        var key = pthread_key_t()
-        // Not inside `precondition`: release builds (-Ounchecked) do not evaluate it.
-        let created = pthread_key_create(&key, nil)
-        if created != 0 { fatalError("pthread_key_create failed (\(created))") }
-        return key
-    }()
+    private static let shareKey = makeKey()
 
     /// Runs `body` — one piece of a parallel loop whose pieces call kernels themselves — with
     /// `recorder` (the loop's caller's) recording this thread's kernels, each at 1/`threads` of

@@ -13,10 +13,6 @@ public enum Gemm {
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if m == 0 || n == 0 { return }
-        if k == 0 {  // BLAS leaves C alone when K = 0 only if beta = 1; make beta = 0 clear it.
-            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
-            return
-        }
         // Large products are cut into fixed tiles along the larger of M and N — the same tiles
         // whatever the thread count — and the tiles are spread over the compute threads. A BLAS
         // call's rounding can depend on its shape (edge kernels, small-matrix paths), so tiling
@@ -24,28 +20,28 @@ public enum Gemm {
         // computation identical on 1 or 16 threads (the cluster relies on this: workers with
         // different core counts must return bit-identical gradients).
         let flops = 2 * m * n * k
+        guard flops >= Self.tilingThreshold else {
+            return sgemmSingle(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                               beta: beta, c: c, ldc: ldc)
+        }
         let timing = Profile.start(.gemm, flops: flops)
         defer { timing?.stop() }
-        if flops >= Self.tilingThreshold {
-            if n >= m {
-                let (tiles, size) = Self.tiles(n)
-                Parallel.forRanges(tiles) { range in
-                    for t in range {
-                        let lo = t * size, count = min(n, lo + size) - lo
-                        blas(transA, transB, m, count, k, alpha, a, lda, transB ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc)
-                    }
-                }
-            } else {
-                let (tiles, size) = Self.tiles(m)
-                Parallel.forRanges(tiles) { range in
-                    for t in range {
-                        let lo = t * size, count = min(m, lo + size) - lo
-                        blas(transA, transB, count, n, k, alpha, transA ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc, ldc)
-                    }
+        if n >= m {
+            let (tiles, size) = Self.tiles(n)
+            Parallel.forRanges(tiles) { range in
+                for t in range {
+                    let lo = t * size, count = min(n, lo + size) - lo
+                    blas(transA, transB, m, count, k, alpha, a, lda, transB ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc)
                 }
             }
         } else {
-            blas(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            let (tiles, size) = Self.tiles(m)
+            Parallel.forRanges(tiles) { range in
+                for t in range {
+                    let lo = t * size, count = min(m, lo + size) - lo
+                    blas(transA, transB, count, n, k, alpha, transA ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc, ldc)
+                }
+            }
         }
     }
 
@@ -58,7 +54,7 @@ public enum Gemm {
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if m == 0 || n == 0 { return }
-        if k == 0 {
+        if k == 0 {  // BLAS leaves C alone when K = 0 only if beta = 1; make beta = 0 clear it.
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
@@ -72,9 +68,10 @@ public enum Gemm {
     /// The largest tile along the split dimension.
     public static let maxTile = 1024
 
-    /// Tiles of an `extent` split: an even count (two threads, or any even number, share them
-    /// evenly) of equal tiles of at most `maxTile`, in multiples of 16 (the kernels' unroll),
-    /// the last one shorter. A function of the shape alone. Few large tiles matter: each BLAS
+    /// Tiles of an `extent` split: aiming at an even count (two threads, or any even number,
+    /// share them evenly) of equal tiles of at most `maxTile`, rounded up to multiples of 16
+    /// (the kernels' unroll), the last one shorter — so small extents get one tile and the
+    /// rounding may make the count odd. A function of the shape alone. Few large tiles matter: each BLAS
     /// call packs its whole other operand again (a 256×256 weight for every 128 rows of
     /// activations with small tiles).
     public static func tiles(_ extent: Int) -> (count: Int, size: Int) {

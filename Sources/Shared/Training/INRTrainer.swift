@@ -24,7 +24,8 @@ public final class INRTrainer {
     public internal(set) var round = 0
     public internal(set) var optimizer: AdamW
     public let ema: EMA
-    /// Sum of the round's configuration gradients (then their mean).
+    /// Sum of the round's configuration gradients (AdamW's pass divides it by their count into
+    /// the INR's gradients; a one-configuration `runRound` leaves it unused).
     let accumulator: FloatStorage
     /// The data order of the epoch the last round drew from (shuffled once per epoch).
     private var epochOrder: (epoch: Int, indices: [Int])?

@@ -39,7 +39,7 @@ extension Bench {
                     section: first ? "cluster rounds (run, default recipe, rounds \(skipped + 1)…\(rounds), CURVE on loopback)" : nil)
             out.add("\(key)_overhead_share", overhead, "  share of round time not computing", String(format: "%.1f%%", 100 * overhead))
             out.add("\(key)_bytes_per_round", bytes, "  bytes sent + received per round", String(format: "%.1f MB", bytes / 1e6))
-            out.add("\(key)_step_ms", step * 1000, "  optimizer step (sum, AdamW; the EMA runs while workers compute)",
+            out.add("\(key)_step_ms", step * 1000, "  optimizer step (AdamW head by head as pieces arrive, summed)",
                     String(format: "%.1f ms", step * 1000))
             out.record("\(key)_round_ms", 1000 * total / Double(max(measured.count, 1)))
             first = false

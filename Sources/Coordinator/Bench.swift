@@ -56,7 +56,8 @@ struct Bench: ParsableCommand {
         thread each, then 2 workers sending bfloat16 gradients, CURVE over loopback: \
         configurations/s, the share of round time not spent computing gradients (1 − busiest \
         worker's compute / round time; goal < 10 % with 2 workers), bytes per round and the \
-        optimizer step, over the rounds after the first 5.
+        optimizer step (summed over the heads, which are stepped as their gradient pieces \
+        arrive, overlapping the round), over the rounds after the first 5.
 
         Figures depend on the machine's load: compare ratios within one run, and note the load \
         average printed with them. --quick runs every part in seconds (fewer repeats and steps).

@@ -7,6 +7,11 @@ import NeuMeta
 /// scheduler's actions and turns socket traffic into its events; every decision about who
 /// computes what is the scheduler's.
 ///
+/// Gradients arrive in pieces (one per INR head, `WireProtocol`'s "Pieces of a round"): the
+/// server keeps one buffer per configuration, and as soon as every configuration's piece of a
+/// head is in it has the caller step the optimizer on that head and sends the new values to
+/// every worker as a piece of the next round's parameters.
+///
 /// A worker is known by the routing id the ROUTER gives its connection (never one the peer
 /// chooses, so no peer can take over another's work), by the name it says in its hello (for
 /// logs), and by its CURVE key (the ZAP "User-Id"): a hello naming a live worker with the same
@@ -14,13 +19,18 @@ import NeuMeta
 final class ClusterServer {
     typealias WorkerID = [UInt8]
 
-    /// One configuration's result as the round needs it.
+    /// One configuration's result as the round needs it (its gradient is in the round's
+    /// buffers, and already stepped on, when the result is accepted).
     struct Result {
         let terms: LossTerms
-        let gradient: WireTensor
         /// Seconds the worker spent computing it.
         let seconds: Double
     }
+
+    /// Steps the optimizer on the parameters in `range` from every configuration's gradient of
+    /// the round (in configuration order; each pointer is to a whole gradient, of which only
+    /// `range` is read).
+    typealias PieceStep = (_ range: Range<Int>, _ gradients: [UnsafePointer<Float>]) -> Void
 
     /// What a round cost, for the per-round log line and metrics.
     struct RoundStats {
@@ -78,9 +88,38 @@ final class ClusterServer {
     /// With `--exit-with-parent`: the process that started this one.
     private let parent: pid_t?
 
+    // The round's gradient pieces.
+    /// The pieces gradients and parameters travel in (the INR's heads), and their index by offset.
+    private let pieceRanges: [Range<Int>]
+    private let pieceIndex: [Int: Int]
+    /// One whole gradient per configuration of a round, allocated once.
+    private let gradients: [FloatStorage]
+    /// Which pieces of each configuration's gradient are in, and which pieces are stepped.
+    private var piecesIn: [[Bool]]
+    private var stepped: [Bool]
+    /// The live parameters the step writes (the new values of a stepped piece are sent from here).
+    private var live: FloatStorage?
+    private var stepPiece: PieceStep?
+    /// Whether stepped pieces go out as the next round's parameters (not after the last round).
+    private var broadcastNext = false
+    /// Pieces of round `round` already sent to each worker: one that has them all needs no
+    /// `parameters` message at that round's start.
+    private var piecesSent: (round: Int, count: [WorkerID: Int]) = (-1, [:])
+
     /// Binds `endpoint` with `keys` as the CURVE server, admitting `allowed` worker keys.
-    init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor, parent: pid_t?) throws {
+    /// `pieceRanges` tile the parameters (`HyperNetwork.headRanges`).
+    init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor, pieceRanges: [Range<Int>],
+         parent: pid_t?) throws {
+        precondition(pieceRanges.first?.lowerBound == 0 && pieceRanges.last?.upperBound == spec.parameterCount
+                     && zip(pieceRanges, pieceRanges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound },
+                     "pieces must tile the parameters")
         self.parent = parent
+        self.pieceRanges = pieceRanges
+        pieceIndex = Dictionary(uniqueKeysWithValues: pieceRanges.enumerated().map { ($1.lowerBound, $0) })
+        let configurations = spec.plan.configurationsPerRound
+        gradients = (0..<configurations).map { _ in FloatStorage(count: spec.parameterCount) }
+        piecesIn = Array(repeating: Array(repeating: false, count: pieceRanges.count), count: configurations)
+        stepped = Array(repeating: false, count: pieceRanges.count)
         // One I/O thread per core (up to 4): each worker connection's CURVE work runs on one.
         context = try ZMQ.Context(ioThreads: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)))
         let limiter = self.limiter
@@ -106,13 +145,28 @@ final class ClusterServer {
     static let whileWaitingDelay: Duration = .milliseconds(25)
 
     /// Runs `round` with `parameters` until every configuration has its result; returns them in
-    /// configuration-index order with the round's statistics. `whileWaiting` runs once during
+    /// configuration-index order with the round's statistics. Meanwhile `stepPiece` steps each
+    /// piece of `parameters` (in place) as soon as all its gradients are in; with
+    /// `broadcastNext` the new values go to the workers as the next round's. `whileWaiting` runs once during
     /// the round, `whileWaitingDelay` after the parameters and work went out (by then they are
     /// sealed and on their way, so it does not compete with CURVE for the cores), or at the
     /// end of a shorter round: the coordinator's own work that the results do not depend on,
     /// such as the deferred EMA update.
-    func runRound(_ round: Int, parameters: FloatStorage, whileWaiting: () -> Void = {}) throws -> (results: [Result], stats: RoundStats) {
+    func runRound(_ round: Int, parameters: FloatStorage, broadcastNext: Bool, whileWaiting: () -> Void = {},
+                  stepPiece: PieceStep) throws -> (results: [Result], stats: RoundStats) {
+        try withoutActuallyEscaping(stepPiece) { stepPiece in
+            self.stepPiece = stepPiece
+            defer { self.stepPiece = nil; live = nil }
+            live = parameters
+            self.broadcastNext = broadcastNext
+            return try runRound(round, parameters: parameters, whileWaiting: whileWaiting)
+        }
+    }
+
+    private func runRound(_ round: Int, parameters: FloatStorage, whileWaiting: () -> Void) throws -> (results: [Result], stats: RoundStats) {
         current = (round, WireTensor(copying: parameters))
+        for c in piecesIn.indices { piecesIn[c] = Array(repeating: false, count: pieceRanges.count) }
+        stepped = Array(repeating: false, count: pieceRanges.count)
         completed = nil
         stats = RoundStats()
         lastResult = [:]; computeByWorker = [:]; nonFinite = [:]
@@ -180,42 +234,97 @@ final class ClusterServer {
         case let .hello(name, version, fingerprint):
             admit(id, name: name, key: frames[1].property("User-Id") ?? "", version: version, fingerprint: fingerprint)
         case let .result(round, configuration, terms, seconds, gradient):
-            receive(from: id, round: round, configuration: configuration,
-                    result: Result(terms: terms, gradient: gradient, seconds: seconds))
+            receive(from: id, round: round, configuration: configuration, result: Result(terms: terms, seconds: seconds), gradient: gradient)
+        case let .gradientPiece(round, configuration, offset, values):
+            receivePiece(from: id, round: round, configuration: configuration, offset: offset, values: values)
         case .heartbeat:
             scheduler.heard(from: id, now: now)
         case .goodbye:
             perform(scheduler.workerLeft(id))
-        case .welcome, .refuse, .work, .parameters:
+        case .welcome, .refuse, .work, .parameters, .parameterPiece:
             dropMalformed(from: id, "a \(message.kind) message, which only the coordinator sends")
         }
     }
 
-    private func receive(from id: WorkerID, round: Int, configuration: Int, result: Result) {
-        guard result.gradient.count == spec.parameterCount else {
-            return dropMalformed(from: id, "a result with \(result.gradient.count) gradient values (expected \(spec.parameterCount))")
+    /// A result: its gradient came ahead in pieces (`gradient` empty: every piece must be in)
+    /// or comes whole here.
+    private func receive(from id: WorkerID, round: Int, configuration: Int, result: Result, gradient: WireTensor) {
+        guard gradient.count == 0 || gradient.count == spec.parameterCount else {
+            return dropMalformed(from: id, "a result with \(gradient.count) gradient values (expected \(spec.parameterCount), or none)")
         }
         let assigned = round == current?.round && scheduler.outstanding(of: id).contains(configuration)
-        let t = result.terms
-        if assigned && !(result.gradient.isFinite && t.total.isFinite && t.crossEntropy.isFinite && t.reconstruction.isFinite
-                         && t.normRegularizer.isFinite) {
-            // A genuine divergence repeats on any worker (the computation is deterministic); a
-            // faulty worker does not. So: drop this one, let another recompute, stop on the second.
-            let name = scheduler.name(of: id) ?? "?"
-            if let first = nonFinite[configuration] {
-                failure = .diverged(round: round, configuration: configuration, workers: [first, name])
-                return
+        if assigned {
+            if gradient.count > 0 {
+                guard gradient.isFinite else { return nonFiniteResult(from: id, round: round, configuration: configuration) }
+                gradient.withUnsafeBufferPointer { all in
+                    for (p, range) in pieceRanges.enumerated() {
+                        store(configuration, piece: p, UnsafeBufferPointer(rebasing: all[range]))
+                    }
+                }
             }
-            nonFinite[configuration] = name
-            log("worker \(name) returned a non-finite result for round \(round) configuration \(configuration); "
-                + "dropping it and recomputing elsewhere")
-            return perform(scheduler.workerFailed(id, reason: "non-finite result"))
+            let missing = piecesIn[configuration].filter { !$0 }.count
+            guard missing == 0 else {
+                return dropMalformed(from: id, "the result of configuration \(configuration) came before \(missing) of its "
+                                     + "\(pieceRanges.count) gradient pieces")
+            }
+            let t = result.terms
+            guard t.total.isFinite && t.crossEntropy.isFinite && t.reconstruction.isFinite && t.normRegularizer.isFinite else {
+                return nonFiniteResult(from: id, round: round, configuration: configuration)
+            }
         }
         perform(scheduler.result(from: id, round: round, configuration: configuration, payload: result, now: now))
         if assigned {
             lastResult[id] = now
             computeByWorker[id, default: 0] += result.seconds
         }
+    }
+
+    /// A gradient piece of a configuration this worker holds in the current round (anything else
+    /// is late — the round is over or the work went elsewhere — and ignored, as its result will
+    /// be). A piece already in (a recomputation elsewhere: the same bits) is ignored too.
+    private func receivePiece(from id: WorkerID, round: Int, configuration: Int, offset: Int, values: WireTensor) {
+        guard let p = pieceIndex[offset], pieceRanges[p].count == values.count else {
+            return dropMalformed(from: id, "a gradient piece at \(offset) of \(values.count) values, which is not one of the "
+                                 + "\(pieceRanges.count) pieces of the \(spec.parameterCount) parameters")
+        }
+        guard round == current?.round, scheduler.outstanding(of: id).contains(configuration), !piecesIn[configuration][p] else { return }
+        guard values.isFinite else { return nonFiniteResult(from: id, round: round, configuration: configuration) }
+        values.withUnsafeBufferPointer { store(configuration, piece: p, $0) }
+    }
+
+    /// Puts configuration `c`'s gradient piece `p` in its buffer; once every configuration has
+    /// piece p, steps it and sends the new values to every worker for the next round.
+    private func store(_ c: Int, piece p: Int, _ values: UnsafeBufferPointer<Float>) {
+        guard !piecesIn[c][p] else { return }
+        let range = pieceRanges[p]
+        (gradients[c].base + range.lowerBound).update(from: values.baseAddress!, count: range.count)
+        piecesIn[c][p] = true
+        guard piecesIn.allSatisfy({ $0[p] }), let stepPiece, let live, let current else { return }
+        stepPiece(range, gradients.map { UnsafePointer($0.base) })
+        stepped[p] = true
+        guard broadcastNext else { return }
+        let next = current.round + 1
+        if piecesSent.round != next { piecesSent = (next, [:]) }
+        let values = WireTensor(copying: UnsafeBufferPointer(start: live.base + range.lowerBound, count: range.count))
+        for id in scheduler.liveWorkers {
+            send(.parameterPiece(round: next, offset: range.lowerBound, values: values), to: id)
+            piecesSent.count[id, default: 0] += 1
+        }
+    }
+
+    /// A non-finite gradient (piece) or loss. A genuine divergence repeats on any worker (the
+    /// computation is deterministic); a faulty worker does not. So: drop this one, let another
+    /// recompute, stop on the second.
+    private func nonFiniteResult(from id: WorkerID, round: Int, configuration: Int) {
+        let name = scheduler.name(of: id) ?? "?"
+        if let first = nonFinite[configuration] {
+            failure = .diverged(round: round, configuration: configuration, workers: [first, name])
+            return
+        }
+        nonFinite[configuration] = name
+        log("worker \(name) returned a non-finite result for round \(round) configuration \(configuration); "
+            + "dropping it and recomputing elsewhere")
+        perform(scheduler.workerFailed(id, reason: "non-finite result"))
     }
 
     /// A hello: refuse on a protocol, data or name mismatch, else welcome and schedule.
@@ -264,7 +373,10 @@ final class ClusterServer {
             switch action {
             case let .broadcastParameters(round, workers):
                 guard let current, current.round == round else { continue }
-                for id in workers { send(.parameters(round: round, values: current.parameters), to: id) }
+                let sent = piecesSent.round == round ? piecesSent.count : [:]
+                for id in workers where sent[id, default: 0] < pieceRanges.count {
+                    send(.parameters(round: round, values: current.parameters), to: id)
+                }
             case let .sendWork(id, round, configurations):
                 send(.work(round: round, configurations: configurations), to: id)
             case let .sendHeartbeat(workers):
@@ -298,6 +410,7 @@ final class ClusterServer {
         do {
             try socket.send(message, to: id)
             if case let .parameters(_, values) = message { stats.bytesSent += values.byteCount }
+            if case let .parameterPiece(_, _, values) = message { stats.bytesSent += values.byteCount }
             if case let .welcome(spec, _, parameters, base) = message { stats.bytesSent += spec.count + parameters.byteCount + base.byteCount }
         } catch let error as ZMQ.Error where error.code == EHOSTUNREACH {
             if scheduler.name(of: id) != nil { perform(scheduler.workerFailed(id, reason: "its connection is gone")) }

@@ -175,7 +175,8 @@ struct Run: ParsableCommand {
                            baseParameterCount: setup.permuted.count, data: try DataFingerprint.fashionMNIST(directory: e.data))
         spec.gradientEncoding = c.workers.gradients == .bfloat16 ? .bfloat16 : .float32
         let server = try ClusterServer(bind: c.coordinator.bind, keys: coordinatorKeys, allowed: allowed, spec: spec,
-                                       base: WireTensor(copying: setup.permuted.values), parent: exitWithParent ? getppid() : nil)
+                                       base: WireTensor(copying: setup.permuted.values), pieceRanges: trainer.inr.headRanges,
+                                       parent: exitWithParent ? getppid() : nil)
         // The bound endpoint has the real port when bind asked for any ("tcp://127.0.0.1:*").
         var bound = c.coordinator
         bound.bind = server.endpoint
@@ -195,28 +196,32 @@ struct Run: ParsableCommand {
         if trainer.round < lastRound { log("training rounds \(firstRound + 1)…\(lastRound) of \(plan.rounds)") }
         while trainer.round < lastRound {
             let round = trainer.round
+            // The optimizer steps head by head as the gradient pieces come in (within runRound);
+            // `stepSeconds` sums that time, `finishSeconds` is what is left after the round.
+            var stepSeconds = 0.0
             let (results, stats) = try server.runRound(round, parameters: trainer.inr.parameters.values,
-                                                       whileWaiting: { trainer.updatePendingEMA() })
-            let stepStart = Date()
-            trainer.beginRound()
-            var terms = LossTerms()
-            for result in results {
-                terms = terms + result.terms
-                result.gradient.withUnsafeBufferPointer { trainer.accumulate($0) }
-            }
-            let lr = trainer.finishRound(configurations: results.count, deferringEMA: true)
-            let stepSeconds = Date().timeIntervalSince(stepStart)
+                                                       broadcastNext: round + 1 < lastRound,
+                                                       whileWaiting: { trainer.updatePendingEMA() },
+                                                       stepPiece: { range, gradients in
+                                                           let start = Date()
+                                                           trainer.stepPiece(range, gradients: gradients)
+                                                           stepSeconds += Date().timeIntervalSince(start)
+                                                       })
+            let finishStart = Date()
+            let terms = results.reduce(LossTerms()) { $0 + $1.terms }
+            let lr = trainer.finishPipelinedRound()
+            let finishSeconds = Date().timeIntervalSince(finishStart)
             try server.service()
             // Of the whole round (distribution, computation, collection, the optimizer step), the
             // share that is not the busiest worker computing gradients.
-            let overhead = max(0, 1 - stats.computeSeconds / (stats.seconds + stepSeconds))
+            let overhead = max(0, 1 - stats.computeSeconds / (stats.seconds + finishSeconds))
             let n = Double(max(results.count, 1))
             let record: [String: Any] = [
                 "round": trainer.round, "loss": terms.total / n, "cross_entropy": terms.crossEntropy / n,
                 "norm_regularizer": terms.normRegularizer / n, "reconstruction": terms.reconstruction / n,
                 "batch_accuracy": Double(terms.correct) / Double(max(terms.samples, 1)), "learning_rate": Double(lr),
-                "seconds": stats.seconds + stepSeconds, "step_seconds": stepSeconds, "compute_seconds": stats.computeSeconds,
-                "overhead_share": overhead, "configurations_per_s": n / max(stats.seconds + stepSeconds, 1e-9), "workers_alive": stats.workersAlive,
+                "seconds": stats.seconds + finishSeconds, "step_seconds": stepSeconds, "compute_seconds": stats.computeSeconds,
+                "overhead_share": overhead, "configurations_per_s": n / max(stats.seconds + finishSeconds, 1e-9), "workers_alive": stats.workersAlive,
                 "stragglers": stats.stragglers, "bytes_sent": stats.bytesSent, "bytes_received": stats.bytesReceived,
                 "discarded_results": stats.discarded, "malformed_messages": stats.malformed,
             ]
@@ -231,7 +236,7 @@ struct Run: ParsableCommand {
                 progress.clear()
                 log(String(format: "round %d/%d  loss %.4f  ce %.4f  rec %.5f  acc %.1f%%  %.2f configs/s  overhead %.0f%%  workers %d  stragglers %@  ETA %@",
                            trainer.round, plan.rounds, window.total / w, window.crossEntropy / w, window.reconstruction / w,
-                           100 * Double(window.correct) / Double(max(window.samples, 1)), n / max(stats.seconds + stepSeconds, 1e-9),
+                           100 * Double(window.correct) / Double(max(window.samples, 1)), n / max(stats.seconds + finishSeconds, 1e-9),
                            100 * overhead, stats.workersAlive, stats.stragglers.isEmpty ? "-" : stats.stragglers.joined(separator: ","), formatDuration(eta)))
                 window = LossTerms(); windowConfigs = 0
             }

@@ -28,6 +28,11 @@ final class WorkerLoop {
     private var socket: ZMQ.Socket?
     private var connections = 0
     private var welcomed = false
+    /// The job's parameter count, from the welcome (parameter pieces must fit it).
+    private var parameterCount = 0
+    /// Parameter pieces of the next round, until they cover the parameters (then handed to the
+    /// compute thread as that round's parameters).
+    private var staging: (round: Int, pieces: [(offset: Int, values: WireTensor)], covered: Int)?
 
     init(name: String, endpoint: String, keys: CurveKeyPair, server: CurveKey, dataset: ImageDataset, fingerprint: DataFingerprint,
          verbose: Bool, parent: pid_t?) throws {
@@ -101,14 +106,19 @@ final class WorkerLoop {
                 return finish(.failed("this worker's data differs from the coordinator's: " + differences.joined(separator: "; ")))
             }
             shared.welcome(spec: spec, base: base, parameters: parameters, round: round)
+            parameterCount = spec.parameterCount
+            staging = nil
             log("\(welcomed ? "rejoined" : "joined") at round \(round): \(spec.family) widths \(spec.plan.minWidth)…\(spec.plan.maxWidth), "
                 + "\(spec.parameterCount) INR parameters")
             welcomed = true
         case let .parameters(round, values):
-            shared.setParameters(values, round: round)
+            shared.setParameters([(0, values)], round: round)
+            if let staged = staging, staged.round <= round { staging = nil }
+        case let .parameterPiece(round, offset, values):
+            stage(round: round, offset: offset, values: values)
         case let .work(round, configurations):
             shared.enqueue(round: round, configurations: configurations)
-        case .hello, .result:
+        case .hello, .result, .gradientPiece:
             log("ignored an unexpected \(message.kind) message")
         case .refuse, .goodbye, .heartbeat:
             break
@@ -119,11 +129,33 @@ final class WorkerLoop {
         return nil
     }
 
+    /// Adds a parameter piece for `round` (a newer round replaces older staged pieces; a piece
+    /// that does not fit, or overlaps one already staged, is dropped and logged); hands the
+    /// round's parameters to the compute thread once the pieces cover them.
+    private func stage(round: Int, offset: Int, values: WireTensor) {
+        guard welcomed else { return }
+        if staging == nil || staging!.round < round { staging = (round, [], 0) }
+        guard staging!.round == round else { return }  // a piece of a round already superseded
+        let range = offset..<(offset + values.count)
+        guard range.upperBound <= parameterCount, values.count > 0,
+              !staging!.pieces.contains(where: { range.overlaps($0.offset..<($0.offset + $0.values.count)) }) else {
+            log("dropped a parameter piece \(range) of round \(round) that does not fit the \(parameterCount) parameters")
+            return
+        }
+        staging!.pieces.append((offset, values))
+        staging!.covered += values.count
+        if staging!.covered == parameterCount {
+            shared.setParameters(staging!.pieces, round: round)
+            staging = nil
+        }
+    }
+
     private func perform(_ action: WorkerState.Action, state: inout WorkerState) -> Outcome? {
         switch action {
         case .connectAndSendHello:
             socket?.close()
             shared.newSession()
+            staging = nil
             connections += 1
             if connections > 1 { log("reconnecting to \(endpoint) (attempt \(connections))") }
             do {
@@ -144,6 +176,7 @@ final class WorkerLoop {
             socket?.close()
             socket = nil
             shared.newSession()
+            staging = nil
         case .sendHeartbeat:
             send(.heartbeat, state: &state)
         case let .stop(reason):
@@ -153,10 +186,10 @@ final class WorkerLoop {
         return nil
     }
 
+    /// Sends what the compute thread finished, in order: gradient pieces, then their result.
     private func sendResults(state: inout WorkerState) {
-        for done in shared.takeResults() {
-            send(.result(round: done.round, configuration: done.configuration, terms: done.terms, seconds: done.seconds,
-                         gradient: done.gradient), state: &state)
+        for message in shared.takeOutgoing() {
+            send(message, state: &state)
         }
     }
 
@@ -180,7 +213,7 @@ final class WorkerLoop {
 /// State shared by the socket thread and the compute thread, every field under `condition`.
 final class ComputeShared: @unchecked Sendable {
     struct Item { let session: Int; let round: Int; let configuration: Int }
-    struct Done { let session: Int; let round: Int; let configuration: Int; let terms: LossTerms; let seconds: Double; let gradient: WireTensor }
+    typealias Pieces = [(offset: Int, values: WireTensor)]
 
     private let condition = NSCondition()
     private let dataset: ImageDataset
@@ -188,11 +221,12 @@ final class ComputeShared: @unchecked Sendable {
     private var session = 0
     /// The job of the current session: spec and pretrained weights from its welcome.
     private var setup: (session: Int, spec: JobSpec, base: WireTensor)?
-    /// Newest parameters; `version` grows with every delivery.
-    private var parameters: (version: Int, round: Int, values: WireTensor)?
+    /// Newest parameters (pieces covering them); `version` grows with every delivery.
+    private var parameters: (version: Int, round: Int, pieces: Pieces)?
     private var parameterVersion = 0
     private var pending: [Item] = []
-    private var done: [Done] = []
+    /// Messages for the socket thread to send, in order (gradient pieces, then their result).
+    private var outgoing: [(session: Int, message: Message)] = []
     private var stopping = false
     private var failureText: String?
 
@@ -209,21 +243,21 @@ final class ComputeShared: @unchecked Sendable {
 
     /// A new connection: everything queued or finished for the old one is dropped.
     func newSession() {
-        locked { session += 1; pending = []; done = []; setup = nil; parameters = nil }
+        locked { session += 1; pending = []; outgoing = []; setup = nil; parameters = nil }
     }
 
     func welcome(spec: JobSpec, base: WireTensor, parameters values: WireTensor, round: Int) {
         locked {
             setup = (session, spec, base)
             parameterVersion += 1
-            parameters = (parameterVersion, round, values)
+            parameters = (parameterVersion, round, [(0, values)])
         }
     }
 
-    func setParameters(_ values: WireTensor, round: Int) {
+    func setParameters(_ pieces: Pieces, round: Int) {
         locked {
             parameterVersion += 1
-            parameters = (parameterVersion, round, values)
+            parameters = (parameterVersion, round, pieces)
             pending.removeAll { $0.round < round }  // superseded work of an earlier round
         }
     }
@@ -235,10 +269,11 @@ final class ComputeShared: @unchecked Sendable {
         }
     }
 
-    func takeResults() -> [Done] {
+    /// The messages of the current session that are ready to send.
+    func takeOutgoing() -> [Message] {
         locked {
-            let current = done.filter { $0.session == session }
-            done = []
+            let current = outgoing.filter { $0.session == session }.map(\.message)
+            outgoing = []
             return current
         }
     }
@@ -248,7 +283,8 @@ final class ComputeShared: @unchecked Sendable {
     }
 
     /// The compute thread: takes queued configurations in order, brings the job and its
-    /// parameters up to date, computes, hands the result back and pings `wakeEndpoint`.
+    /// parameters up to date, computes — handing each finished gradient piece and then the
+    /// result to the socket thread, pinging `wakeEndpoint` each time.
     static func computeLoop(_ shared: ComputeShared, context: ZMQ.Context, wakeEndpoint: String, verbose: Bool, name: String) {
         let wake: ZMQ.Socket
         do {
@@ -259,6 +295,13 @@ final class ComputeShared: @unchecked Sendable {
             return
         }
         defer { wake.close() }
+        // Pieces may be finished on any of the job's compute threads: the wake-up socket is
+        // used under this lock (a ZeroMQ socket must not be used by two threads at once).
+        let wakeLock = NSLock()
+        func hand(_ message: Message, session: Int) {
+            shared.locked { shared.outgoing.append((session, message)) }
+            wakeLock.withLock { _ = try? wake.send(frames: [[1]]) }
+        }
         var job: WorkerJob?
         var jobBase: WireTensor?, jobVersion = -1
         while true {
@@ -278,28 +321,30 @@ final class ComputeShared: @unchecked Sendable {
             do {
                 if job == nil || job!.spec != setup.spec || jobBase != setup.base {
                     job = try WorkerJob(spec: setup.spec, dataset: shared.dataset, localData: shared.fingerprint,
-                                        parameters: parameters.values, base: setup.base, round: parameters.round)
+                                        parameters: parameters.pieces, base: setup.base, round: parameters.round)
                     jobBase = setup.base
                 } else if jobVersion != parameters.version {
-                    try job!.setParameters(parameters.values, round: parameters.round)
+                    try job!.setParameters(parameters.pieces, round: parameters.round)
                 }
                 jobVersion = parameters.version
                 let started = ContinuousClock.now
-                let (terms, gradient) = try job!.gradient(round: item.round, configuration: item.configuration)
+                let terms = try job!.gradient(round: item.round, configuration: item.configuration) { offset, values in
+                    hand(.gradientPiece(round: item.round, configuration: item.configuration, offset: offset, values: values),
+                         session: item.session)
+                }
                 let elapsed = ContinuousClock.now - started
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 if verbose {
                     let line = "[\(name)] round \(item.round) configuration \(item.configuration): loss \(terms.total) in \(elapsed)\n"
                     FileHandle.standardError.write(Data(line.utf8))
                 }
-                shared.locked {
-                    shared.done.append(Done(session: item.session, round: item.round, configuration: item.configuration, terms: terms,
-                                            seconds: min(max(seconds, 0), WireProtocol.maxComputeSeconds), gradient: gradient))
-                }
+                hand(.result(round: item.round, configuration: item.configuration, terms: terms,
+                             seconds: min(max(seconds, 0), WireProtocol.maxComputeSeconds), gradient: WireTensor([])),
+                     session: item.session)
             } catch {
                 shared.locked { shared.failureText = "\(error)" }
+                wakeLock.withLock { _ = try? wake.send(frames: [[1]]) }
             }
-            try? wake.send(frames: [[1]])
         }
     }
 }

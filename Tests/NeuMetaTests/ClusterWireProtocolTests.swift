@@ -36,6 +36,8 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         .parameters(round: 9, values: WireTensor([3, 1, 4, 1, 5, 9, 2, 6])),
         .heartbeat,
         .goodbye,
+        .gradientPiece(round: 7, configuration: 1, offset: 4096, values: WireTensor([0.5, -.infinity, -0.0])),
+        .parameterPiece(round: 8, offset: 1 << 20, values: WireTensor([2, 7, 1, 8])),
     ]
 
     @Test func everyMessageRoundTrips() throws {
@@ -77,8 +79,8 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
 
     @Test func headerLayoutIsLittleEndianAndFixed() throws {
         let header = try wireFrames(.work(round: 0x0102, configurations: [7]))[0]
-        // magic · version 3 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
-        #expect(header == Array("NMC1".utf8) + [3, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
+        // magic · version 4 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
+        #expect(header == Array("NMC1".utf8) + [4, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
     }
 
     /// A bfloat16 gradient: half the bytes on the wire, widened to binary32 on receipt, rounded
@@ -104,6 +106,11 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         for i in 0..<values.count where values[i].isNormal {  // relative error ≤ 2⁻⁸ (half a 7-bit ulp)
             #expect(abs(back[i] - values[i]) <= abs(values[i]) / 256, "element \(i): \(values[i]) → \(back[i])")
         }
+        // A gradient piece carries its encoding the same way.
+        let pieceFrames = try wireFrames(.gradientPiece(round: 1, configuration: 2, offset: 64, values: tensor))
+        #expect(pieceFrames[1].count == 2 * values.count)
+        guard case let .gradientPiece(_, _, offset, piece) = try wireDecode(pieceFrames) else { Issue.record("not a piece"); return }
+        #expect(offset == 64 && piece.encoding == .float32 && piece.array.map(\.bitPattern) == back.map(\.bitPattern))
 
         var bad = frames
         let encodingOffset = bad[0].count - 5  // u8 encoding, then u32 count, end of the header frame
@@ -166,6 +173,14 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         expectError(.controlCharacter(field: "worker name"), hello)
 
         // A huge declared job spec is refused by its length, before any read or allocation.
+        // A piece must end within the largest tensor (offset at header bytes 24…27 / 20…23).
+        var piece = try wireFrames(.gradientPiece(round: 1, configuration: 0, offset: 0, values: WireTensor([1, 2])))
+        piece[0][24 ..< 28] = [0xFF, 0xFF, 0xFF, 0x0F]  // 2²⁸ − 1 + 2 elements
+        expectError(.outOfRange(field: "piece offset", value: (1 << 28) - 1), piece)
+        piece = try wireFrames(.parameterPiece(round: 1, offset: 0, values: WireTensor([1])))
+        piece[0][20 ..< 24] = [0, 0, 0, 0x10]
+        expectError(.outOfRange(field: "piece offset", value: 1 << 28), piece)
+
         var welcome = try wireFrames(.welcome(jobSpec: [1], round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])))
         welcome[0][20 ..< 24] = [0, 0, 0, 0x10]
         expectError(.tooLarge(field: "job spec", size: 0x1000_0000, limit: WireProtocol.maxJobSpecBytes), welcome)
@@ -180,6 +195,9 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
             try Message.work(round: 0, configurations: [3, 2]).encoded()
         }
         #expect(throws: WireError.outOfRange(field: "round", value: -1)) { try Message.work(round: -1, configurations: []).encoded() }
+        #expect(throws: WireError.outOfRange(field: "piece offset", value: -1)) {
+            try Message.parameterPiece(round: 0, offset: -1, values: WireTensor([1])).encoded()
+        }
     }
 
     @Test func tensorsAreBitExactAndShareStorage() {

@@ -150,6 +150,38 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
         expectClose(chunked.gradients, whole.gradients, atol: 1e-5, rtol: 1e-4, "INR gradients")
     }
 
+    /// `headFinished(t)` comes once per head, when the head's gradient is final: what it sees
+    /// of `headRanges[t]` then is what the whole pass ends with — on 1 and 2 threads, with
+    /// heads of several row chunks (LeNet w=6, chunks of 100 rows). The small heads finish
+    /// first (chunks go in order of increasing rows), the head with most rows last.
+    @Test(arguments: [1, 2]) func headsFinishOnceWithTheirFinalGradient(threads: Int) {
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        Parallel.threads = threads
+        let net = LeNet(width: 6)
+        let config = INRConfig(hidden: 24, layers: 3, frequencies: 2, outputSize: 25, norm: 8)
+        let layout = CoordinateLayout(specs: net.trainableSpecs, outputSize: 25)
+        let inr = HyperNetwork(config: config, targetSpecs: net.trainableSpecs, seed: 5)
+        inr.rowChunk = 100
+        let act = INRActivations(config: config), weights = net.makeParameters()
+        let probe = randomTensor([weights.count], seed: 8)
+        weights.gradients.base.update(from: probe.data, count: weights.count)
+        var rng = SeededRandom(3)
+        inr.generate(layout, noise: 1, rng: &rng, activations: act, into: weights)
+        let ranges = inr.headRanges, lock = NSLock()
+        var seen: [(head: Int, values: [Float])] = []
+        inr.backward(layout, activations: act, targetGradients: weights) { t in
+            let values = Array(UnsafeBufferPointer(start: inr.parameters.gradients.base + ranges[t].lowerBound, count: ranges[t].count))
+            lock.withLock { seen.append((t, values)) }
+        }
+        #expect(seen.map(\.head).sorted() == Array(ranges.indices))
+        for (t, values) in seen {
+            #expect(values == Array(inr.parameters.gradients.buffer[ranges[t]]), "head \(t)")
+        }
+        let most = layout.entries.indices.max { layout.entries[$0].rows < layout.entries[$1].rows }!
+        if threads == 1 { #expect(seen.last?.head == most) }
+    }
+
     /// Norm-regulariser and reconstruction gradients with respect to the generated weights.
     @Test func lossTermGradients() {
         let net = LeNet(width: 2)

@@ -28,8 +28,13 @@
 ///     result      u64 round · u32 configuration · f64 cross-entropy · f64 norm regularizer ·
 ///                 f64 reconstruction · f64 total · u32 correct · u32 samples ·
 ///                 f64 compute seconds · u8 gradient encoding (0 binary32, 1 bfloat16) ·
-///                 u32 gradient count + tensor frames: gradient (4 or 2 bytes per element)
+///                 u32 gradient count + tensor frames: gradient (4 or 2 bytes per element),
+///                 or count 0 when the gradient went ahead in gradient pieces
 ///     parameters  u64 round · u32 count + tensor frames: parameters to use for `round`
+///     gradient piece   u64 round · u32 configuration · u32 offset · u8 encoding · u32 count
+///                 + tensor frames: gradient[offset ..< offset + count] of that configuration
+///     parameter piece  u64 round · u32 offset · u32 count + tensor frames:
+///                 parameters[offset ..< offset + count] to use for `round`
 ///     heartbeat   (empty)
 ///     goodbye     (empty)
 ///
@@ -42,9 +47,19 @@
 /// below, UTF-8 validity, and that nothing trails; it throws `WireError`, never traps.
 /// Float payloads (loss terms, tensors) are carried bit-exactly, NaN included: see
 /// `WireTensor.isFinite`.
+///
+/// ## Pieces of a round
+/// A worker sends each INR head's part of a gradient (`HyperNetwork.headRanges`) as a gradient
+/// piece the moment its backward pass has finished it, then the result (loss terms, empty
+/// gradient). The coordinator steps the optimizer on a head as soon as every configuration's
+/// piece of it is in, and sends the new values as a parameter piece for the next round to every
+/// worker, which assembles them. So sending, stepping and receiving overlap the backward pass
+/// of the round's slowest configuration, as bucketed all-reduce does in data-parallel training;
+/// only the last head's traffic is left between one round's computation and the next.
 public enum WireProtocol {
-    /// Bumped on any incompatible change to the layouts above (3: tensors in pieces).
-    public static let version: UInt16 = 3
+    /// Bumped on any incompatible change to the layouts above (3: tensors in pieces; 4: gradient
+    /// and parameter pieces).
+    public static let version: UInt16 = 4
     /// Bytes per tensor frame (the last piece of a tensor may be shorter).
     public static let tensorPieceBytes = 1 << 20
 
@@ -107,13 +122,13 @@ public enum WireProtocol {
 
 /// The kind byte of the header frame.
 public enum MessageKind: UInt8, Sendable, CaseIterable {
-    case hello = 1, welcome, refuse, work, result, parameters, heartbeat, goodbye
+    case hello = 1, welcome, refuse, work, result, parameters, heartbeat, goodbye, gradientPiece, parameterPiece
 
     /// Tensors that follow the header frame (each in `WireProtocol.pieces` frames).
     public var tensorCount: Int {
         switch self {
         case .welcome: 2
-        case .result, .parameters: 1
+        case .result, .parameters, .gradientPiece, .parameterPiece: 1
         case .hello, .refuse, .work, .heartbeat, .goodbye: 0
         }
     }
@@ -134,10 +149,17 @@ public enum Message: Sendable, Equatable {
     case work(round: Int, configurations: [Int])
     /// Worker → coordinator: the gradient and loss terms of one configuration, and the seconds
     /// the worker spent computing it (for the coordinator's overhead figures). The gradient
-    /// may be sent as bfloat16; it is always received as binary32.
+    /// may be sent as bfloat16; it is always received as binary32. An empty gradient: it was
+    /// sent in gradient pieces before this message.
     case result(round: Int, configuration: Int, terms: LossTerms, seconds: Double, gradient: WireTensor)
     /// Coordinator → worker: the parameters to use for `round`.
     case parameters(round: Int, values: WireTensor)
+    /// Worker → coordinator: `values` = gradient[offset ..< offset + values.count] of one
+    /// configuration (float32 or bfloat16, as results), ahead of its result.
+    case gradientPiece(round: Int, configuration: Int, offset: Int, values: WireTensor)
+    /// Coordinator → worker: parameters[offset ..< offset + values.count] to use for `round`;
+    /// together the pieces of a round are its parameters.
+    case parameterPiece(round: Int, offset: Int, values: WireTensor)
     /// Either direction: still alive.
     case heartbeat
     /// Either direction: leaving (coordinator: training finished).
@@ -151,6 +173,8 @@ public enum Message: Sendable, Equatable {
         case .work: .work
         case .result: .result
         case .parameters: .parameters
+        case .gradientPiece: .gradientPiece
+        case .parameterPiece: .parameterPiece
         case .heartbeat: .heartbeat
         case .goodbye: .goodbye
         }
@@ -257,6 +281,19 @@ extension Message {
             try w.u64(UInt64(Self.checkRound(round)))
             try w.u32(Self.checkTensor(values, "parameters"))
             tensors = [values]
+        case let .gradientPiece(round, config, offset, values):
+            try w.u64(UInt64(Self.checkRound(round)))
+            guard (0..<WireProtocol.maxConfigurationsPerRound).contains(config) else { throw .outOfRange(field: "configuration", value: config) }
+            w.u32(UInt32(config))
+            try w.u32(Self.checkOffset(offset, values))
+            w.u8(values.encoding.rawValue)
+            try w.u32(Self.checkTensor(values, "gradient piece"))
+            tensors = [values]
+        case let .parameterPiece(round, offset, values):
+            try w.u64(UInt64(Self.checkRound(round)))
+            try w.u32(Self.checkOffset(offset, values))
+            try w.u32(Self.checkTensor(values, "parameter piece"))
+            tensors = [values]
         case .heartbeat, .goodbye:
             break
         }
@@ -274,6 +311,14 @@ extension Message {
     private static func checkRound(_ round: Int) throws(WireError) -> Int {
         guard (0...WireProtocol.maxRound).contains(round) else { throw .outOfRange(field: "round", value: round) }
         return round
+    }
+
+    /// A piece's offset: the piece must end within a largest tensor.
+    private static func checkOffset(_ offset: Int, _ t: WireTensor) throws(WireError) -> UInt32 {
+        guard offset >= 0, offset <= WireProtocol.maxTensorElements - min(t.count, WireProtocol.maxTensorElements) else {
+            throw .outOfRange(field: "piece offset", value: offset)
+        }
+        return UInt32(offset)
     }
 
     private static func checkTensor(_ t: WireTensor, _ field: String) throws(WireError) -> UInt32 {
@@ -379,6 +424,27 @@ extension Message {
             let count = try readCount(&r, "parameter count")
             try expectFrames(frames, for: [(count, .float32)])
             message = .parameters(round: round, values: try tensor(frames, &nextFrame, count))
+        case .gradientPiece:
+            let round = try readRound(&r)
+            let config = Int(try r.u32("configuration"))
+            guard config < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "configuration", value: config) }
+            let offset = Int(try r.u32("piece offset"))
+            let rawEncoding = try r.u8("gradient encoding")
+            guard let encoding = WireTensor.Encoding(rawValue: rawEncoding) else {
+                throw .outOfRange(field: "gradient encoding", value: Int(rawEncoding))
+            }
+            let count = try readCount(&r, "gradient piece count")
+            guard offset + count <= WireProtocol.maxTensorElements else { throw .outOfRange(field: "piece offset", value: offset) }
+            try expectFrames(frames, for: [(count, encoding)])
+            message = .gradientPiece(round: round, configuration: config, offset: offset,
+                                     values: try tensor(frames, &nextFrame, count, encoding))
+        case .parameterPiece:
+            let round = try readRound(&r)
+            let offset = Int(try r.u32("piece offset"))
+            let count = try readCount(&r, "parameter piece count")
+            guard offset + count <= WireProtocol.maxTensorElements else { throw .outOfRange(field: "piece offset", value: offset) }
+            try expectFrames(frames, for: [(count, .float32)])
+            message = .parameterPiece(round: round, offset: offset, values: try tensor(frames, &nextFrame, count))
         case .heartbeat:
             message = .heartbeat
         case .goodbye:

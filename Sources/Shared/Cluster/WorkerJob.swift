@@ -13,11 +13,18 @@ public final class WorkerJob {
     public private(set) var parameterRound: Int
     /// The data order of the epoch the last configuration came from (shuffled once per epoch).
     private var epochOrder: (epoch: Int, indices: [Int])?
+    private let headRanges: [Range<Int>]
 
     /// Checks the spec against this build and the local data, then sets up the INR.
     /// `dataset` must be the training split the fingerprint describes.
-    public init(spec: JobSpec, dataset: ImageDataset, localData: DataFingerprint, parameters: WireTensor, base: WireTensor,
-                round: Int) throws {
+    public convenience init(spec: JobSpec, dataset: ImageDataset, localData: DataFingerprint, parameters: WireTensor, base: WireTensor,
+                            round: Int) throws {
+        try self.init(spec: spec, dataset: dataset, localData: localData, parameters: [(0, parameters)], base: base, round: round)
+    }
+
+    /// As above, with the parameters in pieces that cover them once (see `setParameters`).
+    public init(spec: JobSpec, dataset: ImageDataset, localData: DataFingerprint, parameters: [(offset: Int, values: WireTensor)],
+                base: WireTensor, round: Int) throws {
         let differences = spec.data.differences(from: localData)
         guard differences.isEmpty else {
             throw JobSpecError.unusable("this worker's data differs from the coordinator's: " + differences.joined(separator: "; "))
@@ -44,9 +51,10 @@ public final class WorkerJob {
         }
         let inr = HyperNetwork(config: spec.inr, targetSpecs: network.trainableSpecs, seed: 0)
         let pretrained = network.makeParameters()
-        guard inr.parameters.count == spec.parameterCount, parameters.count == spec.parameterCount else {
+        let sent = parameters.reduce(0) { $0 + $1.values.count }
+        guard inr.parameters.count == spec.parameterCount, sent == spec.parameterCount else {
             throw JobSpecError.unusable("INR of \(inr.parameters.count) parameters here, \(spec.parameterCount) in the spec, "
-                                        + "\(parameters.count) sent")
+                                        + "\(sent) sent")
         }
         guard pretrained.count == spec.baseParameterCount, base.count == spec.baseParameterCount else {
             throw JobSpecError.unusable("pretrained network of \(pretrained.count) parameters here, \(spec.baseParameterCount) in the spec, "
@@ -57,28 +65,42 @@ public final class WorkerJob {
         objective = ConfigurationGradient(inr: inr, family: spec.family, dataset: dataset, mean: spec.mean, std: spec.std,
                                           pretrained: pretrained, pretrainedWidth: spec.pretrainedWidth)
         parameterRound = round
-        parameters.copy(into: inr.parameters.values.buffer)
+        headRanges = inr.headRanges
+        try setParameters(parameters, round: round)
     }
 
-    /// Uses `values` (the coordinator's parameters for `round`) from now on.
-    public func setParameters(_ values: WireTensor, round: Int) throws {
-        guard values.count == objective.inr.parameters.count else {
-            throw JobSpecError.unusable("parameters of \(values.count) values for an INR of \(objective.inr.parameters.count)")
+    /// The pieces a gradient is sent in and parameters arrive in: the INR's heads, in order.
+    public var pieceRanges: [Range<Int>] { headRanges }
+
+    /// Uses the coordinator's parameters for `round` from now on: `pieces` (offset, values)
+    /// that together cover the parameters once (one piece: all of them).
+    public func setParameters(_ pieces: [(offset: Int, values: WireTensor)], round: Int) throws {
+        let n = objective.inr.parameters.count
+        var end = 0
+        for piece in pieces.sorted(by: { $0.offset < $1.offset }) where piece.offset == end { end += piece.values.count }
+        guard end == n, pieces.reduce(0, { $0 + $1.values.count }) == n else {
+            throw JobSpecError.unusable("parameters of \(pieces.reduce(0) { $0 + $1.values.count }) values in \(pieces.count) pieces "
+                                        + "for an INR of \(n)")
         }
-        values.copy(into: objective.inr.parameters.values.buffer)
+        let values = objective.inr.parameters.values.buffer
+        for (offset, piece) in pieces {
+            piece.copy(into: UnsafeMutableBufferPointer(rebasing: values[offset..<(offset + piece.count)]))
+        }
         parameterRound = round
     }
 
-    /// The gradient and loss terms of configuration `index` of `round` (with the parameters of
-    /// `parameterRound`, which the caller has matched to `round`), the gradient encoded for the
-    /// wire as the job asks.
-    public func gradient(round: Int, configuration index: Int) throws -> (terms: LossTerms, gradient: WireTensor) {
+    /// Computes configuration `index` of `round` (with the parameters of `parameterRound`, which
+    /// the caller has matched to `round`) and returns its loss terms. Each head's part of the
+    /// gradient goes to `piece(offset, values)` — encoded for the wire as the job asks — as soon
+    /// as the backward pass has finished it (possibly on a compute thread, concurrently with
+    /// other heads when the job has several threads).
+    public func gradient(round: Int, configuration index: Int,
+                         piece: @escaping (_ offset: Int, _ values: WireTensor) -> Void) throws -> LossTerms {
         let config = spec.plan.configuration(round: round, index: index, reusing: &epochOrder)
-        let terms = try objective.compute(config)
-        let g = objective.inr.parameters.gradients
-        switch spec.gradientEncoding {
-        case .float32: return (terms, WireTensor(copying: g))
-        case .bfloat16: return (terms, WireTensor(bfloat16Rounding: UnsafeBufferPointer(g.buffer)))
+        let g = objective.inr.parameters.gradients.base, ranges = headRanges, encoding = spec.gradientEncoding
+        return try objective.compute(config) { t in
+            let values = UnsafeBufferPointer(start: g + ranges[t].lowerBound, count: ranges[t].count)
+            piece(ranges[t].lowerBound, encoding == .float32 ? WireTensor(copying: values) : WireTensor(bfloat16Rounding: values))
         }
     }
 }

@@ -72,7 +72,7 @@ public struct WorkerState: Sendable {
         case let .welcome(_, round, _, _):
             phase = .working(round: round)
             reconnectDelay = WireProtocol.reconnectInitialDelay
-        case let .parameters(round, _):
+        case let .parameters(round, _), let .parameterPiece(round, _, _):
             if case .working = phase { phase = .working(round: round) }
         case let .refuse(reason):
             phase = .stopped(reason: "refused: \(reason)")
@@ -80,7 +80,7 @@ public struct WorkerState: Sendable {
         case .goodbye:
             phase = .stopped(reason: "coordinator finished")
             return [.stop(reason: "coordinator finished")]
-        case .hello, .work, .result, .heartbeat:
+        case .hello, .work, .result, .gradientPiece, .heartbeat:
             break
         }
         return []

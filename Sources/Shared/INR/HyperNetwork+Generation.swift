@@ -1,3 +1,5 @@
+import Foundation
+
 /// Activations of one generation pass over a `CoordinateLayout`, kept for its backward.
 /// Buffers grow to the largest layout seen and are reused, so steady-state steps allocate nothing.
 public final class INRActivations: @unchecked Sendable {
@@ -15,6 +17,9 @@ public final class INRActivations: @unchecked Sendable {
     /// partial sums of every chunk but a tensor's first [slots, head parameters].
     var chunks: [HyperNetwork.RowChunk] = []
     private(set) var partials = FloatStorage(count: 0)
+    /// `backward`'s count of unfinished chunks per head, under `remainingLock` (grown by `reserve`).
+    private(set) var remainingChunks = UnsafeMutablePointer<Int>.allocate(capacity: 1), headCapacity = 1
+    let remainingLock = NSLock()
     /// Backward scratch: dh and dz [rows, H], d(output) [rows, outputSize].
     private(set) var dH = FloatStorage(count: 0), dZ = FloatStorage(count: 0), dOut = FloatStorage(count: 0)
 
@@ -23,8 +28,13 @@ public final class INRActivations: @unchecked Sendable {
         embeddingWidth = 6 + 12 * config.frequencies; outputSize = config.outputSize
     }
 
-    /// Grows the transposed-weight and partial-sum buffers to at least these sizes.
-    func reserve(transposed: Int, partials count: Int) {
+    /// Grows the transposed-weight, partial-sum and per-head buffers to at least these sizes.
+    func reserve(transposed: Int, partials count: Int, heads: Int) {
+        if headCapacity < heads {
+            remainingChunks.deallocate()
+            remainingChunks = .allocate(capacity: heads)
+            headCapacity = heads
+        }
         if transposedWeights.count < transposed { transposedWeights = FloatStorage(count: transposed) }
         if partials.count < count { partials = FloatStorage(count: count) }
     }
@@ -40,6 +50,8 @@ public final class INRActivations: @unchecked Sendable {
         blockH = (0..<depth).map { _ in FloatStorage(count: n * H) }
         dH = FloatStorage(count: n * H); dZ = FloatStorage(count: n * H); dOut = FloatStorage(count: n * outputSize)
     }
+
+    deinit { remainingChunks.deallocate() }
 
     /// The last hidden state h_{L−1} (h₀ when there are no residual blocks).
     var last: FloatStorage { depth == 0 ? h0 : blockH[depth - 1] }
@@ -64,20 +76,32 @@ extension HyperNetwork {
 
     /// Fills `act.chunks` for `layout` (no allocation once the array has grown) and sizes the
     /// partial-sum buffer: one head-sized slot for every chunk after a tensor's first.
+    ///
+    /// Tensors go in order of increasing rows (a tensor's chunks stay together): the order does
+    /// not change any result, but `backward` then finishes the small heads first, and a worker
+    /// sends their gradient pieces while the largest head is still being computed.
     func planChunks(_ layout: CoordinateLayout, _ act: INRActivations) {
         act.chunks.removeAll(keepingCapacity: true)
         var slots = 0
-        for (t, e) in layout.entries.enumerated() where e.rows > 0 {
-            let count = (e.rows + rowChunk - 1) / rowChunk
-            for i in 0..<count {
-                act.chunks.append(RowChunk(entry: t, lo: i * rowChunk, hi: min(e.rows, (i + 1) * rowChunk), count: count,
-                                           slot: i == 0 ? -1 : slots))
-                if i > 0 { slots += 1 }
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: layout.entries.count) { order in
+            // Insertion sort of the entry indices by rows (stable; a dozen entries).
+            for t in layout.entries.indices {
+                var j = t
+                while j > 0 && layout.entries[order[j - 1]].rows > layout.entries[t].rows { order[j] = order[j - 1]; j -= 1 }
+                order[j] = t
+            }
+            for t in order where layout.entries[t].rows > 0 {
+                let e = layout.entries[t], count = (e.rows + rowChunk - 1) / rowChunk
+                for i in 0..<count {
+                    act.chunks.append(RowChunk(entry: t, lo: i * rowChunk, hi: min(e.rows, (i + 1) * rowChunk), count: count,
+                                               slot: i == 0 ? -1 : slots))
+                    if i > 0 { slots += 1 }
+                }
             }
         }
         let H = config.hidden, D = embedding.width
         let transposedPerHead = H * D + heads[0].blocks.count * H * H + H * config.outputSize
-        act.reserve(transposed: heads.count * transposedPerHead, partials: slots * headParameterCount)
+        act.reserve(transposed: heads.count * transposedPerHead, partials: slots * headParameterCount, heads: heads.count)
     }
 
     /// Offsets of head t's transposed weights in `act.transposedWeights`: W_inᵀ [D, H], then the
@@ -154,13 +178,22 @@ extension HyperNetwork {
     ///     input: dz = dh⊙[h₀>0];  dW_in = dzᵀe;  db_in = Σdz
     ///
     /// (W_out's rows outside the tensor's output selection get 0.) A tensor's first chunk writes
-    /// the head's gradient, every further chunk a partial slot; the slots are then added to it in
-    /// chunk order — the same sums whatever the thread count.
-    public func backward(_ layout: CoordinateLayout, activations act: INRActivations, targetGradients target: ParameterSet) {
+    /// the head's gradient, every further chunk a partial slot; the thread that finishes a head's
+    /// last chunk adds the slots to it in chunk order — the same sums whatever the thread count.
+    ///
+    /// `headFinished(t)` is called as soon as head t's gradient (`headRanges[t]` of the
+    /// gradients) is final — possibly from a compute thread, concurrently for different heads —
+    /// so a cluster worker can send it while the other heads are still being computed.
+    public func backward(_ layout: CoordinateLayout, activations act: INRActivations, targetGradients target: ParameterSet,
+                         headFinished: ((Int) -> Void)? = nil) {
         let H = config.hidden, D = embedding.width, p = parameters, headCount = headParameterCount
         for (t, e) in layout.entries.enumerated() where e.rows == 0 {
             (p.gradients.base + p.offsets[heads[t].inWeight]).update(repeating: 0, count: headCount)
+            headFinished?(t)
         }
+        // Chunks of each head still running; the thread that takes a head's count to 0 finishes it.
+        let remaining = act.remainingChunks, lock = act.remainingLock
+        for chunk in act.chunks where chunk.slot < 0 { remaining[chunk.entry] = chunk.count }
         Parallel.forPieces(act.chunks.count) { c in
             let chunk = act.chunks[c], e = layout.entries[chunk.entry], head = heads[chunk.entry]
             let R = chunk.hi - chunk.lo, row = e.firstRow + chunk.lo, area = e.spec.kernelArea
@@ -197,24 +230,33 @@ extension HyperNetwork {
             let h0 = act.h0.base + row * H, x = act.embedded.base + row * D
             _ = Self.maskedBackward(dH, h0, scale: 1, into: dZ, rows: R, columns: H, biasGradient: gradient(head.inBias))
             Gemm.sgemmSingle(transA: true, m: H, n: D, k: R, a: dZ, lda: H, b: x, ldb: D, beta: 0, c: gradient(head.inWeight), ldc: D)
-        }
-        // Add each tensor's further chunks to its first, in chunk order.
-        var first = 0
-        while first < act.chunks.count {
-            let chunk = act.chunks[first]
-            defer { first += chunk.count }
-            guard chunk.count > 1 else { continue }
-            let g = p.gradients.base + p.offsets[heads[chunk.entry].inWeight], slots = act.partials.base, firstSlot = act.chunks[first + 1].slot
-            let timing = Profile.start(.elementwise)
-            Parallel.forRanges(headCount, minimum: 1 << 14) { range in
-                for j in range {
+
+            lock.lock()
+            remaining[chunk.entry] -= 1
+            let headDone = remaining[chunk.entry] == 0
+            lock.unlock()
+            guard headDone else { return }
+            // Add the head's further chunks to its first, in chunk order (their slots are
+            // consecutive, after the first chunk's), on this thread.
+            if chunk.count > 1 {
+                let g = p.gradients.base + headBase, slots = act.partials.base
+                let firstSlot = act.chunks[c - chunk.lo / rowChunk + 1].slot
+                let timing = Profile.start(.elementwise)
+                for j in 0..<headCount {
                     var sum = g[j]
                     for s in firstSlot..<(firstSlot + chunk.count - 1) { sum += slots[s * headCount + j] }
                     g[j] = sum
                 }
+                timing?.stop()
             }
-            timing?.stop()
+            headFinished?(chunk.entry)
         }
+    }
+
+    /// The parameter range of each head, in head order: they tile the parameters.
+    public var headRanges: [Range<Int>] {
+        let n = headParameterCount
+        return heads.indices.map { t in parameters.offsets[heads[t].inWeight]..<(parameters.offsets[heads[t].inWeight] + n) }
     }
 
     /// The sgemm calls `generate` (forward) and `backward` make for `layout`, in call order within

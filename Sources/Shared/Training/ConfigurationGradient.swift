@@ -83,15 +83,16 @@ public final class ConfigurationGradient: @unchecked Sendable {
     deinit { labels.deallocate() }
 
     /// Overwrites `inr.parameters.gradients` with the gradient of configuration `config` and
-    /// returns its loss terms. Its three parts are `Profile` phases.
-    public func compute(_ config: Configuration) throws -> LossTerms {
+    /// returns its loss terms. Its three parts are `Profile` phases. `headFinished(t)`: head t's
+    /// part of the gradient (`inr.headRanges[t]`) is final (see `HyperNetwork.backward`).
+    public func compute(_ config: Configuration, headFinished: ((Int) -> Void)? = nil) throws -> LossTerms {
         let c = try generator.cache(width: config.width)
         let (network, weights) = try Profile.phase(.inrForward) {
             try generator.generate(width: config.width, noise: config.noise, noiseSeed: config.noiseSeed)
         }
         let terms = try Profile.phase(.targetNetwork) { try targetLoss(config, c, network, weights) }
         Profile.phase(.inrBackward) {
-            inr.backward(c.layout, activations: generator.activations, targetGradients: weights)
+            inr.backward(c.layout, activations: generator.activations, targetGradients: weights, headFinished: headFinished)
         }
         return terms
     }

@@ -106,6 +106,38 @@ public final class INRTrainer {
         return lr
     }
 
+    // MARK: The pipelined round (the cluster coordinator steps piece by piece)
+
+    /// The update of the round in progress, once `stepPiece` began it, and its learning rate.
+    private var pipelinedStep: (coefficients: AdamW.StepCoefficients, learningRate: Float)?
+
+    /// Steps the parameters in `range` (any union of the pieces the caller uses must tile the
+    /// parameters once per round), from `gradients`: every configuration's gradient of the
+    /// round, in configuration order. The first call of a round brings the EMA up to date and
+    /// begins the update. The same arithmetic as `accumulate` in order + `finishRound` —
+    /// `finishPipelinedRound` completes it.
+    public func stepPiece(_ range: Range<Int>, gradients: [UnsafePointer<Float>]) {
+        if pipelinedStep == nil {
+            updatePendingEMA()
+            let lr = optimizerSettings.learningRate(round: round, rounds: plan.rounds)
+            optimizer.learningRate = lr
+            pipelinedStep = (optimizer.beginStep(), lr)
+        }
+        optimizer.apply(pipelinedStep!.coefficients, to: range, values: inr.parameters.values, gradients: inr.parameters.gradients,
+                        sources: gradients, scale: 1 / Float(gradients.count), clip: optimizerSettings.gradientClip ?? .infinity)
+    }
+
+    /// Ends a round stepped with `stepPiece` (every piece stepped) and advances to the next; the
+    /// EMA is left pending, as `finishRound(…, deferringEMA: true)` leaves it. Returns the
+    /// learning rate used.
+    public func finishPipelinedRound() -> Float {
+        guard let step = pipelinedStep else { preconditionFailure("finishPipelinedRound without stepPiece") }
+        pipelinedStep = nil
+        emaPending = true
+        round += 1
+        return step.learningRate
+    }
+
     /// Brings the EMA up to the current parameters if the last `finishRound` deferred it
     /// (before a checkpoint, the final save, or the next step).
     public func updatePendingEMA() {

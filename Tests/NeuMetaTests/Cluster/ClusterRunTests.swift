@@ -43,27 +43,43 @@ import Testing
          Array(t.optimizer.secondMoment.buffer)]
     }
 
-    /// What a coordinator does with workers' results equals the single-process round, bit for
-    /// bit: each configuration's gradient comes from a `WorkerJob` built from the (JSON
-    /// round-tripped) job spec, and the sums go through beginRound/accumulate/finishRound.
-    @Test func workerGradientsStepLikeTheSingleProcessTrainer() throws {
-        let job = Job()
+    /// What a coordinator does with workers' gradient pieces equals the single-process round,
+    /// bit for bit: each configuration's gradient comes piece by piece (one per INR head) from a
+    /// `WorkerJob` built from the (JSON round-tripped) job spec, the parameters it uses arrive in
+    /// pieces too, and the coordinator steps piece by piece (`stepPiece`, here in an order other
+    /// than the parameters' own) and finishes with `finishPipelinedRound`.
+    @Test(arguments: [1, 3]) func workerPiecesStepLikeTheSingleProcessTrainer(configurations: Int) throws {
+        var job = Job()
+        job.plan.configurationsPerRound = configurations
         let single = job.trainer(), cluster = job.trainer()
         let spec = try JobSpec.decode(job.spec(parameterCount: cluster.inr.parameters.count).json)
         #expect(spec == job.spec(parameterCount: cluster.inr.parameters.count))
         for _ in 0..<3 { _ = try single.runRound() }
+        let ranges = cluster.inr.headRanges, n = cluster.inr.parameters.count
+        #expect(ranges.count == job.net.trainableSpecs.count && ranges.first?.lowerBound == 0 && ranges.last?.upperBound == n)
         for round in 0..<3 {
-            let worker = try WorkerJob(spec: spec, dataset: job.data, localData: job.fingerprint,
-                                       parameters: WireTensor(copying: cluster.inr.parameters.values),
+            let pieces = ranges.map { (offset: $0.lowerBound, values: WireTensor(copying: UnsafeBufferPointer(
+                start: cluster.inr.parameters.values.base + $0.lowerBound, count: $0.count))) }
+            let worker = try WorkerJob(spec: spec, dataset: job.data, localData: job.fingerprint, parameters: pieces.reversed(),
                                        base: WireTensor(copying: job.base.values), round: round)
-            cluster.beginRound()
-            for index in 0..<job.plan.configurationsPerRound {
-                let (_, gradient) = try worker.gradient(round: round, configuration: index)
-                gradient.withUnsafeBufferPointer { cluster.accumulate($0) }
+            #expect(worker.pieceRanges == ranges)
+            var gradients: [[Float]] = []
+            for index in 0..<configurations {
+                var gradient = [Float](repeating: .nan, count: n), offsets: [Int] = []
+                _ = try worker.gradient(round: round, configuration: index) { offset, values in
+                    offsets.append(offset)
+                    gradient.replaceSubrange(offset..<(offset + values.count), with: values.array)
+                }
+                #expect(offsets.sorted() == ranges.map(\.lowerBound))  // each head once
+                gradients.append(gradient)
             }
-            cluster.finishRound(configurations: job.plan.configurationsPerRound)
+            gradients.withUnsafeBufferPointers { sources in
+                for range in ranges.reversed() { cluster.stepPiece(range, gradients: sources) }
+            }
+            #expect(cluster.finishPipelinedRound() > 0)
         }
-        #expect(cluster.round == 3)
+        cluster.updatePendingEMA()
+        #expect(cluster.round == 3 && cluster.optimizer.step == 3)
         #expect(Self.state(cluster) == Self.state(single))
     }
 
@@ -144,5 +160,16 @@ import Testing
         #expect(mode == 0o600)
         #expect(throws: KeyError.self) { try KeyStore.addWorker("node7", to: dir) }
         #expect(throws: KeyError.self) { try KeyStore.addWorker("coordinator", to: dir) }
+    }
+}
+
+extension Array where Element == [Float] {
+    /// Base addresses of every array, valid inside `body`.
+    func withUnsafeBufferPointers<R>(_ body: ([UnsafePointer<Float>]) throws -> R) rethrows -> R {
+        func nest(_ i: Int, _ collected: [UnsafePointer<Float>]) throws -> R {
+            guard i < count else { return try body(collected) }
+            return try self[i].withUnsafeBufferPointer { try nest(i + 1, collected + [$0.baseAddress!]) }
+        }
+        return try nest(0, [])
     }
 }

@@ -22,6 +22,38 @@ import Testing
         expectClose(Array(values.buffer), theta.map(Float.init), atol: 1e-6, rtol: 1e-5, "AdamW")
     }
 
+    /// The vector kernel (`apply`, SIMD8, split over threads) gives the bits of its one-element
+    /// reference on awkward lengths (trainable ranges of 37, 957 and 69,001 with gaps, a step
+    /// range cutting two of them), with 1, 2 and 3 gradient sources, clipping active (clip
+    /// 0.01 below |scale·g|'s range) and the EMA fused.
+    @Test(arguments: [1, 2, 3]) func adamWVectorKernelMatchesItsReference(sourceCount: Int) {
+        let n = 70_010, trainable = [0..<37, 40..<997, 1003..<70_004], range = 20..<50_001
+        var rng = SeededRandom(77)
+        let sources = (0..<sourceCount).map { _ in (0..<n).map { _ in rng.normal() * 0.05 } }
+        let start = (0..<n).map { _ in rng.normal() }
+        func run(reference: Bool) -> [[Float]] {
+            var adam = AdamW(parameterCount: n, trainable: trainable, learningRate: 0.01, weightDecay: 0.1)
+            let values = FloatStorage(count: n), gradients = FloatStorage(count: n)
+            values.base.update(from: start, count: n)
+            let ema = EMA(of: values, decay: 0.99)
+            for _ in 0..<2 {
+                let k = adam.beginStep()
+                sources.withUnsafeBufferPointers { s in
+                    if reference {
+                        adam.referenceApply(k, to: range, values: values, gradients: gradients, ema: ema, sources: s, scale: 0.5, clip: 0.01)
+                    } else {
+                        adam.apply(k, to: range, values: values, gradients: gradients, ema: ema, sources: s, scale: 0.5, clip: 0.01)
+                    }
+                }
+            }
+            return [values, gradients, adam.firstMoment, adam.secondMoment, ema.average].map { Array($0.buffer) }
+        }
+        let fast = run(reference: false), slow = run(reference: true)
+        #expect(fast.map { $0.map(\.bitPattern) } == slow.map { $0.map(\.bitPattern) })
+        #expect(fast[0][25] != start[25] && fast[0][10] == start[10] && fast[0][38] == start[38] && fast[0][60_000] == start[60_000])
+        #expect(fast[1].contains(0.01) && fast[1].contains(-0.01))  // clipping happened
+    }
+
     @Test func adamSkipsBuffers() {
         let net = CIFARResNet(depth: 8, stageWidths: [2, 2, 2])
         let p = net.makeParameters()

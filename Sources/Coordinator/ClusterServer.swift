@@ -94,9 +94,8 @@ final class ClusterServer {
     private let pieceIndex: [Int: Int]
     /// One whole gradient per configuration of a round, allocated once.
     private let gradients: [FloatStorage]
-    /// Which pieces of each configuration's gradient are in, and which pieces are stepped.
+    /// Which pieces of each configuration's gradient are in.
     private var piecesIn: [[Bool]]
-    private var stepped: [Bool]
     /// The live parameters the step writes (the new values of a stepped piece are sent from here).
     private var live: FloatStorage?
     private var stepPiece: PieceStep?
@@ -119,7 +118,6 @@ final class ClusterServer {
         let configurations = spec.plan.configurationsPerRound
         gradients = (0..<configurations).map { _ in FloatStorage(count: spec.parameterCount) }
         piecesIn = Array(repeating: Array(repeating: false, count: pieceRanges.count), count: configurations)
-        stepped = Array(repeating: false, count: pieceRanges.count)
         // One I/O thread per core (up to 4): each worker connection's CURVE work runs on one.
         context = try ZMQ.Context(ioThreads: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)))
         let limiter = self.limiter
@@ -166,7 +164,6 @@ final class ClusterServer {
     private func runRound(_ round: Int, parameters: FloatStorage, whileWaiting: () -> Void) throws -> (results: [Result], stats: RoundStats) {
         current = (round, WireTensor(copying: parameters))
         for c in piecesIn.indices { piecesIn[c] = Array(repeating: false, count: pieceRanges.count) }
-        stepped = Array(repeating: false, count: pieceRanges.count)
         completed = nil
         stats = RoundStats()
         lastResult = [:]; computeByWorker = [:]; nonFinite = [:]
@@ -301,7 +298,6 @@ final class ClusterServer {
         piecesIn[c][p] = true
         guard piecesIn.allSatisfy({ $0[p] }), let stepPiece, let live, let current else { return }
         stepPiece(range, gradients.map { UnsafePointer($0.base) })
-        stepped[p] = true
         guard broadcastNext else { return }
         let next = current.round + 1
         if piecesSent.round != next { piecesSent = (next, [:]) }

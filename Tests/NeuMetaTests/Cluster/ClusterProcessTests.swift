@@ -190,8 +190,8 @@ import Testing
         }
         let fingerprint = try DataFingerprint.fashionMNIST(directory: FashionMNIST.defaultDirectory).text
 
-        // An admitted worker that answers its work with NaN gradients: it is dropped and its
-        // configurations are recomputed by an honest worker.
+        // An admitted worker that answers its work with a NaN gradient piece (the first head's,
+        // then its result): it is dropped and its configurations are recomputed by an honest worker.
         let poisoner = try peer()
         try poisoner.send(.hello(workerName: "poisoner", protocolVersion: WireProtocol.version, dataFingerprint: fingerprint))
         var parameterCount = 0, poisoned = 0
@@ -202,8 +202,10 @@ import Testing
             case let .work(round, configurations):
                 for c in configurations {
                     var t = LossTerms(); t.samples = 16; t.total = .nan
-                    try poisoner.send(.result(round: round, configuration: c, terms: t, seconds: 0.01,
-                                              gradient: WireTensor([Float](repeating: .nan, count: parameterCount))))
+                    let head = parameterCount / LeNet(width: 1).trainableSpecs.count  // heads are equal
+                    try poisoner.send(.gradientPiece(round: round, configuration: c, offset: 0,
+                                                     values: WireTensor([Float](repeating: .nan, count: head))))
+                    try poisoner.send(.result(round: round, configuration: c, terms: t, seconds: 0.01, gradient: WireTensor([])))
                     poisoned += 1
                 }
             default: break
@@ -228,6 +230,8 @@ import Testing
         let samples: [Message] = [
             .result(round: 1, configuration: 0, terms: terms, seconds: 0.1, gradient: WireTensor([1, 2, 3])),
             .work(round: 0, configurations: [0, 1]), .parameters(round: 2, values: WireTensor([0])), .heartbeat, .goodbye,
+            .gradientPiece(round: 1, configuration: 1, offset: 0, values: WireTensor([4, 5])),
+            .parameterPiece(round: 1, offset: 2, values: WireTensor([6])),
             .welcome(jobSpec: Array("{}".utf8), round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])),
         ]
         var sent = 0

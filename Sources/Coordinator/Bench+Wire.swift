@@ -27,7 +27,7 @@ extension Bench {
             let bytes = Double(tensor.byteCount), perMessage = seconds / Double(messages)
             let name = (curve ? "curve" : "plain") + "_" + (encoding == .float32 ? "f32" : "bf16")
             out.add("wire_\(name)_gbytes_per_s", bytes / perMessage / 1e9,
-                    "result message, \(curve ? "CURVE" : "plaintext (NULL)"), \(encoding == .float32 ? "float32" : "bfloat16") gradient",
+                    "gradient message, \(curve ? "CURVE" : "plaintext (NULL)"), \(encoding == .float32 ? "float32" : "bfloat16") gradient",
                     String(format: "%.2f GB/s (%.1f MB in %.1f ms, decoded)", bytes / perMessage / 1e9, bytes / 1e6, perMessage * 1000),
                     section: curve && encoding == .float32 ? "wire (loopback TCP, \(count) INR parameters of the default recipe)" : nil)
             out.record("wire_\(name)_ms", perMessage * 1000)
@@ -43,7 +43,8 @@ extension Bench {
                 String(format: "%.2f GB/s in all", rate))
     }
 
-    /// Seconds to send `messages` result messages carrying `tensor` from each of `senders`
+    /// Seconds to send `messages` gradient messages carrying `tensor` (one piece: the whole
+    /// gradient) from each of `senders`
     /// worker-like DEALERs to one coordinator-like DEALER over TCP on 127.0.0.1 and decode them
     /// there. Every end has its own ZeroMQ context, so encryption and decryption run on separate
     /// I/O threads, as between processes; the receiver has `receiverIOThreads` of them.
@@ -63,10 +64,10 @@ extension Bench {
             try client.connect(endpoint)
             clients.append(client)
         }
-        let message = Message.result(round: 0, configuration: 0, terms: LossTerms(), seconds: 0, gradient: tensor)
+        let message = Message.gradientPiece(round: 0, configuration: 0, offset: 0, values: tensor)
         func receiveOne() throws {
             guard let frames = try server.receive(timeout: .seconds(30)) else { throw ValidationError("wire bench: no message within 30 s") }
-            guard case .result(_, _, _, _, let g) = try Message.decode(frames), g.count == tensor.count else {
+            guard case .gradientPiece(_, _, _, let g) = try Message.decode(frames), g.count == tensor.count else {
                 throw ValidationError("wire bench: received another message")
             }
         }

@@ -45,7 +45,7 @@ struct Bench: ParsableCommand {
         CIFAR ResNet-20 of width 64 (stages 64, 128, 256), random unless --base / --resnet-base: \
         seconds and the total variation after / before.
 
-        wire: result messages carrying one gradient of the default recipe's INR sent from a \
+        wire: gradient messages carrying one whole gradient of the default recipe's INR sent from a \
         DEALER to a DEALER over TCP on 127.0.0.1 (separate ZeroMQ contexts, as between two \
         processes) and decoded: GB/s with CURVE and float32 (wire_curve_f32_gbytes_per_s, goal \
         ≥ 1), CURVE and bfloat16, and plaintext float32 for comparison; the cipher alone \

@@ -230,8 +230,8 @@ final class ClusterServer {
         switch message {
         case let .hello(name, version, fingerprint):
             admit(id, name: name, key: frames[1].property("User-Id") ?? "", version: version, fingerprint: fingerprint)
-        case let .result(round, configuration, terms, seconds, gradient):
-            receive(from: id, round: round, configuration: configuration, result: Result(terms: terms, seconds: seconds), gradient: gradient)
+        case let .result(round, configuration, terms, seconds):
+            receive(from: id, round: round, configuration: configuration, result: Result(terms: terms, seconds: seconds))
         case let .gradientPiece(round, configuration, offset, values):
             receivePiece(from: id, round: round, configuration: configuration, offset: offset, values: values)
         case .heartbeat:
@@ -243,22 +243,10 @@ final class ClusterServer {
         }
     }
 
-    /// A result: its gradient came ahead in pieces (`gradient` empty: every piece must be in)
-    /// or comes whole here.
-    private func receive(from id: WorkerID, round: Int, configuration: Int, result: Result, gradient: WireTensor) {
-        guard gradient.count == 0 || gradient.count == spec.parameterCount else {
-            return dropMalformed(from: id, "a result with \(gradient.count) gradient values (expected \(spec.parameterCount), or none)")
-        }
+    /// A result: its gradient came ahead in pieces, which must all be in.
+    private func receive(from id: WorkerID, round: Int, configuration: Int, result: Result) {
         let assigned = round == current?.round && scheduler.outstanding(of: id).contains(configuration)
         if assigned {
-            if gradient.count > 0 {
-                guard gradient.isFinite else { return nonFiniteResult(from: id, round: round, configuration: configuration) }
-                gradient.withUnsafeBufferPointer { all in
-                    for (p, range) in pieceRanges.enumerated() {
-                        store(configuration, piece: p, UnsafeBufferPointer(rebasing: all[range]))
-                    }
-                }
-            }
             let missing = piecesIn[configuration].filter { !$0 }.count
             guard missing == 0 else {
                 return dropMalformed(from: id, "the result of configuration \(configuration) came before \(missing) of its "
@@ -292,7 +280,6 @@ final class ClusterServer {
     /// Puts configuration `c`'s gradient piece `p` in its buffer; once every configuration has
     /// piece p, steps it and sends the new values to every worker for the next round.
     private func store(_ c: Int, piece p: Int, _ values: UnsafeBufferPointer<Float>) {
-        guard !piecesIn[c][p] else { return }
         let range = pieceRanges[p]
         (gradients[c].base + range.lowerBound).update(from: values.baseAddress!, count: range.count)
         piecesIn[c][p] = true

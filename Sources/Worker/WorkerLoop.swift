@@ -339,7 +339,7 @@ final class ComputeShared: @unchecked Sendable {
                     FileHandle.standardError.write(Data(line.utf8))
                 }
                 hand(.result(round: item.round, configuration: item.configuration, terms: terms,
-                             seconds: min(max(seconds, 0), WireProtocol.maxComputeSeconds), gradient: WireTensor([])),
+                             seconds: min(max(seconds, 0), WireProtocol.maxComputeSeconds)),
                      session: item.session)
             } catch {
                 shared.locked { shared.failureText = "\(error)" }

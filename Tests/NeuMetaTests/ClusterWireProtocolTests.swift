@@ -32,11 +32,11 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         .refuse(reason: "data fingerprint differs from the coordinator's"),
         .work(round: 3, configurations: [0, 2, 5, 65_535]),
         .work(round: WireProtocol.maxRound, configurations: []),
-        .result(round: 7, configuration: 4, terms: terms(), seconds: 0.25, gradient: WireTensor((0..<1000).map { Float($0) * 0.001 - 0.3 })),
+        .result(round: 7, configuration: 4, terms: terms(), seconds: 0.25),
         .parameters(round: 9, values: WireTensor([3, 1, 4, 1, 5, 9, 2, 6])),
         .heartbeat,
         .goodbye,
-        .gradientPiece(round: 7, configuration: 1, offset: 4096, values: WireTensor([0.5, -.infinity, -0.0])),
+        .gradientPiece(round: 7, configuration: 1, offset: 4096, values: WireTensor((0..<1000).map { Float($0) * 0.001 - 0.3 })),
         .parameterPiece(round: 8, offset: 1 << 20, values: WireTensor([2, 7, 1, 8])),
     ]
 
@@ -56,17 +56,17 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
     @Test func largeTensorsTravelInPieces() throws {
         let count = 5 * WireProtocol.tensorPieceBytes / 8
         let values = (0..<count).map { Float($0 % 128) * 0.25 - 7 }  // 8 significant bits: exact in bfloat16
-        let message = Message.result(round: 1, configuration: 0, terms: Self.terms(), seconds: 0.1, gradient: WireTensor(values))
+        let message = Message.gradientPiece(round: 1, configuration: 0, offset: 0, values: WireTensor(values))
         // (Sizes and equality are computed first: a failed #expect would print megabytes of frames.)
         let frames = try wireFrames(message), sizes = frames.map(\.count)
         #expect(sizes.dropFirst() == [WireProtocol.tensorPieceBytes, WireProtocol.tensorPieceBytes, WireProtocol.tensorPieceBytes / 2])
         let roundTrips = try wireDecode(frames) == message
         #expect(roundTrips)
         let bf16 = values.withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
-        let halfFrames = try wireFrames(.result(round: 1, configuration: 0, terms: Self.terms(), seconds: 0.1, gradient: bf16))
+        let halfFrames = try wireFrames(.gradientPiece(round: 1, configuration: 0, offset: 0, values: bf16))
         let halfSizes = halfFrames.map(\.count)
         #expect(halfSizes.dropFirst() == [WireProtocol.tensorPieceBytes, WireProtocol.tensorPieceBytes / 4])
-        guard case let .result(_, _, _, _, decoded) = try wireDecode(halfFrames) else { Issue.record("not a result"); return }
+        guard case let .gradientPiece(_, _, _, decoded) = try wireDecode(halfFrames) else { Issue.record("not a piece"); return }
         let exact = decoded.array == values  // these values are exact in bfloat16
         #expect(exact)
 
@@ -91,11 +91,11 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         let values: [Float] = [1, -2.5, 1 + 1.0 / 128, 1 + 3.0 / 128, 1 + 1.0 / 512, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
                                .infinity, -0.0, .nan, 3.14159265, 1e-40]
         let tensor = values.withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
-        let message = Message.result(round: 1, configuration: 2, terms: Self.terms(), seconds: 0.5, gradient: tensor)
+        let message = Message.gradientPiece(round: 1, configuration: 2, offset: 64, values: tensor)
         let frames = try wireFrames(message)
         #expect(frames[1].count == 2 * values.count)
-        guard case let .result(_, _, _, seconds, decoded) = try wireDecode(frames) else { Issue.record("not a result"); return }
-        #expect(seconds == 0.5 && decoded.encoding == .float32 && decoded.count == values.count)
+        guard case let .gradientPiece(_, _, offset, decoded) = try wireDecode(frames) else { Issue.record("not a piece"); return }
+        #expect(offset == 64 && decoded.encoding == .float32 && decoded.count == values.count)
         let back = decoded.array
         // Exactly representable values survive; below half rounds down (1 + 2⁻⁹ → 1); halfway
         // cases go to the even neighbour (0x3F808000 → 0x3F80, 0x3F818000 → 0x3F82).
@@ -106,11 +106,6 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         for i in 0..<values.count where values[i].isNormal {  // relative error ≤ 2⁻⁸ (half a 7-bit ulp)
             #expect(abs(back[i] - values[i]) <= abs(values[i]) / 256, "element \(i): \(values[i]) → \(back[i])")
         }
-        // A gradient piece carries its encoding the same way.
-        let pieceFrames = try wireFrames(.gradientPiece(round: 1, configuration: 2, offset: 64, values: tensor))
-        #expect(pieceFrames[1].count == 2 * values.count)
-        guard case let .gradientPiece(_, _, offset, piece) = try wireDecode(pieceFrames) else { Issue.record("not a piece"); return }
-        #expect(offset == 64 && piece.encoding == .float32 && piece.array.map(\.bitPattern) == back.map(\.bitPattern))
 
         var bad = frames
         let encodingOffset = bad[0].count - 5  // u8 encoding, then u32 count, end of the header frame
@@ -120,10 +115,11 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         bad[1].removeLast(2)
         #expect(throws: WireError.self) { try wireDecode(bad) }
         #expect(throws: WireError.self) {
-            try Message.result(round: 1, configuration: 2, terms: Self.terms(), seconds: -1, gradient: WireTensor([1])).encoded()
+            try Message.result(round: 1, configuration: 2, terms: Self.terms(), seconds: -1).encoded()
         }
-        var nanSeconds = try wireFrames(.result(round: 1, configuration: 2, terms: Self.terms(), seconds: 1, gradient: WireTensor([1])))
-        let secondsOffset = nanSeconds[0].count - 4 - 1 - 8
+        var nanSeconds = try wireFrames(.result(round: 1, configuration: 2, terms: Self.terms(), seconds: 1))
+        #expect(try wireDecode(nanSeconds) == .result(round: 1, configuration: 2, terms: Self.terms(), seconds: 1))
+        let secondsOffset = nanSeconds[0].count - 8
         for (k, byte) in withUnsafeBytes(of: Double.nan.bitPattern.littleEndian, Array.init).enumerated() { nanSeconds[0][secondsOffset + k] = byte }
         #expect(throws: WireError.self) { try wireDecode(nanSeconds) }
     }
@@ -151,9 +147,11 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         expectError(.reservedByte(1), bad)
         bad = result; bad[0].append(0)
         expectError(.bodyLength(declared: result[0].count - 12, actual: result[0].count - 11), bad)
-        expectError(.frameCount(expected: 2, found: 1), [result[0]])
-        expectError(.frameCount(expected: 2, found: 3), result + [[]])
-        bad = result; bad[1].removeLast()
+        expectError(.frameCount(expected: 1, found: 2), result + [[]])
+        let piece = try wireFrames(Self.samples[10])  // a gradient piece of 1000 floats
+        expectError(.frameCount(expected: 2, found: 1), [piece[0]])
+        expectError(.frameCount(expected: 2, found: 3), piece + [[]])
+        bad = piece; bad[1].removeLast()
         expectError(.tensorSize(frame: 1, declaredElements: 1000, bytes: 3999), bad)
         // correct > samples
         bad = result; bad[0][12 + 8 + 4 + 32] = 200
@@ -172,14 +170,15 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         hello[0][14] = 0x0A
         expectError(.controlCharacter(field: "worker name"), hello)
 
-        // A huge declared job spec is refused by its length, before any read or allocation.
         // A piece must end within the largest tensor (offset at header bytes 24…27 / 20…23).
-        var piece = try wireFrames(.gradientPiece(round: 1, configuration: 0, offset: 0, values: WireTensor([1, 2])))
-        piece[0][24 ..< 28] = [0xFF, 0xFF, 0xFF, 0x0F]  // 2²⁸ − 1 + 2 elements
-        expectError(.outOfRange(field: "piece offset", value: (1 << 28) - 1), piece)
-        piece = try wireFrames(.parameterPiece(round: 1, offset: 0, values: WireTensor([1])))
-        piece[0][20 ..< 24] = [0, 0, 0, 0x10]
-        expectError(.outOfRange(field: "piece offset", value: 1 << 28), piece)
+        var farPiece = try wireFrames(.gradientPiece(round: 1, configuration: 0, offset: 0, values: WireTensor([1, 2])))
+        farPiece[0][24 ..< 28] = [0xFF, 0xFF, 0xFF, 0x0F]  // 2²⁸ − 1 + 2 elements
+        expectError(.outOfRange(field: "piece offset", value: (1 << 28) - 1), farPiece)
+        farPiece = try wireFrames(.parameterPiece(round: 1, offset: 0, values: WireTensor([1])))
+        farPiece[0][20 ..< 24] = [0, 0, 0, 0x10]
+        expectError(.outOfRange(field: "piece offset", value: 1 << 28), farPiece)
+
+        // A huge declared job spec is refused by its length, before any read or allocation.
 
         var welcome = try wireFrames(.welcome(jobSpec: [1], round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])))
         welcome[0][20 ..< 24] = [0, 0, 0, 0x10]

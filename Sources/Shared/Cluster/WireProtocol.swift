@@ -27,12 +27,11 @@
 ///     work        u64 round · u32 k · k × u32 configuration index (strictly increasing)
 ///     result      u64 round · u32 configuration · f64 cross-entropy · f64 norm regularizer ·
 ///                 f64 reconstruction · f64 total · u32 correct · u32 samples ·
-///                 f64 compute seconds · u8 gradient encoding (0 binary32, 1 bfloat16) ·
-///                 u32 gradient count + tensor frames: gradient (4 or 2 bytes per element),
-///                 or count 0 when the gradient went ahead in gradient pieces
+///                 f64 compute seconds (the gradient went ahead in gradient pieces)
 ///     parameters  u64 round · u32 count + tensor frames: parameters to use for `round`
-///     gradient piece   u64 round · u32 configuration · u32 offset · u8 encoding · u32 count
-///                 + tensor frames: gradient[offset ..< offset + count] of that configuration
+///     gradient piece   u64 round · u32 configuration · u32 offset · u8 encoding (0 binary32,
+///                 1 bfloat16) · u32 count + tensor frames: gradient[offset ..< offset + count]
+///                 of that configuration (4 or 2 bytes per element)
 ///     parameter piece  u64 round · u32 offset · u32 count + tensor frames:
 ///                 parameters[offset ..< offset + count] to use for `round`
 ///     heartbeat   (empty)
@@ -50,15 +49,14 @@
 ///
 /// ## Pieces of a round
 /// A worker sends each INR head's part of a gradient (`HyperNetwork.headRanges`) as a gradient
-/// piece the moment its backward pass has finished it, then the result (loss terms, empty
-/// gradient). The coordinator steps the optimizer on a head as soon as every configuration's
+/// piece the moment its backward pass has finished it, then the result (loss terms). The coordinator steps the optimizer on a head as soon as every configuration's
 /// piece of it is in, and sends the new values as a parameter piece for the next round to every
 /// worker, which assembles them. So sending, stepping and receiving overlap the backward pass
 /// of the round's slowest configuration, as bucketed all-reduce does in data-parallel training;
 /// only the last head's traffic is left between one round's computation and the next.
 public enum WireProtocol {
     /// Bumped on any incompatible change to the layouts above (3: tensors in pieces; 4: gradient
-    /// and parameter pieces).
+    /// and parameter pieces, results without a gradient).
     public static let version: UInt16 = 4
     /// Bytes per tensor frame (the last piece of a tensor may be shorter).
     public static let tensorPieceBytes = 1 << 20
@@ -128,8 +126,8 @@ public enum MessageKind: UInt8, Sendable, CaseIterable {
     public var tensorCount: Int {
         switch self {
         case .welcome: 2
-        case .result, .parameters, .gradientPiece, .parameterPiece: 1
-        case .hello, .refuse, .work, .heartbeat, .goodbye: 0
+        case .parameters, .gradientPiece, .parameterPiece: 1
+        case .hello, .refuse, .work, .result, .heartbeat, .goodbye: 0
         }
     }
 }
@@ -147,15 +145,14 @@ public enum Message: Sendable, Equatable {
     /// Coordinator → worker: compute these configurations of `round` (added to any already
     /// assigned; indices strictly increasing).
     case work(round: Int, configurations: [Int])
-    /// Worker → coordinator: the gradient and loss terms of one configuration, and the seconds
-    /// the worker spent computing it (for the coordinator's overhead figures). The gradient
-    /// may be sent as bfloat16; it is always received as binary32. An empty gradient: it was
-    /// sent in gradient pieces before this message.
-    case result(round: Int, configuration: Int, terms: LossTerms, seconds: Double, gradient: WireTensor)
+    /// Worker → coordinator: the loss terms of one configuration, and the seconds the worker
+    /// spent computing it (for the coordinator's overhead figures), after all its gradient pieces.
+    case result(round: Int, configuration: Int, terms: LossTerms, seconds: Double)
     /// Coordinator → worker: the parameters to use for `round`.
     case parameters(round: Int, values: WireTensor)
     /// Worker → coordinator: `values` = gradient[offset ..< offset + values.count] of one
-    /// configuration (float32 or bfloat16, as results), ahead of its result.
+    /// configuration, ahead of its result. It may be sent as bfloat16; it is always received as
+    /// binary32.
     case gradientPiece(round: Int, configuration: Int, offset: Int, values: WireTensor)
     /// Coordinator → worker: parameters[offset ..< offset + values.count] to use for `round`;
     /// together the pieces of a round are its parameters.
@@ -262,7 +259,7 @@ extension Message {
                 guard c > previous, c < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "configuration", value: c) }
                 w.u32(UInt32(c)); previous = c
             }
-        case let .result(round, config, terms, seconds, gradient):
+        case let .result(round, config, terms, seconds):
             try w.u64(UInt64(Self.checkRound(round)))
             guard (0..<WireProtocol.maxConfigurationsPerRound).contains(config) else { throw .outOfRange(field: "configuration", value: config) }
             w.u32(UInt32(config))
@@ -274,9 +271,6 @@ extension Message {
                 throw .outOfRange(field: "compute seconds", value: Int(exactly: seconds.rounded(.towardZero)) ?? -1)
             }
             w.f64(seconds)
-            w.u8(gradient.encoding.rawValue)
-            try w.u32(Self.checkTensor(gradient, "gradient"))
-            tensors = [gradient]
         case let .parameters(round, values):
             try w.u64(UInt64(Self.checkRound(round)))
             try w.u32(Self.checkTensor(values, "parameters"))
@@ -411,14 +405,7 @@ extension Message {
             guard (0...WireProtocol.maxComputeSeconds).contains(seconds) else {
                 throw .outOfRange(field: "compute seconds", value: Int(exactly: seconds.rounded(.towardZero)) ?? -1)
             }
-            let rawEncoding = try r.u8("gradient encoding")
-            guard let encoding = WireTensor.Encoding(rawValue: rawEncoding) else {
-                throw .outOfRange(field: "gradient encoding", value: Int(rawEncoding))
-            }
-            let count = try readCount(&r, "gradient count")
-            try expectFrames(frames, for: [(count, encoding)])
-            message = .result(round: round, configuration: config, terms: terms, seconds: seconds,
-                              gradient: try tensor(frames, &nextFrame, count, encoding))
+            message = .result(round: round, configuration: config, terms: terms, seconds: seconds)
         case .parameters:
             let round = try readRound(&r)
             let count = try readCount(&r, "parameter count")

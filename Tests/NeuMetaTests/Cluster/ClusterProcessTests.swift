@@ -205,7 +205,7 @@ import Testing
                     let head = parameterCount / LeNet(width: 1).trainableSpecs.count  // heads are equal
                     try poisoner.send(.gradientPiece(round: round, configuration: c, offset: 0,
                                                      values: WireTensor([Float](repeating: .nan, count: head))))
-                    try poisoner.send(.result(round: round, configuration: c, terms: t, seconds: 0.01, gradient: WireTensor([])))
+                    try poisoner.send(.result(round: round, configuration: c, terms: t, seconds: 0.01))
                     poisoned += 1
                 }
             default: break
@@ -228,7 +228,7 @@ import Testing
         var rng = SeededRandom(2024)
         var terms = LossTerms(); terms.samples = 16; terms.correct = 3; terms.total = 1
         let samples: [Message] = [
-            .result(round: 1, configuration: 0, terms: terms, seconds: 0.1, gradient: WireTensor([1, 2, 3])),
+            .result(round: 1, configuration: 0, terms: terms, seconds: 0.1),
             .work(round: 0, configurations: [0, 1]), .parameters(round: 2, values: WireTensor([0])), .heartbeat, .goodbye,
             .gradientPiece(round: 1, configuration: 1, offset: 0, values: WireTensor([4, 5])),
             .parameterPiece(round: 1, offset: 2, values: WireTensor([6])),

@@ -73,7 +73,7 @@ final class ClusterServer {
     private let base: WireTensor
     private let start = ContinuousClock.now
     /// The newest round's parameters (sent to workers that join, also between rounds).
-    private var current: (round: Int, parameters: WireTensor)?
+    private var current: (round: Int, parameters: WireTensor?)?
     private var completed: [Result]?
     private var stats = RoundStats()
     private var lastResult: [WorkerID: Duration] = [:]
@@ -92,8 +92,9 @@ final class ClusterServer {
     /// The pieces gradients and parameters travel in (the INR's heads), and their index by offset.
     private let pieceRanges: [Range<Int>]
     private let pieceIndex: [Int: Int]
-    /// One whole gradient per configuration of a round, allocated once.
+    /// One whole gradient per configuration of a round, allocated once, and their addresses.
     private let gradients: [FloatStorage]
+    private let gradientSources: [UnsafePointer<Float>]
     /// Which pieces of each configuration's gradient are in.
     private var piecesIn: [[Bool]]
     /// The live parameters the step writes (the new values of a stepped piece are sent from here).
@@ -117,6 +118,7 @@ final class ClusterServer {
         pieceIndex = Dictionary(uniqueKeysWithValues: pieceRanges.enumerated().map { ($1.lowerBound, $0) })
         let configurations = spec.plan.configurationsPerRound
         gradients = (0..<configurations).map { _ in FloatStorage(count: spec.parameterCount) }
+        gradientSources = gradients.map { UnsafePointer($0.base) }
         piecesIn = Array(repeating: Array(repeating: false, count: pieceRanges.count), count: configurations)
         // One I/O thread per core (up to 4): each worker connection's CURVE work runs on one.
         context = try ZMQ.Context(ioThreads: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)))
@@ -162,7 +164,7 @@ final class ClusterServer {
     }
 
     private func runRound(_ round: Int, parameters: FloatStorage, whileWaiting: () -> Void) throws -> (results: [Result], stats: RoundStats) {
-        current = (round, WireTensor(copying: parameters))
+        current = (round, nil)
         for c in piecesIn.indices { piecesIn[c] = Array(repeating: false, count: pieceRanges.count) }
         completed = nil
         stats = RoundStats()
@@ -264,6 +266,18 @@ final class ClusterServer {
         }
     }
 
+    /// The parameters of the round in progress (or the last one) as workers get them whole: a
+    /// copy taken when first needed — a welcome, a worker without all of the round's pieces,
+    /// or just before the round's first piece is stepped in place — so a round whose workers
+    /// have every piece already makes no copy on its critical path. Nil only before any round.
+    private func roundParameters() -> WireTensor? {
+        if let parameters = current?.parameters { return parameters }
+        guard current != nil, let live else { return nil }
+        let parameters = WireTensor(copying: live)
+        current!.parameters = parameters
+        return parameters
+    }
+
     /// A gradient piece of a configuration this worker holds in the current round (anything else
     /// is late — the round is over or the work went elsewhere — and ignored, as its result will
     /// be). A piece already in (a recomputation elsewhere: the same bits) is ignored too.
@@ -284,7 +298,8 @@ final class ClusterServer {
         (gradients[c].base + range.lowerBound).update(from: values.baseAddress!, count: range.count)
         piecesIn[c][p] = true
         guard piecesIn.allSatisfy({ $0[p] }), let stepPiece, let live, let current else { return }
-        stepPiece(range, gradients.map { UnsafePointer($0.base) })
+        _ = roundParameters()  // the round's parameters change from here on
+        stepPiece(range, gradientSources)
         guard broadcastNext else { return }
         let next = current.round + 1
         if piecesSent.round != next { piecesSent = (next, [:]) }
@@ -326,9 +341,9 @@ final class ClusterServer {
             }
             perform(scheduler.workerFailed(existing, reason: "it connected again"))
         }
-        guard let current else { return }
+        guard let current, let parameters = roundParameters() else { return }
         keys[id] = key
-        send(.welcome(jobSpec: jobSpec, round: current.round, parameters: current.parameters, baseWeights: base), to: id)
+        send(.welcome(jobSpec: jobSpec, round: current.round, parameters: parameters, baseWeights: base), to: id)
         perform(scheduler.workerJoined(id, name: name, now: now))
         log("worker \(name) joined at round \(current.round) (\(scheduler.liveWorkers.count) connected)")
     }
@@ -358,7 +373,8 @@ final class ClusterServer {
                 guard let current, current.round == round else { continue }
                 let sent = piecesSent.round == round ? piecesSent.count : [:]
                 for id in workers where sent[id, default: 0] < pieceRanges.count {
-                    send(.parameters(round: round, values: current.parameters), to: id)
+                    guard let parameters = roundParameters() else { break }
+                    send(.parameters(round: round, values: parameters), to: id)
                 }
             case let .sendWork(id, round, configurations):
                 send(.work(round: round, configurations: configurations), to: id)

@@ -5,7 +5,7 @@ import NeuMeta
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure sgemm, the base-network step, the INR training step and the SHP permutation (build with -c release).",
+        abstract: "Measure sgemm, the base-network step, the INR training step, the SHP permutation, gradient messages over CURVE and cluster rounds (build with -c release).",
         discussion: """
         Parts (--parts, comma-separated; default all):
 

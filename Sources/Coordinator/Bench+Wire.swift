@@ -64,10 +64,10 @@ extension Bench {
             try client.connect(endpoint)
             clients.append(client)
         }
-        let message = Message.gradientPiece(round: 0, configuration: 0, offset: 0, values: tensor)
+        let message = Message.gradientHead(round: 0, configuration: 0, offset: 0, values: tensor)
         func receiveOne() throws {
             guard let frames = try server.receive(timeout: .seconds(30)) else { throw ValidationError("wire bench: no message within 30 s") }
-            guard case .gradientPiece(_, _, _, let g) = try Message.decode(frames), g.count == tensor.count else {
+            guard case .gradientHead(_, _, _, let g) = try Message.decode(frames), g.count == tensor.count else {
                 throw ValidationError("wire bench: received another message")
             }
         }

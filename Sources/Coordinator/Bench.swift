@@ -253,11 +253,14 @@ struct Bench: ParsableCommand {
         let inr = HyperNetwork(config: config, targetSpecs: network.trainableSpecs, seed: seed)
         let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: train, mean: mean, std: std, pretrained: pretrained,
                                               pretrainedWidth: plan.pretrainedWidth)
-        let trainer = INRTrainer(objective: objective, plan: plan, optimizer: optimizer)
+        let trainer = INRTrainer(inr: inr, plan: plan, optimizer: optimizer,
+                                 target: TrainingTarget(base: pretrained, family: "lenet", classCount: train.classCount, mean: mean, std: std,
+                                                        recipe: "bench"))
+        let source = LocalGradientSource(objective: objective, plan: plan)
         log("inr: \(inr.parameters.count) parameters; warm-up, \(steps) timed and \(profiled) profiled rounds")
         let counting = neumeta_allocation_counting() != 0
         let square = SgemmProbe(GemmShape(m: 2048, n: 2048, k: 2048))
-        let r = try StepBenchmark.run(trainer: trainer, rounds: steps, profiledRounds: profiled, referenceSamples: quick ? 2 : 10,
+        let r = try StepBenchmark.run(trainer: trainer, source: source, rounds: steps, profiledRounds: profiled, referenceSamples: quick ? 2 : 10,
                                       reference: { square.gflops(repeats: 1) }, allocations: counting ? {
             (Int(neumeta_allocations_total()), Int(neumeta_allocated_bytes_total()))
         } : nil)

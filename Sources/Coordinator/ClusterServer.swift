@@ -2,49 +2,15 @@ import ArgumentParser
 import Foundation
 import NeuMeta
 
-/// The coordinator's network side: one CURVE ROUTER socket (workers admitted by the ZAP
-/// allow-list) driven by the `Scheduler` state machine. This class only performs the
-/// scheduler's actions and turns socket traffic into its events; every decision about who
-/// computes what is the scheduler's.
-///
-/// Gradients arrive in pieces (one per INR head, `WireProtocol`'s "Pieces of a round"): the
-/// server keeps one buffer per configuration, and as soon as every configuration's piece of a
-/// head is in it has the caller step the optimizer on that head and sends the new values to
-/// every worker as a piece of the next round's parameters.
-///
-/// A worker is known by the routing id the ROUTER gives its connection (never one the peer
-/// chooses, so no peer can take over another's work), by the name it says in its hello (for
-/// logs), and by its CURVE key (the ZAP "User-Id"): a hello naming a live worker with the same
-/// key replaces that connection (the worker restarted); with another key it is refused.
-final class ClusterServer {
+/// The coordinator's network side, a `GradientSource`: one CURVE ROUTER socket (workers
+/// admitted by the ZAP allow-list) driven by the `CoordinatorState` machine. This class only
+/// turns socket traffic into the machine's events and performs its actions — sending, decoding
+/// gradient heads into the round's buffers, stepping a head when the machine says so. Every
+/// decision (who computes what, when a head is complete, whom to admit, drop or refuse) is the
+/// machine's.
+final class ClusterServer: GradientSource {
     typealias WorkerID = [UInt8]
-
-    /// One configuration's result as the round needs it (its gradient is in the round's
-    /// buffers, and already stepped on, when the result is accepted).
-    struct Result {
-        let terms: LossTerms
-        /// Seconds the worker spent computing it.
-        let seconds: Double
-    }
-
-    /// Steps the optimizer on the parameters in `range` from every configuration's gradient of
-    /// the round (in configuration order; each pointer is to a whole gradient, of which only
-    /// `range` is read).
-    typealias PieceStep = (_ range: Range<Int>, _ gradients: [UnsafePointer<Float>]) -> Void
-
-    /// What a round cost, for the per-round log line and metrics.
-    struct RoundStats {
-        var seconds = 0.0
-        var workersAlive = 0
-        /// Workers whose last result came more than 50 % later (from the round's start) than the
-        /// median worker's.
-        var stragglers: [String] = []
-        var bytesSent = 0, bytesReceived = 0
-        var discarded = 0, malformed = 0
-        /// The busiest worker's summed compute time for the round's accepted results: the part
-        /// of the round that was gradient computation on its critical path.
-        var computeSeconds = 0.0
-    }
+    typealias State = CoordinatorState<WorkerID>
 
     enum Failure: Error, CustomStringConvertible {
         case diverged(round: Int, configuration: Int, workers: [String])
@@ -59,67 +25,57 @@ final class ClusterServer {
         }
     }
 
-    /// At most this many messages are handled before the scheduler's tick runs again, so a
+    /// At most this many messages are handled before the machine's tick runs again, so a
     /// flooding peer cannot hold off heartbeats and timeouts.
     static let messagesPerTick = 256
+    /// When a round's `idle` work runs: after the round's work and parameters went out (sealed
+    /// per worker in ≈ 10 ms), so it does not compete with CURVE for the cores.
+    static let idleDelay: Duration = .milliseconds(25)
 
     let endpoint: String
     private let context: ZMQ.Context
     private let zap: ZAPHandler
     private let socket: ZMQ.Socket
-    private var scheduler: Scheduler<WorkerID, Result>
+    private var state: State
     private let jobSpec: [UInt8]
-    private let spec: JobSpec
     private let base: WireTensor
     private let start = ContinuousClock.now
-    /// The newest round's parameters (sent to workers that join, also between rounds).
-    private var current: (round: Int, parameters: WireTensor?)?
-    private var completed: [Result]?
-    private var stats = RoundStats()
-    private var lastResult: [WorkerID: Duration] = [:]
-    private var computeByWorker: [WorkerID: Double] = [:]
-    private var roundStart: Duration = .zero
-    /// CURVE key (Z85) of each admitted connection.
-    private var keys: [WorkerID: String] = [:]
-    /// Configurations of the round in progress that one worker already returned non-finite.
-    private var nonFinite: [Int: String] = [:]
-    private var failure: Failure?
     private let limiter = LogLimiter()
     /// With `--exit-with-parent`: the process that started this one.
     private let parent: pid_t?
 
-    // The round's gradient pieces.
-    /// The pieces gradients and parameters travel in (the INR's heads), and their index by offset.
-    private let pieceRanges: [Range<Int>]
-    private let pieceIndex: [Int: Int]
-    /// One whole gradient per configuration of a round, allocated once, and their addresses.
+    /// The trainer's parameters (stepped in place) and the INR heads they travel in.
+    private let parameters: FloatStorage
+    private let heads: [Range<Int>]
+    private let headIndex: [Int: Int]
+    /// One gradient buffer per configuration of a round, allocated once; gradient heads are
+    /// decoded straight into them. And their addresses, in configuration order.
     private let gradients: [FloatStorage]
     private let gradientSources: [UnsafePointer<Float>]
-    /// Which pieces of each configuration's gradient are in.
-    private var piecesIn: [[Bool]]
-    /// The live parameters the step writes (the new values of a stepped piece are sent from here).
-    private var live: FloatStorage?
-    private var stepPiece: PieceStep?
-    /// Whether stepped pieces go out as the next round's parameters (not after the last round).
-    private var broadcastNext = false
-    /// Pieces of round `round` already sent to each worker: one that has them all needs no
-    /// `parameters` message at that round's start.
-    private var piecesSent: (round: Int, count: [WorkerID: Int]) = (-1, [:])
+    /// The parameter heads of the round in progress (the values it started with: sent to
+    /// workers that join or lack some), and the next round's, built as heads are stepped.
+    private var roundHeads: (round: Int, tensors: [WireTensor])?
+    private var nextHeads: (round: Int, tensors: [WireTensor?])?
 
-    /// Binds `endpoint` with `keys` as the CURVE server, admitting `allowed` worker keys.
-    /// `pieceRanges` tile the parameters (`HyperNetwork.headRanges`).
-    init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor, pieceRanges: [Range<Int>],
-         parent: pid_t?) throws {
-        precondition(pieceRanges.first?.lowerBound == 0 && pieceRanges.last?.upperBound == spec.parameterCount
-                     && zip(pieceRanges, pieceRanges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound },
-                     "pieces must tile the parameters")
+    // The round in progress.
+    private var step: ((Range<Int>, UnsafeBufferPointer<UnsafePointer<Float>>) -> Void)?
+    private var completion: State.Completion?
+    private var stats = RoundStats()
+    private var failure: Failure?
+
+    /// Binds `endpoint` with `keys` as the CURVE server, admitting `allowed` worker keys, for a
+    /// job whose parameters are `parameters` (the trainer's) in `heads` (`HyperNetwork.headRanges`).
+    init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor, parameters: FloatStorage,
+         heads: [Range<Int>], parent: pid_t?) throws {
+        precondition(heads.first?.lowerBound == 0 && heads.last?.upperBound == spec.parameterCount && parameters.count == spec.parameterCount
+                     && zip(heads, heads.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }, "heads must tile the parameters")
         self.parent = parent
-        self.pieceRanges = pieceRanges
-        pieceIndex = Dictionary(uniqueKeysWithValues: pieceRanges.enumerated().map { ($1.lowerBound, $0) })
+        self.parameters = parameters
+        self.heads = heads
+        headIndex = Dictionary(uniqueKeysWithValues: heads.enumerated().map { ($1.lowerBound, $0) })
         let configurations = spec.plan.configurationsPerRound
         gradients = (0..<configurations).map { _ in FloatStorage(count: spec.parameterCount) }
         gradientSources = gradients.map { UnsafePointer($0.base) }
-        piecesIn = Array(repeating: Array(repeating: false, count: pieceRanges.count), count: configurations)
         // One I/O thread per core (up to 4): each worker connection's CURVE work runs on one.
         context = try ZMQ.Context(ioThreads: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)))
         let limiter = self.limiter
@@ -127,88 +83,81 @@ final class ClusterServer {
         socket = try ZMQ.Socket(context, .router)
         try socket.makeCurveServer(keys: keys)
         try socket.setRouterMandatory(true)
-        // The largest message a worker sends is one result: its gradient frame.
-        try socket.setMaxMessageSize(max(1 << 20, 4 * spec.parameterCount + 4096))
+        // The largest message a worker sends is one gradient head.
+        let largestHead = heads.map(\.count).max() ?? 0
+        try socket.setMaxMessageSize(max(1 << 20, 4 * largestHead + 4096))
         do { try socket.bind(endpoint) } catch {
             throw ValidationError("cannot listen on \(endpoint): \(error) (is another coordinator running, or the address not local?)")
         }
         self.endpoint = (try? socket.lastEndpoint()) ?? endpoint
-        self.spec = spec
         jobSpec = spec.json
         self.base = base
-        scheduler = Scheduler(configurationsPerRound: spec.plan.configurationsPerRound)
+        state = State(dataFingerprint: spec.data, headCount: heads.count, configurationsPerRound: configurations)
     }
 
     private var now: Duration { ContinuousClock.now - start }
 
-    /// When `runRound`'s `whileWaiting` runs: after the broadcast (7 MB sealed per worker, ≈ 10 ms).
-    static let whileWaitingDelay: Duration = .milliseconds(25)
+    // MARK: GradientSource
 
-    /// Runs `round` with `parameters` until every configuration has its result; returns them in
-    /// configuration-index order with the round's statistics. Meanwhile `stepPiece` steps each
-    /// piece of `parameters` (in place) as soon as all its gradients are in; with
-    /// `broadcastNext` the new values go to the workers as the next round's. `whileWaiting` runs once during
-    /// the round, `whileWaitingDelay` after the parameters and work went out (by then they are
-    /// sealed and on their way, so it does not compete with CURVE for the cores), or at the
-    /// end of a shorter round: the coordinator's own work that the results do not depend on,
-    /// such as the deferred EMA update.
-    func runRound(_ round: Int, parameters: FloatStorage, broadcastNext: Bool, whileWaiting: () -> Void = {},
-                  stepPiece: PieceStep) throws -> (results: [Result], stats: RoundStats) {
-        try withoutActuallyEscaping(stepPiece) { stepPiece in
-            self.stepPiece = stepPiece
-            defer { self.stepPiece = nil; live = nil }
-            live = parameters
-            self.broadcastNext = broadcastNext
-            return try runRound(round, parameters: parameters, whileWaiting: whileWaiting)
+    func computeRound(_ round: Int, more: Bool, idle: () -> Void,
+                      step: (Range<Int>, UnsafeBufferPointer<UnsafePointer<Float>>) -> Void) throws -> (terms: [LossTerms], stats: RoundStats) {
+        try withoutActuallyEscaping(step) { step in
+            self.step = step
+            defer { self.step = nil }
+            return try run(round, more: more, idle: idle)
         }
     }
 
-    private func runRound(_ round: Int, parameters: FloatStorage, whileWaiting: () -> Void) throws -> (results: [Result], stats: RoundStats) {
-        current = (round, nil)
-        for c in piecesIn.indices { piecesIn[c] = Array(repeating: false, count: pieceRanges.count) }
-        completed = nil
+    func keepAlive() throws { try service() }
+
+    private func run(_ round: Int, more: Bool, idle: () -> Void) throws -> (terms: [LossTerms], stats: RoundStats) {
+        // The round starts from the heads stepped last round; the first round of this process
+        // takes them from the parameters.
+        if let next = nextHeads, next.round == round, next.tensors.allSatisfy({ $0 != nil }) {
+            roundHeads = (round, next.tensors.map { $0! })
+        } else {
+            roundHeads = (round, heads.map { WireTensor(copying: UnsafeBufferPointer(start: parameters.base + $0.lowerBound, count: $0.count)) })
+        }
+        nextHeads = more ? (round + 1, Array(repeating: nil, count: heads.count)) : nil
+        completion = nil
         stats = RoundStats()
-        lastResult = [:]; computeByWorker = [:]; nonFinite = [:]
-        roundStart = now
-        perform(scheduler.startRound(round, now: now))
-        var waited = false
-        while completed == nil {
-            let sinceStart = now - roundStart
-            if !waited && sinceStart >= Self.whileWaitingDelay { whileWaiting(); waited = true }
-            try service(wait: waited ? .milliseconds(50) : min(.milliseconds(50), Self.whileWaitingDelay - sinceStart))
+        let roundStart = now
+        perform(state.startRound(round, more: more, now: roundStart))
+        var idled = false
+        while completion == nil {
+            let elapsed = now - roundStart
+            if !idled && elapsed >= Self.idleDelay { idle(); idled = true }
+            try service(wait: idled ? .milliseconds(50) : min(.milliseconds(50), Self.idleDelay - elapsed))
             if let failure { throw failure }
         }
-        if !waited { whileWaiting() }
-        stats.seconds = seconds(now - roundStart)
-        stats.workersAlive = scheduler.liveWorkers.count
-        stats.computeSeconds = computeByWorker.values.max() ?? 0
-        let finishTimes = lastResult.mapValues { $0 - roundStart }
-        if finishTimes.count >= 2 {
-            let median = finishTimes.values.sorted()[finishTimes.count / 2]
-            stats.stragglers = finishTimes.filter { $0.value > median * 1.5 }.keys.compactMap { scheduler.name(of: $0) }.sorted()
-        }
-        return (completed ?? [], stats)
+        if !idled { idle() }
+        guard let completion else { preconditionFailure("round ended without completion") }
+        stats.seconds = Self.seconds(now - roundStart)
+        stats.workersAlive = state.liveWorkers.count
+        stats.computeSeconds = completion.computeSeconds
+        stats.stragglers = completion.stragglers
+        return (completion.results.map(\.terms), stats)
     }
 
     /// Handles what arrived (waiting up to `wait` for the first message), then runs the
-    /// scheduler's housekeeping. Called in rounds and between them (so heartbeats continue
-    /// while the coordinator steps the optimizer or writes a checkpoint).
+    /// machine's housekeeping. Called in rounds and between them (so heartbeats continue while
+    /// the coordinator writes a checkpoint).
     func service(wait: Duration = .zero) throws {
         if let parent, getppid() != parent { throw Failure.orphaned }
         if let frames = try socket.receive(timeout: wait) {
             handle(frames)
             for _ in 1..<Self.messagesPerTick {
-                guard completed == nil, let more = try socket.receive(timeout: .zero) else { break }
+                guard completion == nil, let more = try socket.receive(timeout: .zero) else { break }
                 handle(more)
             }
         }
-        perform(scheduler.tick(now: now))
+        perform(state.tick(now: now))
     }
 
     /// Tells every worker that training is finished; for `flush`, answers any late message
     /// (a worker that was reconnecting) with goodbye too, then closes.
     func finish(flush: Duration = .seconds(1)) {
-        for id in scheduler.liveWorkers { try? socket.send(.goodbye, to: id) }
+        for id in state.liveWorkers { try? socket.send(.goodbye, to: id) }
         let deadline = now + flush
         while now < deadline {
             guard let frames = try? socket.receive(timeout: .milliseconds(50)), let id = frames.first?.array else { continue }
@@ -225,180 +174,75 @@ final class ClusterServer {
         guard frames.count >= 2 else { return }
         let id = frames[0].array
         stats.bytesReceived += frames.dropFirst().reduce(0) { $0 + $1.bytes.count }
-        let message: Message
-        do { message = try Message.decode(Array(frames.dropFirst())) } catch {
-            return dropMalformed(from: id, "\(error)")
+        let inbound: Inbound
+        do { inbound = try Message.decodeInbound(Array(frames.dropFirst())) } catch {
+            return perform(state.malformed(from: id, "\(error)"))
         }
-        switch message {
-        case let .hello(name, version, fingerprint):
-            admit(id, name: name, key: frames[1].property("User-Id") ?? "", version: version, fingerprint: fingerprint)
-        case let .result(round, configuration, terms, seconds):
-            receive(from: id, round: round, configuration: configuration, result: Result(terms: terms, seconds: seconds))
-        case let .gradientPiece(round, configuration, offset, values):
-            receivePiece(from: id, round: round, configuration: configuration, offset: offset, values: values)
-        case .heartbeat:
-            scheduler.heard(from: id, now: now)
-        case .goodbye:
-            perform(scheduler.workerLeft(id))
-        case .welcome, .refuse, .work, .parameters, .parameterPiece:
-            dropMalformed(from: id, "a \(message.kind) message, which only the coordinator sends")
-        }
-    }
-
-    /// A result: its gradient came ahead in pieces, which must all be in.
-    private func receive(from id: WorkerID, round: Int, configuration: Int, result: Result) {
-        let assigned = round == current?.round && scheduler.outstanding(of: id).contains(configuration)
-        if assigned {
-            let missing = piecesIn[configuration].filter { !$0 }.count
-            guard missing == 0 else {
-                return dropMalformed(from: id, "the result of configuration \(configuration) came before \(missing) of its "
-                                     + "\(pieceRanges.count) gradient pieces")
-            }
-            let t = result.terms
-            guard t.total.isFinite && t.crossEntropy.isFinite && t.reconstruction.isFinite && t.normRegularizer.isFinite else {
-                return nonFiniteResult(from: id, round: round, configuration: configuration)
-            }
-        }
-        perform(scheduler.result(from: id, round: round, configuration: configuration, payload: result, now: now))
-        if assigned {
-            lastResult[id] = now
-            computeByWorker[id, default: 0] += result.seconds
+        state.heartbeat(from: id, now: now)  // any message proves a worker alive
+        switch inbound {
+        case let .gradientHead(received):
+            receive(received, from: id)
+        case let .message(.hello(name, version, fingerprint)):
+            perform(state.hello(from: id, name: name, key: frames[1].property("User-Id") ?? "", version: version, fingerprint: fingerprint,
+                                now: now))
+        case let .message(.result(round, configuration, terms, seconds)):
+            perform(state.result(from: id, round: round, configuration: configuration, result: .init(terms: terms, seconds: seconds), now: now))
+        case .message(.heartbeat):
+            break
+        case .message(.goodbye):
+            perform(state.goodbye(from: id))
+        case let .message(message):
+            perform(state.malformed(from: id, "a \(message.kind) message, which only the coordinator sends"))
         }
     }
 
-    /// The parameters of the round in progress (or the last one) as workers get them whole: a
-    /// copy taken when first needed — a welcome, a worker without all of the round's pieces,
-    /// or just before the round's first piece is stepped in place — so a round whose workers
-    /// have every piece already makes no copy on its critical path. Nil only before any round.
-    private func roundParameters() -> WireTensor? {
-        if let parameters = current?.parameters { return parameters }
-        guard current != nil, let live else { return nil }
-        let parameters = WireTensor(copying: live)
-        current!.parameters = parameters
-        return parameters
+    /// A gradient head: decoded straight into its configuration's buffer if the machine wants it.
+    private func receive(_ head: ReceivedGradientHead, from id: WorkerID) {
+        guard let h = headIndex[head.offset], heads[h].count == head.count else {
+            return perform(state.malformed(from: id, "a gradient head at \(head.offset) of \(head.count) values, which is not one of the "
+                                           + "\(heads.count) heads of the \(parameters.count) parameters"))
+        }
+        guard state.wantsGradientHead(from: id, round: head.round, configuration: head.configuration, head: h) else { return }
+        let destination = UnsafeMutableBufferPointer(start: gradients[head.configuration].base + heads[h].lowerBound, count: head.count)
+        let finite = head.decode(into: destination)
+        perform(state.storedGradientHead(from: id, configuration: head.configuration, head: h, finite: finite))
     }
 
-    /// A gradient piece of a configuration this worker holds in the current round (anything else
-    /// is late — the round is over or the work went elsewhere — and ignored, as its result will
-    /// be). A piece already in (a recomputation elsewhere: the same bits) is ignored too.
-    private func receivePiece(from id: WorkerID, round: Int, configuration: Int, offset: Int, values: WireTensor) {
-        guard let p = pieceIndex[offset], pieceRanges[p].count == values.count else {
-            return dropMalformed(from: id, "a gradient piece at \(offset) of \(values.count) values, which is not one of the "
-                                 + "\(pieceRanges.count) pieces of the \(spec.parameterCount) parameters")
-        }
-        guard round == current?.round, scheduler.outstanding(of: id).contains(configuration), !piecesIn[configuration][p] else { return }
-        guard values.isFinite else { return nonFiniteResult(from: id, round: round, configuration: configuration) }
-        values.withUnsafeBufferPointer { store(configuration, piece: p, $0) }
-    }
+    // MARK: Actions
 
-    /// Puts configuration `c`'s gradient piece `p` in its buffer; once every configuration has
-    /// piece p, steps it and sends the new values to every worker for the next round.
-    private func store(_ c: Int, piece p: Int, _ values: UnsafeBufferPointer<Float>) {
-        let range = pieceRanges[p]
-        (gradients[c].base + range.lowerBound).update(from: values.baseAddress!, count: range.count)
-        piecesIn[c][p] = true
-        guard piecesIn.allSatisfy({ $0[p] }), let stepPiece, let live, let current else { return }
-        _ = roundParameters()  // the round's parameters change from here on
-        stepPiece(range, gradientSources)
-        guard broadcastNext else { return }
-        let next = current.round + 1
-        if piecesSent.round != next { piecesSent = (next, [:]) }
-        let values = WireTensor(copying: UnsafeBufferPointer(start: live.base + range.lowerBound, count: range.count))
-        for id in scheduler.liveWorkers {
-            send(.parameterPiece(round: next, offset: range.lowerBound, values: values), to: id)
-            piecesSent.count[id, default: 0] += 1
-        }
-    }
-
-    /// A non-finite gradient (piece) or loss. A genuine divergence repeats on any worker (the
-    /// computation is deterministic); a faulty worker does not. So: drop this one, let another
-    /// recompute, stop on the second.
-    private func nonFiniteResult(from id: WorkerID, round: Int, configuration: Int) {
-        let name = scheduler.name(of: id) ?? "?"
-        if let first = nonFinite[configuration] {
-            failure = .diverged(round: round, configuration: configuration, workers: [first, name])
-            return
-        }
-        nonFinite[configuration] = name
-        log("worker \(name) returned a non-finite result for round \(round) configuration \(configuration); "
-            + "dropping it and recomputing elsewhere")
-        perform(scheduler.workerFailed(id, reason: "non-finite result"))
-    }
-
-    /// A hello: refuse on a protocol, data or name mismatch, else welcome and schedule.
-    private func admit(_ id: WorkerID, name: String, key: String, version: UInt16, fingerprint: String) {
-        guard version == WireProtocol.version else {
-            return refuse(id, name: name, "protocol version \(version); this coordinator speaks \(WireProtocol.version)")
-        }
-        guard let theirs = DataFingerprint(text: fingerprint) else { return refuse(id, name: name, "malformed data fingerprint") }
-        let differences = spec.data.differences(from: theirs)
-        guard differences.isEmpty else {
-            return refuse(id, name: name, "the worker's data differs from the coordinator's: " + differences.joined(separator: "; "))
-        }
-        if let existing = scheduler.liveWorkers.first(where: { $0 != id && scheduler.name(of: $0) == name }) {
-            guard keys[existing] == key else {
-                return refuse(id, name: name, "the name \(name) is in use by a worker with another key")
-            }
-            perform(scheduler.workerFailed(existing, reason: "it connected again"))
-        }
-        guard let current, let parameters = roundParameters() else { return }
-        keys[id] = key
-        send(.welcome(jobSpec: jobSpec, round: current.round, parameters: parameters, baseWeights: base), to: id)
-        perform(scheduler.workerJoined(id, name: name, now: now))
-        log("worker \(name) joined at round \(current.round) (\(scheduler.liveWorkers.count) connected)")
-    }
-
-    private func refuse(_ id: WorkerID, name: String, _ reason: String) {
-        limiter.note("refuse", "refused worker \(name): \(reason)")
-        send(.refuse(reason: reason), to: id)
-    }
-
-    /// Counts and logs (rate-limited, so a hostile peer cannot flood the log) a message that is
-    /// dropped. A malformed result from an admitted worker also drops the worker: its
-    /// configuration would otherwise wait for a result that is not coming.
-    private func dropMalformed(from id: WorkerID, _ problem: String) {
-        stats.malformed += 1
-        limiter.note("malformed", "dropped malformed message from \(describe(id)): \(problem)")
-        if scheduler.name(of: id) != nil, !scheduler.outstanding(of: id).isEmpty {
-            perform(scheduler.workerFailed(id, reason: "malformed message: \(problem)"))
-        }
-    }
-
-    // MARK: Scheduler actions
-
-    private func perform(_ actions: [Scheduler<WorkerID, Result>.Action]) {
+    private func perform(_ actions: [State.Action]) {
         for action in actions {
             switch action {
-            case let .broadcastParameters(round, workers):
-                guard let current, current.round == round else { continue }
-                let sent = piecesSent.round == round ? piecesSent.count : [:]
-                for id in workers where sent[id, default: 0] < pieceRanges.count {
-                    guard let parameters = roundParameters() else { break }
-                    send(.parameters(round: round, values: parameters), to: id)
+            case let .welcome(id, round):
+                send(.welcome(jobSpec: jobSpec, round: round, baseWeights: base), to: id)
+            case let .refuse(id, reason):
+                send(.refuse(reason: reason), to: id)
+            case let .sendParameterHeads(round, list, id):
+                guard let current = roundHeads, current.round == round else {
+                    preconditionFailure("parameter heads of round \(round) asked for, holding \(roundHeads?.round ?? -1)")
                 }
+                for h in list { send(.parameterHead(round: round, offset: heads[h].lowerBound, values: current.tensors[h]), to: id) }
             case let .sendWork(id, round, configurations):
                 send(.work(round: round, configurations: configurations), to: id)
             case let .sendHeartbeat(workers):
                 for id in workers { send(.heartbeat, to: id) }
-            case let .dropWorker(id, name, reason):
-                keys[id] = nil
-                let why = switch reason {
-                case .heartbeatTimeout(let silent): "silent for \(String(format: "%.1f", seconds(silent))) s"
-                case .noProgress(let stuck): "no result for \(String(format: "%.0f", seconds(stuck))) s"
-                case .failed(let what): what
-                case .left: "it said goodbye"
-                case .rejoined: "it connected again"
-                }
-                log("dropped worker \(name) (\(why)); its configurations go to the others")
-            case let .discardResult(id, round, configuration, reason):
-                stats.discarded += 1
-                limiter.note("discard", "discarded result of round \(round) configuration \(configuration) from \(describe(id)): \(reason)")
-            case let .roundComplete(_, results):
-                completed = results
-            case let .stalled(round, waitingFor, unassigned, silentFor):
-                let waiting = waitingFor.isEmpty ? "no worker holds work" : "waiting for " + waitingFor.joined(separator: ", ")
-                log("round \(round) stalled for \(formatDuration(seconds(silentFor))): \(waiting)"
-                    + (unassigned > 0 ? "; \(unassigned) configurations wait for a worker to connect" : ""))
+            case let .stepHead(h):
+                gradientSources.withUnsafeBufferPointer { step?(heads[h], $0) }
+            case let .broadcastHead(round, h, workers):
+                let range = heads[h]
+                let values = WireTensor(copying: UnsafeBufferPointer(start: parameters.base + range.lowerBound, count: range.count))
+                nextHeads?.tensors[h] = values
+                for id in workers { send(.parameterHead(round: round, offset: range.lowerBound, values: values), to: id) }
+            case let .roundComplete(_, completion):
+                self.completion = completion
+            case let .log(line):
+                log(line)
+            case let .logLimited(noise, line):
+                if noise == .malformed { stats.malformed += 1 }
+                if noise == .discarded { stats.discarded += 1 }
+                limiter.note(noise.rawValue, line)
+            case let .diverged(round, configuration, workers):
+                failure = .diverged(round: round, configuration: configuration, workers: workers)
             }
         }
     }
@@ -408,22 +252,20 @@ final class ClusterServer {
     private func send(_ message: Message, to id: WorkerID) {
         do {
             try socket.send(message, to: id)
-            if case let .parameters(_, values) = message { stats.bytesSent += values.byteCount }
-            if case let .parameterPiece(_, _, values) = message { stats.bytesSent += values.byteCount }
-            if case let .welcome(spec, _, parameters, base) = message { stats.bytesSent += spec.count + parameters.byteCount + base.byteCount }
+            switch message {
+            case let .parameterHead(_, _, values): stats.bytesSent += values.byteCount
+            case let .welcome(spec, _, base): stats.bytesSent += spec.count + base.byteCount
+            default: break
+            }
         } catch let error as ZMQ.Error where error.code == EHOSTUNREACH {
-            if scheduler.name(of: id) != nil { perform(scheduler.workerFailed(id, reason: "its connection is gone")) }
+            if state.name(of: id) != nil { perform(state.unreachable(id)) }
         } catch {
-            log("could not send \(message.kind) to \(describe(id)): \(error)")
+            log("could not send \(message.kind) to \(state.name(of: id) ?? "an unadmitted peer"): \(error)")
         }
     }
 
-    private func seconds(_ d: Duration) -> Double {
+    static func seconds(_ d: Duration) -> Double {
         Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-    }
-
-    private func describe(_ id: WorkerID) -> String {
-        scheduler.name(of: id) ?? "an unadmitted peer"
     }
 }
 

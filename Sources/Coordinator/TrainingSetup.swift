@@ -3,105 +3,215 @@ import Foundation
 import NeuMeta
 
 /// Named starting points for INR training.
-enum Recipe: String, ExpressibleByArgument, CaseIterable {
-    /// The paper's recipe, exactly (NEUMETA.md §2–3).
+enum Recipe: String, CaseIterable {
+    /// The paper's recipe, exactly (docs/algorithm.md §2–3).
     case paper
-    /// Ours, from measurements on Fashion-MNIST (see README).
+    /// Ours, from measurements on Fashion-MNIST (docs/results.md).
     case `default`
 
     func apply(to plan: inout RoundPlan, _ optimizer: inout OptimizerSettings, _ config: inout INRConfig) {
         switch self {
         case .paper:
             config.hidden = 256; config.layers = 4; config.frequencies = 16
-            plan.configurationsPerRound = 1; plan.fitPretrainedEveryRound = false; plan.noise = 1
+            plan.configurationsPerRound = 1; plan.sharedBatch = false; plan.noise = 1
             optimizer.learningRate = 1e-3; optimizer.cosineSchedule = false; optimizer.gradientClip = nil
         case .default:
-            // Measured on Fashion-MNIST at 6 epochs (README): 6 frequencies, noise 0.5, and two
-            // uniformly drawn widths per step on one shared mini-batch.
+            // Measured on Fashion-MNIST at 6 epochs (docs/results.md): 6 frequencies, noise 0.5,
+            // and two uniformly drawn widths per step on one shared mini-batch.
             config.hidden = 256; config.layers = 4; config.frequencies = 6
-            plan.configurationsPerRound = 2; plan.sharedBatch = true; plan.fitPretrainedEveryRound = false; plan.noise = 0.5
+            plan.configurationsPerRound = 2; plan.sharedBatch = true; plan.noise = 0.5
             optimizer.learningRate = 1e-3; optimizer.cosineSchedule = false; optimizer.gradientClip = nil
         }
     }
 }
 
-/// Settings that override a recipe (nil: the recipe decides).
-struct RecipeOverrides {
-    var configurationsPerRound: Int?, frequencies: Int?, hidden: Int?, layers: Int?
-    var learningRate: Float?, cosineSchedule: Bool?, emaDecay: Float?, weightDecay: Float?, gradientClip: Float?
-    var reconstruction: Float?, resampledReconstruction: Float?, normalizedReconstruction: Bool?, sharedBatch: Bool?
-    var noise: Float?, fitPretrainedEveryRound: Bool?
+/// The experiment options `train` and `run` share: the experiment, base, checkpoint and output
+/// sections of a cluster.yaml, each overridable on the command line, and how the run goes.
+struct ExperimentOptions: ParsableArguments {
+    @Option(help: "Experiment description (its experiment, base, checkpoints and output sections; run also reads the cluster's).")
+    var config = "cluster.yaml"
 
-    func apply(to plan: inout RoundPlan, _ optimizer: inout OptimizerSettings, _ config: inout INRConfig) {
-        if let configurationsPerRound { plan.configurationsPerRound = configurationsPerRound }
-        if let frequencies { config.frequencies = frequencies }
-        if let hidden { config.hidden = hidden }
-        if let layers { config.layers = layers }
-        if let learningRate { optimizer.learningRate = learningRate }
-        if let cosineSchedule { optimizer.cosineSchedule = cosineSchedule }
-        if let emaDecay { optimizer.emaDecay = emaDecay }
-        if let weightDecay { optimizer.weightDecay = weightDecay }
-        if let gradientClip { optimizer.gradientClip = gradientClip }
-        if let reconstruction { plan.reconstruction = reconstruction }
-        if let normalizedReconstruction, normalizedReconstruction { plan.normalizedReconstruction = true }
-        if let resampledReconstruction { plan.resampledReconstruction = resampledReconstruction }
-        if let sharedBatch { plan.sharedBatch = sharedBatch }
-        if let noise { plan.noise = noise }
-        if let fitPretrainedEveryRound { plan.fitPretrainedEveryRound = fitPretrainedEveryRound }
+    @Option(help: "Start from this trained base network (overrides base.checkpoint; never trained).") var base: String?
+    @Option(help: "Dataset directory (overrides experiment.data).") var data: String?
+    @Option(help: "Recipe: default or paper (overrides experiment.recipe; the options below override the recipe).") var recipe: String?
+    @Option(help: "INR epochs, passes over the training set (overrides experiment.epochs).") var epochs: Double?
+    @Option(help: "Smallest trained width (overrides experiment.widths.min).") var minWidth: Int?
+    @Option(help: "Largest trained width, also the coordinate normaliser (overrides experiment.widths.max).") var maxWidth: Int?
+    @Option(help: "Configurations per round (overrides experiment.configurations_per_round).") var configsPerRound: Int?
+    @Option(help: "Every configuration of a round uses the round's one mini-batch: true or false (overrides experiment.shared_batch).")
+    var sharedBatch: Bool?
+    @Option(help: "Mini-batch size (overrides experiment.batch_size).") var batchSize: Int?
+    @Option(help: "Seed of widths, batches, noise and INR initialisation (overrides experiment.seed).") var seed: UInt64?
+    @Option(help: "Coordinate noise ε (overrides experiment.noise).") var noise: Float?
+    @Option(help: "Sinusoidal frequencies F (overrides experiment.inr.frequencies).") var frequencies: Int?
+    @Option(help: "INR hidden width (overrides experiment.inr.hidden).") var hidden: Int?
+    @Option(help: "INR layers L (overrides experiment.inr.layers).") var layers: Int?
+    @Option(help: "AdamW learning rate (overrides experiment.optimizer.learning_rate).") var lr: Float?
+    @Option(help: "Cosine learning-rate schedule: true or false (overrides experiment.optimizer.cosine).") var cosine: Bool?
+    @Option(help: "Decay of the saved parameter EMA, in [0, 1) (overrides experiment.optimizer.ema_decay).") var emaDecay: Float?
+    @Option(help: "AdamW weight decay (overrides experiment.optimizer.weight_decay).") var weightDecay: Float?
+    @Option(help: "Clamp every averaged gradient value to ±this (overrides experiment.optimizer.gradient_clip).") var gradientClip: Float?
+    @Option(help: "λ_rec at round 0, decaying linearly to 0 (overrides experiment.reconstruction).") var reconstruction: Float?
+    @Flag(help: "Skip the channel permutation (ablation).") var noPermute = false
+
+    @Option(help: "Checkpoint directory (overrides checkpoints.directory).") var checkpointDir: String?
+    @Option(help: "Checkpoint every this many rounds (overrides checkpoints.every_rounds).") var checkpointEvery: Int?
+    @Flag(help: "Continue from the newest good checkpoint in the checkpoint directory (none: start at round 0).") var resume = false
+    @Option(help: "Where to save the trained INR (overrides output.inr).") var out: String?
+    @Option(help: "JSON-lines metrics file, one line per round (overrides output.metrics).") var metrics: String?
+    @Option(help: "Stop after this many rounds of this invocation (smoke runs, tests; --resume continues).") var rounds: Int?
+    @Option(help: "Log a line every this many rounds.") var logEvery = 1
+    @Flag(help: "Print one JSON object per round and a summary on standard output.") var json = false
+
+    func validate() throws {
+        func check(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
+        if let epochs { try check(epochs.isFinite && epochs > 0, "--epochs must be a positive number") }
+        if let minWidth { try check(minWidth >= 1, "--min-width must be at least 1") }
+        if let maxWidth { try check(maxWidth >= 1, "--max-width must be at least 1") }
+        if let configsPerRound {
+            try check((1...WireProtocol.maxConfigurationsPerRound).contains(configsPerRound),
+                      "--configs-per-round must be in 1…\(WireProtocol.maxConfigurationsPerRound)")
+        }
+        if let batchSize { try check(batchSize >= 1, "--batch-size must be at least 1") }
+        if let noise { try check(noise.isFinite && noise >= 0, "--noise must be ≥ 0") }
+        for (value, name) in [(frequencies, "--frequencies"), (hidden, "--hidden"), (layers, "--layers")] {
+            if let value { try check(value >= 1, "\(name) must be at least 1") }
+        }
+        if let lr { try check(lr.isFinite && lr > 0, "--lr must be positive") }
+        if let emaDecay { try check(emaDecay >= 0 && emaDecay < 1, "--ema-decay must be in [0, 1)") }
+        if let weightDecay { try check(weightDecay.isFinite && weightDecay >= 0, "--weight-decay must be ≥ 0") }
+        if let gradientClip { try check(gradientClip.isFinite && gradientClip > 0, "--gradient-clip must be positive") }
+        if let reconstruction { try check(reconstruction.isFinite && reconstruction >= 0, "--reconstruction must be ≥ 0") }
+        if let checkpointEvery { try check(checkpointEvery >= 1, "--checkpoint-every must be at least 1") }
+        if let rounds { try check(rounds >= 1, "--rounds must be at least 1") }
+        try check(logEvery >= 1, "--log-every must be at least 1")
+        if let recipe { try check(Recipe(rawValue: recipe) != nil, "--recipe must be one of \(Recipe.allCases.map(\.rawValue).joined(separator: ", "))") }
+    }
+
+    /// The file named by --config with these overrides applied.
+    func settings() throws -> ClusterConfig {
+        var c = try ClusterConfig.load(path: config)
+        if let base { c.base.checkpoint = base }
+        if let data { c.experiment.data = data }
+        if let recipe, let r = ClusterConfig.Recipe(rawValue: recipe) { c.experiment.recipe = r }
+        if let epochs { c.experiment.epochs = epochs }
+        if let minWidth { c.experiment.widths.min = minWidth }
+        if let maxWidth { c.experiment.widths.max = maxWidth }
+        guard c.experiment.widths.min <= c.experiment.widths.max else {
+            throw ValidationError("the smallest trained width (\(c.experiment.widths.min)) exceeds the largest (\(c.experiment.widths.max))")
+        }
+        if let configsPerRound { c.experiment.configurationsPerRound = configsPerRound }
+        if let sharedBatch { c.experiment.sharedBatch = sharedBatch }
+        if let batchSize { c.experiment.batchSize = batchSize }
+        if let seed { c.experiment.seed = seed }
+        if let noise { c.experiment.noise = noise }
+        if let frequencies { c.experiment.inr.frequencies = frequencies }
+        if let hidden { c.experiment.inr.hidden = hidden }
+        if let layers { c.experiment.inr.layers = layers }
+        if let lr { c.experiment.optimizer.learningRate = lr }
+        if let cosine { c.experiment.optimizer.cosine = cosine }
+        if let emaDecay { c.experiment.optimizer.emaDecay = emaDecay }
+        if let weightDecay { c.experiment.optimizer.weightDecay = weightDecay }
+        if let gradientClip { c.experiment.optimizer.gradientClip = gradientClip }
+        if let reconstruction { c.experiment.reconstruction = reconstruction }
+        if let checkpointDir { c.checkpoints.directory = checkpointDir }
+        if let checkpointEvery { c.checkpoints.everyRounds = checkpointEvery }
+        if let out { c.output.inr = out }
+        if let metrics { c.output.metrics = metrics }
+        return c
     }
 }
 
 /// What INR training starts from, shared by `train` (one process) and `run` (the cluster):
-/// the base network, its SHP permutation, the training data and the recipe's settings.
+/// the base network and its SHP permutation, the training set's size, and the recipe's INR,
+/// round plan and optimizer with the experiment's overrides.
 struct TrainingSetup {
+    let settings: ClusterConfig
     let checkpoint: NetworkCheckpoint
     /// The base network's parameters after the permutation (the reconstruction target).
     let permuted: ParameterSet
-    let train: ImageDataset
+    let classCount: Int
     let config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings
     let recipe: Recipe
-    let seed: UInt64
 
-    init(base: String, data: String, recipe: Recipe, overrides: RecipeOverrides, minWidth: Int, maxWidth: Int, epochs: Double,
-         batchSize: Int, seed: UInt64, permute: Bool) throws {
-        checkpoint = try NetworkCheckpoint.load(path: base)
+    /// Reads the base network (training it first when base.checkpoint is missing and was not
+    /// named on the command line) and permutes it; the training set is only counted here.
+    init(_ c: ClusterConfig, baseGiven: Bool, permute: Bool) throws {
+        settings = c
+        let e = c.experiment
+        guard e.dataset == .fashionMNIST else {
+            throw ValidationError("experiment.dataset \(e.dataset.rawValue) is not supported for INR training yet (fashion-mnist is)")
+        }
+        let basePath = try Self.ensureBase(c, given: baseGiven)
+        checkpoint = try NetworkCheckpoint.load(path: basePath)
         guard checkpoint.network.widths.count == 1 else { throw ValidationError("only single-width families can be trained into an INR") }
-        train = try FashionMNIST.load(split: .train, directory: data)
         let pretrainedWidth = checkpoint.network.widths[0]
-        log("base: \(checkpoint.network.family) width \(pretrainedWidth) from \(base)")
+        log("base: \(checkpoint.network.family) width \(pretrainedWidth) from \(basePath)")
+        let examples = try FashionMNIST.count(split: .train, directory: e.data)
+        classCount = examples.classes
 
+        recipe = Recipe(rawValue: e.recipe.rawValue) ?? .default
         var config = INRConfig(), plan = RoundPlan(), optimizer = OptimizerSettings()
         recipe.apply(to: &plan, &optimizer, &config)
-        overrides.apply(to: &plan, &optimizer, &config)
-        config.norm = Float(maxWidth)
-        plan.minWidth = minWidth; plan.maxWidth = maxWidth; plan.pretrainedWidth = pretrainedWidth
-        plan.batchSize = batchSize; plan.seed = seed; plan.datasetCount = train.count
-        plan.rounds = plan.rounds(forEpochs: epochs)
-        self.config = config; self.plan = plan; self.optimizer = optimizer; self.recipe = recipe; self.seed = seed
+        if let v = e.configurationsPerRound { plan.configurationsPerRound = v }
+        if let v = e.sharedBatch { plan.sharedBatch = v }
+        if let v = e.noise { plan.noise = v }
+        if let v = e.reconstruction { plan.reconstruction = v }
+        if let v = e.inr.hidden { config.hidden = v }
+        if let v = e.inr.layers { config.layers = v }
+        if let v = e.inr.frequencies { config.frequencies = v }
+        if let v = e.optimizer.learningRate { optimizer.learningRate = v }
+        if let v = e.optimizer.cosine { optimizer.cosineSchedule = v }
+        if let v = e.optimizer.emaDecay { optimizer.emaDecay = v }
+        if let v = e.optimizer.weightDecay { optimizer.weightDecay = v }
+        if let v = e.optimizer.gradientClip { optimizer.gradientClip = v }
+        config.norm = Float(e.widths.max)
+        plan.minWidth = e.widths.min; plan.maxWidth = e.widths.max; plan.pretrainedWidth = pretrainedWidth
+        plan.batchSize = e.batchSize; plan.seed = e.seed; plan.datasetCount = examples.examples
+        guard plan.datasetCount >= plan.batchSize else {
+            throw ValidationError("the training set has \(plan.datasetCount) images, fewer than one batch of \(plan.batchSize)")
+        }
+        plan.rounds = plan.rounds(forEpochs: e.epochs)
+        self.config = config; self.plan = plan; self.optimizer = optimizer
 
         permuted = checkpoint.parameters
         if permute {
-            let report = Permutation.permute(permuted, groups: checkpoint.network.channelGroups, seed: seed)
+            let report = Permutation.permute(permuted, groups: checkpoint.network.channelGroups, seed: e.seed)
             log(String(format: "permuted %d channel groups: total variation %.1f → %.1f", report.groups.count, report.totalVariationBefore,
                        report.totalVariationAfter))
         }
     }
 
+    /// The base checkpoint: base.checkpoint if it exists, else trained now (unless it was named
+    /// on the command line, where a missing file is an error).
+    static func ensureBase(_ c: ClusterConfig, given: Bool) throws -> String {
+        let path = c.base.checkpoint
+        if FileManager.default.fileExists(atPath: path) { return path }
+        if given { throw ValidationError("--base \(path): no such file") }
+        log("no base network at \(path): training \(c.experiment.family) width \(c.base.width) for \(c.base.epochs) epochs")
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        try TrainBase.parse(["--family", c.experiment.family, "--width", String(c.base.width), "--epochs", String(c.base.epochs),
+                             "--data", c.experiment.data, "--seed", String(c.experiment.seed), "--out", path]).run()
+        return path
+    }
+
     /// A trainer at round 0 (the INR initialised from the seed).
     func makeTrainer() -> INRTrainer {
-        let inr = HyperNetwork(config: config, targetSpecs: checkpoint.network.trainableSpecs, seed: seed)
-        let objective = ConfigurationGradient(inr: inr, family: checkpoint.network.family, dataset: train, mean: checkpoint.mean,
-                                              std: checkpoint.std, pretrained: permuted, pretrainedWidth: checkpoint.network.widths[0])
-        let trainer = INRTrainer(objective: objective, plan: plan, optimizer: optimizer)
+        let inr = HyperNetwork(config: config, targetSpecs: checkpoint.network.trainableSpecs, seed: plan.seed)
+        let target = TrainingTarget(base: permuted, family: checkpoint.network.family, classCount: classCount, mean: checkpoint.mean,
+                                    std: checkpoint.std, recipe: recipe.rawValue)
         log("INR (\(recipe.rawValue) recipe): \(inr.parameters.count) parameters, hidden \(config.hidden), L \(config.layers), "
             + "F \(config.frequencies); \(plan.rounds) rounds × \(plan.configurationsPerRound) configurations "
             + "(\(String(format: "%.2f", plan.epochs)) epochs), widths \(plan.minWidth)…\(plan.maxWidth)")
-        return trainer
+        return INRTrainer(inr: inr, plan: plan, optimizer: optimizer, target: target)
     }
 
-    /// The checkpoint of `trainer`'s current state.
-    func checkpoint(of trainer: INRTrainer) -> INRCheckpoint {
-        INRCheckpoint(trainer: trainer, base: permuted, family: checkpoint.network.family, mean: checkpoint.mean, std: checkpoint.std,
-                      recipe: recipe.rawValue)
+    /// Gradients computed in this process, over the training set loaded now.
+    func makeLocalSource(for trainer: INRTrainer) throws -> LocalGradientSource {
+        let train = try FashionMNIST.load(split: .train, directory: settings.experiment.data)
+        let objective = ConfigurationGradient(inr: trainer.inr, family: checkpoint.network.family, dataset: train, mean: checkpoint.mean,
+                                              std: checkpoint.std, pretrained: permuted, pretrainedWidth: plan.pretrainedWidth)
+        return LocalGradientSource(objective: objective, plan: plan)
     }
 }

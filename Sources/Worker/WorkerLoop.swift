@@ -28,11 +28,6 @@ final class WorkerLoop {
     private var socket: ZMQ.Socket?
     private var connections = 0
     private var welcomed = false
-    /// The job's parameter count, from the welcome (parameter pieces must fit it).
-    private var parameterCount = 0
-    /// Parameter pieces of the next round, until they cover the parameters (then handed to the
-    /// compute thread as that round's parameters).
-    private var staging: (round: Int, pieces: [(offset: Int, values: WireTensor)], covered: Int)?
 
     init(name: String, endpoint: String, keys: CurveKeyPair, server: CurveKey, dataset: ImageDataset, fingerprint: DataFingerprint,
          verbose: Bool, parent: pid_t?) throws {
@@ -97,57 +92,10 @@ final class WorkerLoop {
             log("dropped a malformed message from the coordinator: \(error)")
             return nil
         }
-        switch message {
-        case let .welcome(specBytes, round, parameters, base):
-            let spec: JobSpec
-            do { spec = try JobSpec.decode(specBytes) } catch { return finish(.failed("\(error)")) }
-            let differences = spec.data.differences(from: fingerprint)
-            guard differences.isEmpty else {
-                return finish(.failed("this worker's data differs from the coordinator's: " + differences.joined(separator: "; ")))
-            }
-            shared.welcome(spec: spec, base: base, parameters: parameters, round: round)
-            parameterCount = spec.parameterCount
-            staging = nil
-            log("\(welcomed ? "rejoined" : "joined") at round \(round): \(spec.family) widths \(spec.plan.minWidth)…\(spec.plan.maxWidth), "
-                + "\(spec.parameterCount) INR parameters")
-            welcomed = true
-        case let .parameters(round, values):
-            shared.setParameters([(0, values)], round: round)
-            if let staged = staging, staged.round <= round { staging = nil }
-        case let .parameterPiece(round, offset, values):
-            stage(round: round, offset: offset, values: values)
-        case let .work(round, configurations):
-            shared.enqueue(round: round, configurations: configurations)
-        case .hello, .result, .gradientPiece:
-            log("ignored an unexpected \(message.kind) message")
-        case .refuse, .goodbye, .heartbeat:
-            break
-        }
         for action in state.received(message, now: now) {
             if let outcome = perform(action, state: &state) { return outcome }
         }
         return nil
-    }
-
-    /// Adds a parameter piece for `round` (a newer round replaces older staged pieces; a piece
-    /// that does not fit, or overlaps one already staged, is dropped and logged); hands the
-    /// round's parameters to the compute thread once the pieces cover them.
-    private func stage(round: Int, offset: Int, values: WireTensor) {
-        guard welcomed else { return }
-        if staging == nil || staging!.round < round { staging = (round, [], 0) }
-        guard staging!.round == round else { return }  // a piece of a round already superseded
-        let range = offset..<(offset + values.count)
-        guard range.upperBound <= parameterCount, values.count > 0,
-              !staging!.pieces.contains(where: { range.overlaps($0.offset..<($0.offset + $0.values.count)) }) else {
-            log("dropped a parameter piece \(range) of round \(round) that does not fit the \(parameterCount) parameters")
-            return
-        }
-        staging!.pieces.append((offset, values))
-        staging!.covered += values.count
-        if staging!.covered == parameterCount {
-            shared.setParameters(staging!.pieces, round: round)
-            staging = nil
-        }
     }
 
     private func perform(_ action: WorkerState.Action, state: inout WorkerState) -> Outcome? {
@@ -155,7 +103,6 @@ final class WorkerLoop {
         case .connectAndSendHello:
             socket?.close()
             shared.newSession()
-            staging = nil
             connections += 1
             if connections > 1 { log("reconnecting to \(endpoint) (attempt \(connections))") }
             do {
@@ -176,9 +123,31 @@ final class WorkerLoop {
             socket?.close()
             socket = nil
             shared.newSession()
-            staging = nil
         case .sendHeartbeat:
             send(.heartbeat, state: &state)
+        case let .startJob(specBytes, round, base):
+            let spec: JobSpec
+            do { spec = try JobSpec.decode(specBytes) } catch {
+                _ = state.jobRefused("\(error)")
+                return finish(.failed("\(error)"))
+            }
+            let differences = spec.data.differences(from: fingerprint)
+            guard differences.isEmpty else {
+                let reason = "this worker's data differs from the coordinator's: " + differences.joined(separator: "; ")
+                _ = state.jobRefused(reason)
+                return finish(.failed(reason))
+            }
+            shared.welcome(spec: spec, base: base)
+            state.jobStarted(parameterCount: spec.parameterCount)
+            log("\(welcomed ? "rejoined" : "joined") at round \(round): \(spec.family) widths \(spec.plan.minWidth)…\(spec.plan.maxWidth), "
+                + "\(spec.parameterCount) INR parameters")
+            welcomed = true
+        case let .useParameters(round, heads):
+            shared.setParameters(heads, round: round)
+        case let .compute(round, configurations):
+            shared.enqueue(round: round, configurations: configurations)
+        case let .log(line):
+            log(line)
         case let .stop(reason):
             if reason.hasPrefix("refused: ") { return finish(.refused(String(reason.dropFirst("refused: ".count)))) }
             return finish(.finished)
@@ -186,7 +155,7 @@ final class WorkerLoop {
         return nil
     }
 
-    /// Sends what the compute thread finished, in order: gradient pieces, then their result.
+    /// Sends what the compute thread finished, in order: gradient heads, then their result.
     private func sendResults(state: inout WorkerState) {
         for message in shared.takeOutgoing() {
             send(message, state: &state)
@@ -213,7 +182,7 @@ final class WorkerLoop {
 /// State shared by the socket thread and the compute thread, every field under `condition`.
 final class ComputeShared: @unchecked Sendable {
     struct Item { let session: Int; let round: Int; let configuration: Int }
-    typealias Pieces = [(offset: Int, values: WireTensor)]
+    typealias Heads = [WorkerState.ParameterHead]
 
     private let condition = NSCondition()
     private let dataset: ImageDataset
@@ -221,11 +190,11 @@ final class ComputeShared: @unchecked Sendable {
     private var session = 0
     /// The job of the current session: spec and pretrained weights from its welcome.
     private var setup: (session: Int, spec: JobSpec, base: WireTensor)?
-    /// Newest parameters (pieces covering them); `version` grows with every delivery.
-    private var parameters: (version: Int, round: Int, pieces: Pieces)?
+    /// Newest parameters (heads covering them); `version` grows with every delivery.
+    private var parameters: (version: Int, round: Int, heads: Heads)?
     private var parameterVersion = 0
     private var pending: [Item] = []
-    /// Messages for the socket thread to send, in order (gradient pieces, then their result).
+    /// Messages for the socket thread to send, in order (gradient heads, then their result).
     private var outgoing: [(session: Int, message: Message)] = []
     private var stopping = false
     private var failureText: String?
@@ -246,18 +215,15 @@ final class ComputeShared: @unchecked Sendable {
         locked { session += 1; pending = []; outgoing = []; setup = nil; parameters = nil }
     }
 
-    func welcome(spec: JobSpec, base: WireTensor, parameters values: WireTensor, round: Int) {
-        locked {
-            setup = (session, spec, base)
-            parameterVersion += 1
-            parameters = (parameterVersion, round, [(0, values)])
-        }
+    /// The job of a welcome; its parameters follow (`setParameters`).
+    func welcome(spec: JobSpec, base: WireTensor) {
+        locked { setup = (session, spec, base); parameters = nil }
     }
 
-    func setParameters(_ pieces: Pieces, round: Int) {
+    func setParameters(_ heads: Heads, round: Int) {
         locked {
             parameterVersion += 1
-            parameters = (parameterVersion, round, pieces)
+            parameters = (parameterVersion, round, heads)
             pending.removeAll { $0.round < round }  // superseded work of an earlier round
         }
     }
@@ -283,7 +249,7 @@ final class ComputeShared: @unchecked Sendable {
     }
 
     /// The compute thread: takes queued configurations in order, brings the job and its
-    /// parameters up to date, computes — handing each finished gradient piece and then the
+    /// parameters up to date, computes — handing each finished gradient head and then the
     /// result to the socket thread, pinging `wakeEndpoint` each time.
     static func computeLoop(_ shared: ComputeShared, context: ZMQ.Context, wakeEndpoint: String, verbose: Bool, name: String) {
         let wake: ZMQ.Socket
@@ -295,7 +261,7 @@ final class ComputeShared: @unchecked Sendable {
             return
         }
         defer { wake.close() }
-        // Pieces may be finished on any of the job's compute threads: the wake-up socket is
+        // Heads may be finished on any of the job's compute threads: the wake-up socket is
         // used under this lock (a ZeroMQ socket must not be used by two threads at once).
         let wakeLock = NSLock()
         func hand(_ message: Message, session: Int) {
@@ -321,15 +287,15 @@ final class ComputeShared: @unchecked Sendable {
             do {
                 if job == nil || job!.spec != setup.spec || jobBase != setup.base {
                     job = try WorkerJob(spec: setup.spec, dataset: shared.dataset, localData: shared.fingerprint,
-                                        parameters: parameters.pieces, base: setup.base, round: parameters.round)
+                                        parameters: parameters.heads, base: setup.base, round: parameters.round)
                     jobBase = setup.base
                 } else if jobVersion != parameters.version {
-                    try job!.setParameters(parameters.pieces, round: parameters.round)
+                    try job!.setParameters(parameters.heads, round: parameters.round)
                 }
                 jobVersion = parameters.version
                 let started = ContinuousClock.now
                 let terms = try job!.gradient(round: item.round, configuration: item.configuration) { offset, values in
-                    hand(.gradientPiece(round: item.round, configuration: item.configuration, offset: offset, values: values),
+                    hand(.gradientHead(round: item.round, configuration: item.configuration, offset: offset, values: values),
                          session: item.session)
                 }
                 let elapsed = ContinuousClock.now - started

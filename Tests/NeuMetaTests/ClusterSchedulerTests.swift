@@ -230,16 +230,52 @@ private struct Simulation {
         }
         #expect(delays == [100, 200, 400, 800, 1600, 3200, 5000, 5000].map { Duration.milliseconds($0) })
 
-        let welcome = Message.welcome(jobSpec: [], round: 5, parameters: WireTensor([]), baseWeights: WireTensor([]))
-        #expect(w.received(welcome, now: now).isEmpty)
+        let welcome = Message.welcome(jobSpec: [7], round: 5, baseWeights: WireTensor([1]))
+        #expect(w.received(welcome, now: now) == [.startJob(jobSpec: [7], round: 5, baseWeights: WireTensor([1]))])
+        w.jobStarted(parameterCount: 2)
         #expect(w.phase == .working(round: 5) && w.reconnectDelay == .milliseconds(100))
         #expect(w.tick(now: now + .seconds(1)) == [.sendHeartbeat])
-        _ = w.received(.parameters(round: 6, values: WireTensor([])), now: now + .seconds(2))
+        _ = w.received(.parameterHead(round: 6, offset: 0, values: WireTensor([3, 4])), now: now + .seconds(2))
         #expect(w.phase == .working(round: 6))
         #expect(w.tick(now: now + .seconds(5)) == [.sendHeartbeat])  // silent for exactly the timeout: still alive
         #expect(w.tick(now: now + .milliseconds(5500)).first.map { if case .disconnect = $0 { true } else { false } } == true)
         #expect(w.tick(now: now + .milliseconds(5600)) == [.connectAndSendHello])
         #expect(w.received(.refuse(reason: "wrong data"), now: now + .seconds(6)) == [.stop(reason: "refused: wrong data")])
         #expect(w.tick(now: now + .seconds(60)).isEmpty)
+    }
+
+    /// A round's parameter heads are staged until they cover the parameters, in any order; a
+    /// newer round replaces staged heads of an older one; heads that overlap or do not fit are
+    /// dropped and logged; work before the welcome's job is set up is ignored; a reconnect
+    /// drops whatever was staged.
+    @Test func workerStagesParameterHeads() {
+        var w = WorkerState(now: .zero)
+        #expect(w.tick(now: .zero) == [.connectAndSendHello])
+        _ = w.received(.welcome(jobSpec: [], round: 3, baseWeights: WireTensor([])), now: .zero)
+        #expect(w.received(.work(round: 3, configurations: [0]), now: .zero).isEmpty, "no job yet")
+        w.jobStarted(parameterCount: 5)
+        func head(_ round: Int, _ offset: Int, _ values: [Float]) -> [WorkerState.Action] {
+            w.received(.parameterHead(round: round, offset: offset, values: WireTensor(values)), now: .zero)
+        }
+        #expect(head(3, 2, [3, 4, 5]).isEmpty)
+        #expect(head(3, 1, [9, 9]).first.map { if case .log = $0 { true } else { false } } == true, "overlaps the staged head")
+        #expect(head(3, 4, [1, 2]).first.map { if case .log = $0 { true } else { false } } == true, "ends past the parameters")
+        #expect(head(3, 0, [1, 2]) == [.useParameters(round: 3, heads: [.init(offset: 2, values: WireTensor([3, 4, 5])),
+                                                                         .init(offset: 0, values: WireTensor([1, 2]))])])
+        #expect(w.received(.work(round: 3, configurations: [0, 1]), now: .zero) == [.compute(round: 3, configurations: [0, 1])])
+        // Round 4 begins, round 5 overtakes it: round 4's staged head is dropped.
+        #expect(head(4, 0, [1, 2]).isEmpty)
+        #expect(head(5, 2, [3, 4, 5]).isEmpty)
+        #expect(head(4, 2, [3, 4, 5]).isEmpty, "a head of a superseded round")
+        #expect(head(5, 0, [6, 7]) == [.useParameters(round: 5, heads: [.init(offset: 2, values: WireTensor([3, 4, 5])),
+                                                                         .init(offset: 0, values: WireTensor([6, 7]))])])
+        // Silent coordinator: reconnect, and a half-staged round is gone with the old session.
+        #expect(head(6, 0, [1, 2]).isEmpty)
+        _ = w.tick(now: .seconds(4))
+        _ = w.tick(now: .seconds(5))
+        #expect(w.parameterCount == nil)
+        _ = w.received(.welcome(jobSpec: [], round: 6, baseWeights: WireTensor([])), now: .seconds(5))
+        w.jobStarted(parameterCount: 5)
+        #expect(head(6, 2, [3, 4, 5]).isEmpty, "the head staged before the reconnect does not count")
     }
 }

@@ -69,8 +69,8 @@ private struct Server {
         let garbage = try #require(try server.router.receive(timeout: .seconds(2)))
         #expect(throws: WireError.self) { try Message.decode(Array(garbage.dropFirst())) }
 
-        let parameters = WireTensor((0..<100_000).map { Float($0) / 7 })
-        let welcome = Message.welcome(jobSpec: Array("{}".utf8), round: 3, parameters: parameters, baseWeights: WireTensor([1, 2]))
+        let base = WireTensor((0..<100_000).map { Float($0) / 7 })
+        let welcome = Message.welcome(jobSpec: Array("{}".utf8), round: 3, baseWeights: base)
         try server.router.send(welcome, to: frames[0].array)
         let reply = try #require(try client.receive(timeout: .seconds(2)))
         #expect(try Message.decode(reply) == welcome)

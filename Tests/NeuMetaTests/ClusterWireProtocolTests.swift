@@ -6,7 +6,7 @@ import Testing
 func wireFrames(_ message: Message) throws -> [[UInt8]] {
     let encoded = try message.encoded()
     return [encoded.header] + encoded.tensors.flatMap { t in
-        t.withUnsafeFrameBytes { bytes in t.pieceRanges.map { Array(bytes[$0]) } }
+        t.withUnsafeFrameBytes { bytes in t.frameRanges.map { Array(bytes[$0]) } }
     }
 }
 
@@ -26,18 +26,16 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
     static let samples: [Message] = [
         .hello(workerName: "gpu-node-07 ✓", protocolVersion: WireProtocol.version, dataFingerprint: String(repeating: "ab", count: 32)),
         .welcome(jobSpec: Array(#"{"family":"lenet","rounds":3}"#.utf8), round: 12,
-                 parameters: WireTensor([1, -0.0, .infinity, Float(nan: 0x1234, signaling: false), .leastNonzeroMagnitude]),
-                 baseWeights: WireTensor([0.5, 0.25])),
-        .welcome(jobSpec: [], round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])),
+                 baseWeights: WireTensor([1, -0.0, .infinity, Float(nan: 0x1234, signaling: false), .leastNonzeroMagnitude])),
+        .welcome(jobSpec: [], round: 0, baseWeights: WireTensor([])),
         .refuse(reason: "data fingerprint differs from the coordinator's"),
         .work(round: 3, configurations: [0, 2, 5, 65_535]),
         .work(round: WireProtocol.maxRound, configurations: []),
         .result(round: 7, configuration: 4, terms: terms(), seconds: 0.25),
-        .parameters(round: 9, values: WireTensor([3, 1, 4, 1, 5, 9, 2, 6])),
         .heartbeat,
         .goodbye,
-        .gradientPiece(round: 7, configuration: 1, offset: 4096, values: WireTensor((0..<1000).map { Float($0) * 0.001 - 0.3 })),
-        .parameterPiece(round: 8, offset: 1 << 20, values: WireTensor([2, 7, 1, 8])),
+        .gradientHead(round: 7, configuration: 1, offset: 4096, values: WireTensor((0..<1000).map { Float($0) * 0.001 - 0.3 })),
+        .parameterHead(round: 8, offset: 1 << 20, values: WireTensor([2, 7, 1, 8])),
     ]
 
     @Test func everyMessageRoundTrips() throws {
@@ -50,23 +48,23 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         }
     }
 
-    /// Tensors over one piece travel in several frames (2.5 MiB of floats: 1 + 1 + 0.5 MiB;
+    /// Tensors over one frame size travel in several frames (2.5 MiB of floats: 1 + 1 + 0.5 MiB;
     /// in bfloat16 half of that: 1 + 0.25 MiB) and come back whole; a missing, extra, short or
-    /// long piece is rejected with the frame it concerns.
-    @Test func largeTensorsTravelInPieces() throws {
-        let count = 5 * WireProtocol.tensorPieceBytes / 8
+    /// long frame is rejected with the frame it concerns.
+    @Test func largeTensorsTravelInFrames() throws {
+        let count = 5 * WireProtocol.frameBytes / 8
         let values = (0..<count).map { Float($0 % 128) * 0.25 - 7 }  // 8 significant bits: exact in bfloat16
-        let message = Message.gradientPiece(round: 1, configuration: 0, offset: 0, values: WireTensor(values))
+        let message = Message.gradientHead(round: 1, configuration: 0, offset: 0, values: WireTensor(values))
         // (Sizes and equality are computed first: a failed #expect would print megabytes of frames.)
         let frames = try wireFrames(message), sizes = frames.map(\.count)
-        #expect(sizes.dropFirst() == [WireProtocol.tensorPieceBytes, WireProtocol.tensorPieceBytes, WireProtocol.tensorPieceBytes / 2])
+        #expect(sizes.dropFirst() == [WireProtocol.frameBytes, WireProtocol.frameBytes, WireProtocol.frameBytes / 2])
         let roundTrips = try wireDecode(frames) == message
         #expect(roundTrips)
         let bf16 = values.withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
-        let halfFrames = try wireFrames(.gradientPiece(round: 1, configuration: 0, offset: 0, values: bf16))
+        let halfFrames = try wireFrames(.gradientHead(round: 1, configuration: 0, offset: 0, values: bf16))
         let halfSizes = halfFrames.map(\.count)
-        #expect(halfSizes.dropFirst() == [WireProtocol.tensorPieceBytes, WireProtocol.tensorPieceBytes / 4])
-        guard case let .gradientPiece(_, _, _, decoded) = try wireDecode(halfFrames) else { Issue.record("not a piece"); return }
+        #expect(halfSizes.dropFirst() == [WireProtocol.frameBytes, WireProtocol.frameBytes / 4])
+        guard case let .gradientHead(_, _, _, decoded) = try wireDecode(halfFrames) else { Issue.record("not a gradient head"); return }
         let exact = decoded.array == values  // these values are exact in bfloat16
         #expect(exact)
 
@@ -74,13 +72,13 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         #expect(throws: WireError.frameCount(expected: 4, found: 5)) { try wireDecode(frames + [[0, 0, 0, 0]]) }
         var short = frames
         short[2].removeLast(4); short[3] += [0, 0, 0, 0]
-        #expect(throws: WireError.tensorSize(frame: 2, declaredElements: count, bytes: WireProtocol.tensorPieceBytes - 4)) { try wireDecode(short) }
+        #expect(throws: WireError.tensorSize(frame: 2, declaredElements: count, bytes: WireProtocol.frameBytes - 4)) { try wireDecode(short) }
     }
 
     @Test func headerLayoutIsLittleEndianAndFixed() throws {
         let header = try wireFrames(.work(round: 0x0102, configurations: [7]))[0]
-        // magic · version 4 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
-        #expect(header == Array("NMC1".utf8) + [4, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
+        // magic · version 5 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
+        #expect(header == Array("NMC1".utf8) + [5, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
     }
 
     /// A bfloat16 gradient: half the bytes on the wire, widened to binary32 on receipt, rounded
@@ -91,10 +89,10 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         let values: [Float] = [1, -2.5, 1 + 1.0 / 128, 1 + 3.0 / 128, 1 + 1.0 / 512, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
                                .infinity, -0.0, .nan, 3.14159265, 1e-40]
         let tensor = values.withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
-        let message = Message.gradientPiece(round: 1, configuration: 2, offset: 64, values: tensor)
+        let message = Message.gradientHead(round: 1, configuration: 2, offset: 64, values: tensor)
         let frames = try wireFrames(message)
         #expect(frames[1].count == 2 * values.count)
-        guard case let .gradientPiece(_, _, offset, decoded) = try wireDecode(frames) else { Issue.record("not a piece"); return }
+        guard case let .gradientHead(_, _, offset, decoded) = try wireDecode(frames) else { Issue.record("not a gradient head"); return }
         #expect(offset == 64 && decoded.encoding == .float32 && decoded.count == values.count)
         let back = decoded.array
         // Exactly representable values survive; below half rounds down (1 + 2⁻⁹ → 1); halfway
@@ -148,10 +146,10 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         bad = result; bad[0].append(0)
         expectError(.bodyLength(declared: result[0].count - 12, actual: result[0].count - 11), bad)
         expectError(.frameCount(expected: 1, found: 2), result + [[]])
-        let piece = try wireFrames(Self.samples[10])  // a gradient piece of 1000 floats
-        expectError(.frameCount(expected: 2, found: 1), [piece[0]])
-        expectError(.frameCount(expected: 2, found: 3), piece + [[]])
-        bad = piece; bad[1].removeLast()
+        let head = try wireFrames(Self.samples[9])  // a gradient head of 1000 floats
+        expectError(.frameCount(expected: 2, found: 1), [head[0]])
+        expectError(.frameCount(expected: 2, found: 3), head + [[]])
+        bad = head; bad[1].removeLast()
         expectError(.tensorSize(frame: 1, declaredElements: 1000, bytes: 3999), bad)
         // correct > samples
         bad = result; bad[0][12 + 8 + 4 + 32] = 200
@@ -170,17 +168,17 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         hello[0][14] = 0x0A
         expectError(.controlCharacter(field: "worker name"), hello)
 
-        // A piece must end within the largest tensor (offset at header bytes 24…27 / 20…23).
-        var farPiece = try wireFrames(.gradientPiece(round: 1, configuration: 0, offset: 0, values: WireTensor([1, 2])))
-        farPiece[0][24 ..< 28] = [0xFF, 0xFF, 0xFF, 0x0F]  // 2²⁸ − 1 + 2 elements
-        expectError(.outOfRange(field: "piece offset", value: (1 << 28) - 1), farPiece)
-        farPiece = try wireFrames(.parameterPiece(round: 1, offset: 0, values: WireTensor([1])))
-        farPiece[0][20 ..< 24] = [0, 0, 0, 0x10]
-        expectError(.outOfRange(field: "piece offset", value: 1 << 28), farPiece)
+        // A head must end within the largest tensor (offset at header bytes 24…27 / 20…23).
+        var farHead = try wireFrames(.gradientHead(round: 1, configuration: 0, offset: 0, values: WireTensor([1, 2])))
+        farHead[0][24 ..< 28] = [0xFF, 0xFF, 0xFF, 0x0F]  // 2²⁸ − 1 + 2 elements
+        expectError(.outOfRange(field: "head offset", value: (1 << 28) - 1), farHead)
+        farHead = try wireFrames(.parameterHead(round: 1, offset: 0, values: WireTensor([1])))
+        farHead[0][20 ..< 24] = [0, 0, 0, 0x10]
+        expectError(.outOfRange(field: "head offset", value: 1 << 28), farHead)
 
         // A huge declared job spec is refused by its length, before any read or allocation.
 
-        var welcome = try wireFrames(.welcome(jobSpec: [1], round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])))
+        var welcome = try wireFrames(.welcome(jobSpec: [1], round: 0, baseWeights: WireTensor([])))
         welcome[0][20 ..< 24] = [0, 0, 0, 0x10]
         expectError(.tooLarge(field: "job spec", size: 0x1000_0000, limit: WireProtocol.maxJobSpecBytes), welcome)
     }
@@ -194,8 +192,8 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
             try Message.work(round: 0, configurations: [3, 2]).encoded()
         }
         #expect(throws: WireError.outOfRange(field: "round", value: -1)) { try Message.work(round: -1, configurations: []).encoded() }
-        #expect(throws: WireError.outOfRange(field: "piece offset", value: -1)) {
-            try Message.parameterPiece(round: 0, offset: -1, values: WireTensor([1])).encoded()
+        #expect(throws: WireError.outOfRange(field: "head offset", value: -1)) {
+            try Message.parameterHead(round: 0, offset: -1, values: WireTensor([1])).encoded()
         }
     }
 

@@ -46,19 +46,6 @@ struct DataTestDirectory {
         #expect(first == random.permutation(500))
     }
 
-    @Test func shardsAreDisjointStridedAndCoverEverything() {
-        let order = EpochOrder.indices(count: 103, seed: 1, epoch: 2)
-        for worldSize in [1, 2, 4, 7, 103, 150] {
-            let shards = (0 ..< worldSize).map { EpochOrder.shard(order, rank: $0, worldSize: worldSize) }
-            #expect(shards.flatMap { $0 }.sorted() == Array(0 ..< 103))
-            let sizes = shards.map(\.count)
-            #expect(sizes.max()! - sizes.min()! <= 1)
-            for (rank, shard) in shards.enumerated() {
-                for (k, index) in shard.enumerated() { #expect(index == order[rank + k * worldSize]) }
-            }
-        }
-    }
-
     @Test func batchesKeepOrDropTheRemainder() {
         let indices = Array(10 ..< 20)
         let kept = EpochOrder.batches(indices, size: 4, dropLast: false)

@@ -192,13 +192,11 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
         w.zeroGradients()
         _ = ConfigurationGradient.addNormRegularizer(w, tensors: tensors, weight: 0.3)
         _ = ConfigurationGradient.addReconstruction(w, target: target, tensors: tensors, weight: 2)
-        _ = ConfigurationGradient.addReconstruction(w, target: target, tensors: tensors, weight: 0.5, normalized: true)
         let loss = {
             let scratch = net.makeParameters()
             scratch.values.base.update(from: w.values.base, count: w.count)
             return 0.3 * ConfigurationGradient.addNormRegularizer(scratch, tensors: tensors, weight: 0)
                 + 2 * ConfigurationGradient.addReconstruction(scratch, target: target, tensors: tensors, weight: 0)
-                + 0.5 * ConfigurationGradient.addReconstruction(scratch, target: target, tensors: tensors, weight: 0, normalized: true)
         }
         for i in tensors {
             expectClose(w.gradient(i).toArray(), finiteDifference(w.value(i), h: 1e-3, loss), atol: 1e-4, rtol: 1e-2, w.specs[i].name)
@@ -263,46 +261,49 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
             let inr = HyperNetwork(config: config, targetSpecs: LeNet(width: 12).trainableSpecs, seed: 2)
             let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3], pretrained: nil,
                                                   pretrainedWidth: nil)
-            let trainer = INRTrainer(objective: objective, plan: plan, optimizer: OptimizerSettings())
-            _ = try trainer.runRound(); _ = try trainer.runRound()
+            let (trainer, source) = makeTrainer(objective, plan: plan)
+            _ = try trainer.runRound(source: source); _ = try trainer.runRound(source: source)
             results.append(Array(inr.parameters.values.buffer) + Array(trainer.ema.average.buffer) + Array(inr.parameters.gradients.buffer))
         }
         #expect(results[0] == results[1] && results[1] == results[2])
     }
 
-    /// The coordinator's round — gradients summed from outside, the EMA deferred until after the
-    /// broadcast — gives the same bits as the single-process round (EMA fused into AdamW; with
-    /// one configuration, AdamW reading the gradient where it was computed).
-    @Test(arguments: [1, 2])
-    func deferredEMAMatchesTheFusedUpdate(configurationsPerRound: Int) throws {
+    /// The trainer's round — the EMA deferred into the next round, AdamW's vector pass summing
+    /// the configurations' gradients in order — gives the bits of a plain reference round:
+    /// gradients computed one by one and summed in index order by a scalar loop, then
+    /// `AdamW.referenceApply` (one element at a time) with the EMA fused into the same pass.
+    @Test(arguments: [1, 2, 3])
+    func trainerRoundMatchesAPlainReferenceRound(configurationsPerRound: Int) throws {
         let config = INRConfig(hidden: 16, layers: 2, frequencies: 2, outputSize: 25, norm: 8)
         let data = syntheticImages(count: 32, seed: 9)
         var plan = RoundPlan()
         plan.minWidth = 6; plan.maxWidth = 8; plan.batchSize = 8; plan.datasetCount = 32; plan.rounds = 3
         plan.configurationsPerRound = configurationsPerRound
-        func trainer() -> INRTrainer {
+        func objective() -> ConfigurationGradient {
             let inr = HyperNetwork(config: config, targetSpecs: LeNet(width: 8).trainableSpecs, seed: 2)
-            let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3], pretrained: nil,
-                                                  pretrainedWidth: nil)
-            return INRTrainer(objective: objective, plan: plan, optimizer: OptimizerSettings())
+            return ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3], pretrained: nil, pretrainedWidth: nil)
         }
-        let fused = trainer(), deferred = trainer()
-        var order: (epoch: Int, indices: [Int])?
+        var settings = OptimizerSettings()
+        settings.gradientClip = 0.01  // small enough to clip some values
+        let (trainer, source) = makeTrainer(objective(), plan: plan, settings: settings)
+        let reference = objective(), p = reference.inr.parameters, n = p.count
+        var adam = AdamW(parameterCount: n, learningRate: settings.learningRate)
+        let ema = EMA(of: p.values, decay: settings.emaDecay)
+        let sum = FloatStorage(count: n)
         for round in 0..<3 {
-            _ = try fused.runRound()
-            let configs = deferred.plan.configurations(round: round, reusing: &order)
-            if round > 0 { #expect(deferred.emaPending) }
-            deferred.updatePendingEMA()  // where the coordinator does it: after broadcasting
-            deferred.beginRound()
-            for c in configs {
-                _ = try deferred.objective.compute(c)
-                deferred.accumulate(UnsafeBufferPointer(deferred.inr.parameters.gradients.buffer))
+            _ = try trainer.runRound(source: source)
+            for (c, configuration) in plan.configurations(round: round).enumerated() {
+                _ = try reference.compute(configuration)
+                for i in 0..<n { sum.base[i] = c == 0 ? p.gradients.base[i] : sum.base[i] + p.gradients.base[i] }
             }
-            deferred.finishRound(configurations: configs.count, deferringEMA: true)
+            let k = adam.beginStep()
+            adam.referenceApply(k, to: 0..<n, values: p.values, gradients: p.gradients, ema: ema, sources: [UnsafePointer(sum.base)],
+                                scale: 1 / Float(configurationsPerRound), clip: 0.01)
         }
-        #expect(Array(deferred.inr.parameters.values.buffer) == Array(fused.inr.parameters.values.buffer))
-        #expect(Array(deferred.ema.average.buffer) != Array(fused.ema.average.buffer), "the last step's EMA is still pending")
-        deferred.updatePendingEMA()
-        #expect(Array(deferred.ema.average.buffer) == Array(fused.ema.average.buffer))
+        #expect(trainer.emaPending, "the last step's EMA waits for the next round or a checkpoint")
+        trainer.updatePendingEMA()
+        #expect(Array(trainer.inr.parameters.values.buffer) == Array(p.values.buffer))
+        #expect(Array(trainer.ema.average.buffer) == Array(ema.average.buffer))
+        #expect(Array(trainer.optimizer.secondMoment.buffer) == Array(adam.secondMoment.buffer))
     }
 }

@@ -133,9 +133,9 @@ import Testing
         var plan = RoundPlan()
         plan.minWidth = 1; plan.maxWidth = 2; plan.pretrainedWidth = 2; plan.batchSize = 2; plan.datasetCount = 8
         plan.rounds = 10; plan.seed = 5
-        let trainer = INRTrainer(objective: Self.objective(pretrainedWidth: 2), plan: plan, optimizer: OptimizerSettings())
+        let (trainer, source) = makeTrainer(Self.objective(pretrainedWidth: 2), plan: plan)
         let counting = neumeta_allocation_counting() != 0
-        let r = try StepBenchmark.run(trainer: trainer, rounds: 3, profiledRounds: 2, allocations: counting ? {
+        let r = try StepBenchmark.run(trainer: trainer, source: source, rounds: 3, profiledRounds: 2, allocations: counting ? {
             (Int(neumeta_allocations_this_thread()), Int(neumeta_allocated_bytes_this_thread()))
         } : nil)
         #expect(trainer.round == 1 + 3 + 2)

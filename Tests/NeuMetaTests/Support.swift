@@ -60,3 +60,14 @@ func probe(_ y: Tensor, _ r: Tensor) -> Double {
     for i in 0..<y.count { s += Double(y[i]) * Double(r[i]) }
     return s
 }
+
+/// A trainer of `objective`'s INR and the single-process source of its gradients. `base` is
+/// the target recorded in checkpoints (default: the objective's pretrained network, or zeros
+/// of the target family's width-`plan.pretrainedWidth` LeNet).
+func makeTrainer(_ objective: ConfigurationGradient, plan: RoundPlan, settings: OptimizerSettings = OptimizerSettings(),
+                 base: ParameterSet? = nil) -> (INRTrainer, LocalGradientSource) {
+    let target = TrainingTarget(base: base ?? objective.pretrained ?? LeNet(width: plan.pretrainedWidth).makeParameters(),
+                                family: objective.family, classCount: objective.dataset.classCount, mean: objective.mean,
+                                std: objective.std, recipe: "test")
+    return (INRTrainer(inr: objective.inr, plan: plan, optimizer: settings, target: target), LocalGradientSource(objective: objective, plan: plan))
+}

@@ -103,13 +103,7 @@ import Testing
         let firstEpoch = all.prefix(10).flatMap(\.batch)
         #expect(Set(firstEpoch).count == 1000)
         #expect(p.reconstructionWeight(round: 0) == 1 && p.reconstructionWeight(round: 10) == 0.5 && p.reconstructionWeight(round: 20) == 0)
-        p.fitPretrainedEveryRound = true
-        #expect((0..<20).allSatisfy { p.configuration(round: $0, index: 0).width == 32 })
-        // The pretrained fit shares configuration 1's batch; the drawn ones cover the epoch.
-        #expect((0..<20).allSatisfy { p.configuration(round: $0, index: 0).batch == p.configuration(round: $0, index: 1).batch })
-        let drawn = (0..<5).flatMap { r in (1..<3).map { p.configuration(round: r, index: $0) } }
-        #expect(Set(drawn.flatMap(\.batch)).count == 1000)
-        #expect(p.epochs == 20.0 * 2 / 10 && p.rounds(forEpochs: 1) == 5)
+        #expect(p.epochs == 20.0 * 3 / 10 && p.rounds(forEpochs: 1) == 3)
         // A shared batch: every configuration of a round reads the same one; epochs count rounds.
         p.sharedBatch = true
         #expect((0..<20).allSatisfy { r in Set((0..<3).map { p.configuration(round: r, index: $0).batch }).count == 1 })
@@ -138,10 +132,10 @@ import Testing
         plan.minWidth = 2; plan.maxWidth = 4; plan.pretrainedWidth = 4; plan.batchSize = 64; plan.datasetCount = 64; plan.rounds = 30
         var settings = OptimizerSettings()
         settings.learningRate = 3e-3
-        let trainer = INRTrainer(objective: objective, plan: plan, optimizer: settings)
+        let (trainer, source) = makeTrainer(objective, plan: plan, settings: settings)
         let probe = Configuration(width: 3, batch: Array(0..<64), noiseSeed: 1, noise: 0, lossWeights: LossWeights())
         let before = try objective.compute(probe).crossEntropy
-        for _ in 0..<30 { _ = try trainer.runRound() }
+        try trainer.train(until: 30, source: source)
         let after = try objective.compute(probe).crossEntropy
         #expect(trainer.round == 30 && after < before - 0.1, "cross-entropy \(before) → \(after)")
     }
@@ -218,9 +212,9 @@ import Testing
         let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3], pretrained: base, pretrainedWidth: 4)
         var plan = RoundPlan()
         plan.minWidth = 2; plan.maxWidth = 4; plan.pretrainedWidth = 4; plan.batchSize = 8; plan.datasetCount = 16; plan.rounds = 3
-        let trainer = INRTrainer(objective: objective, plan: plan, optimizer: OptimizerSettings())
-        for _ in 0..<2 { _ = try trainer.runRound() }
-        let saved = INRCheckpoint(trainer: trainer, base: base, family: "lenet", mean: [0.5], std: [0.3], recipe: "test")
+        let (trainer, source) = makeTrainer(objective, plan: plan)
+        try trainer.train(until: 2, source: source)
+        let saved = trainer.checkpoint()
         try saved.save(to: dir + "/inr.safetensors")
         let back = try INRCheckpoint.load(path: dir + "/inr.safetensors")
         #expect(back.round == 2 && back.adamStep == 2 && back.plan == plan && back.config == inr.config && back.recipe == "test")

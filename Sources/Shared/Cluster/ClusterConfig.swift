@@ -52,10 +52,12 @@ public struct ClusterConfig: Sendable, Equatable {
         public var recipe = Recipe.default
         /// The trained width range.
         public var widths = Widths()
-        /// INR training epochs (passes over the training set by the uniformly drawn widths; the default recipe's pretrained-width fit reuses their batches); > 0.
+        /// INR training epochs (passes over the training set); > 0.
         public var epochs: Double = 6
         /// Configurations whose gradients each round averages; ≥ 1.
         public var configurationsPerRound: Int?
+        /// Every configuration of a round uses the round's one mini-batch (nil: the recipe decides).
+        public var sharedBatch: Bool?
         /// Mini-batch size; ≥ 1.
         public var batchSize = 128
         /// Coordinate noise ε; ≥ 0 (nil: the recipe decides).

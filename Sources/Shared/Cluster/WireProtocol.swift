@@ -4,9 +4,9 @@
 /// ## Frames
 /// A message is one ZeroMQ multipart message: a header frame, then the message's large Float
 /// tensors (`WireTensor`: raw little-endian IEEE-754, 4·n bytes, nothing else), each cut into
-/// pieces of `WireProtocol.tensorPieceBytes` (the last one shorter; an empty tensor is one empty
-/// frame), one frame per piece. Pieces let CURVE pipeline: libzmq encrypts and decrypts frame
-/// by frame, so the receiver opens piece k while the sender seals piece k + 1, instead of
+/// frames of `WireProtocol.frameBytes` (the last one shorter; an empty tensor is one empty
+/// frame). Frames let CURVE pipeline: libzmq encrypts and decrypts frame by frame, so the
+/// receiver opens frame k while the sender seals frame k + 1, instead of
 /// waiting for a whole 7 MB gradient to be sealed before opening any of it. A ROUTER adds the
 /// peer's routing-id frame in front; `ZMQ.Socket` strips and adds it, never this file.
 ///
@@ -21,19 +21,19 @@
 ///     12     B     body, by kind:
 ///
 ///     hello       u16 n, n bytes worker name (UTF-8) · u16 n, n bytes data fingerprint (UTF-8)
-///     welcome     u64 round · u32 n, n bytes job spec (JSON) · u32 parameter count · u32 base-weight count
-///                 + tensor frames: parameters, then permuted base weights (may be empty)
+///     welcome     u64 round · u32 n, n bytes job spec (JSON) · u32 base-weight count
+///                 + tensor frames: permuted base weights (may be empty); the round's parameters
+///                 follow as parameter heads
 ///     refuse      u16 n, n bytes reason (UTF-8)
 ///     work        u64 round · u32 k · k × u32 configuration index (strictly increasing)
 ///     result      u64 round · u32 configuration · f64 cross-entropy · f64 norm regularizer ·
 ///                 f64 reconstruction · f64 total · u32 correct · u32 samples ·
-///                 f64 compute seconds (the gradient went ahead in gradient pieces)
-///     parameters  u64 round · u32 count + tensor frames: parameters to use for `round`
-///     gradient piece   u64 round · u32 configuration · u32 offset · u8 encoding (0 binary32,
+///                 f64 compute seconds (the gradient went ahead in gradient heads)
+///     gradient head    u64 round · u32 configuration · u32 offset · u8 encoding (0 binary32,
 ///                 1 bfloat16) · u32 count + tensor frames: gradient[offset ..< offset + count]
-///                 of that configuration (4 or 2 bytes per element)
-///     parameter piece  u64 round · u32 offset · u32 count + tensor frames:
-///                 parameters[offset ..< offset + count] to use for `round`
+///                 of that configuration, one INR head's part (4 or 2 bytes per element)
+///     parameter head   u64 round · u32 offset · u32 count + tensor frames:
+///                 parameters[offset ..< offset + count] to use for `round`, one INR head's part
 ///     heartbeat   (empty)
 ///     goodbye     (empty)
 ///
@@ -47,26 +47,27 @@
 /// Float payloads (loss terms, tensors) are carried bit-exactly, NaN included: see
 /// `WireTensor.isFinite`.
 ///
-/// ## Pieces of a round
-/// A worker sends each INR head's part of a gradient (`HyperNetwork.headRanges`) as a gradient
-/// piece the moment its backward pass has finished it, then the result (loss terms). The coordinator steps the optimizer on a head as soon as every configuration's
-/// piece of it is in, and sends the new values as a parameter piece for the next round to every
-/// worker, which assembles them. So sending, stepping and receiving overlap the backward pass
+/// ## Heads of a round
+/// Gradients and parameters travel by INR head (`HyperNetwork.headRanges`: one head per
+/// generated tensor). A worker sends each head's part of a gradient as a gradient head the
+/// moment its backward pass has finished it, then the result (loss terms). The coordinator
+/// steps the optimizer on a head as soon as every configuration's gradient head of it is in,
+/// and sends the new values as a parameter head of the next round to every worker, which
+/// assembles them (a worker that joins, or missed some, gets the round's heads at its start). So sending, stepping and receiving overlap the backward pass
 /// of the round's slowest configuration, as bucketed all-reduce does in data-parallel training;
 /// only the last head's traffic is left between one round's computation and the next.
 public enum WireProtocol {
-    /// Bumped on any incompatible change to the layouts above (3: tensors in pieces; 4: gradient
-    /// and parameter pieces, results without a gradient).
-    public static let version: UInt16 = 4
-    /// Bytes per tensor frame (the last piece of a tensor may be shorter).
-    public static let tensorPieceBytes = 1 << 20
+    /// Bumped on any change to the layouts above.
+    public static let version: UInt16 = 5
+    /// Bytes per tensor frame (the last frame of a tensor may be shorter).
+    public static let frameBytes = 1 << 20
 
-    /// Frames a tensor of `byteCount` bytes travels in: ⌈bytes / piece⌉, at least 1.
-    public static func pieces(byteCount: Int) -> Int { max(1, (byteCount + tensorPieceBytes - 1) / tensorPieceBytes) }
+    /// Frames a tensor of `byteCount` bytes travels in: ⌈bytes / frameBytes⌉, at least 1.
+    public static func frameCount(byteCount: Int) -> Int { max(1, (byteCount + frameBytes - 1) / frameBytes) }
 
     /// The byte ranges of those frames, in order.
-    public static func pieceRanges(byteCount: Int) -> [Range<Int>] {
-        (0..<pieces(byteCount: byteCount)).map { i in (i * tensorPieceBytes)..<min(byteCount, (i + 1) * tensorPieceBytes) }
+    public static func frameRanges(byteCount: Int) -> [Range<Int>] {
+        (0..<frameCount(byteCount: byteCount)).map { i in (i * frameBytes)..<min(byteCount, (i + 1) * frameBytes) }
     }
     public static let magic: [UInt8] = Array("NMC1".utf8)
     /// Size of the fixed header prefix in bytes.
@@ -86,7 +87,7 @@ public enum WireProtocol {
     public static let maxConfigurationsPerRound = 1 << 16
     /// Largest round number.
     public static let maxRound = Int(Int32.max)
-    /// Largest tensor: 2²⁸ floats = 1 GiB (in `tensorPieceBytes` frames). Sockets set
+    /// Largest tensor: 2²⁸ floats = 1 GiB (in `frameBytes` frames). Sockets set
     /// ZMQ_MAXMSGSIZE to one gradient's bytes, so a peer cannot make ZeroMQ buffer more.
     public static let maxTensorElements = 1 << 28
     /// Largest header frame.
@@ -120,13 +121,12 @@ public enum WireProtocol {
 
 /// The kind byte of the header frame.
 public enum MessageKind: UInt8, Sendable, CaseIterable {
-    case hello = 1, welcome, refuse, work, result, parameters, heartbeat, goodbye, gradientPiece, parameterPiece
+    case hello = 1, welcome = 2, refuse = 3, work = 4, result = 5, heartbeat = 7, goodbye = 8, gradientHead = 9, parameterHead = 10
 
-    /// Tensors that follow the header frame (each in `WireProtocol.pieces` frames).
+    /// Tensors that follow the header frame (each in `WireProtocol.frameCount` frames).
     public var tensorCount: Int {
         switch self {
-        case .welcome: 2
-        case .parameters, .gradientPiece, .parameterPiece: 1
+        case .welcome, .gradientHead, .parameterHead: 1
         case .hello, .refuse, .work, .result, .heartbeat, .goodbye: 0
         }
     }
@@ -137,26 +137,25 @@ public enum MessageKind: UInt8, Sendable, CaseIterable {
 public enum Message: Sendable, Equatable {
     /// Worker → coordinator, first message after connecting.
     case hello(workerName: String, protocolVersion: UInt16, dataFingerprint: String)
-    /// Coordinator → worker: the job, the round in progress and the parameters to use for it,
-    /// and the permuted pretrained weights (the reconstruction target; empty if none).
-    case welcome(jobSpec: [UInt8], round: Int, parameters: WireTensor, baseWeights: WireTensor)
+    /// Coordinator → worker: the job, the round in progress, and the permuted pretrained
+    /// weights (the reconstruction target; empty if none). The round's parameters follow as
+    /// parameter heads.
+    case welcome(jobSpec: [UInt8], round: Int, baseWeights: WireTensor)
     /// Coordinator → worker: not admitted (version or data mismatch); the worker stops.
     case refuse(reason: String)
     /// Coordinator → worker: compute these configurations of `round` (added to any already
     /// assigned; indices strictly increasing).
     case work(round: Int, configurations: [Int])
     /// Worker → coordinator: the loss terms of one configuration, and the seconds the worker
-    /// spent computing it (for the coordinator's overhead figures), after all its gradient pieces.
+    /// spent computing it (for the coordinator's overhead figures), after all its gradient heads.
     case result(round: Int, configuration: Int, terms: LossTerms, seconds: Double)
-    /// Coordinator → worker: the parameters to use for `round`.
-    case parameters(round: Int, values: WireTensor)
     /// Worker → coordinator: `values` = gradient[offset ..< offset + values.count] of one
-    /// configuration, ahead of its result. It may be sent as bfloat16; it is always received as
-    /// binary32.
-    case gradientPiece(round: Int, configuration: Int, offset: Int, values: WireTensor)
-    /// Coordinator → worker: parameters[offset ..< offset + values.count] to use for `round`;
-    /// together the pieces of a round are its parameters.
-    case parameterPiece(round: Int, offset: Int, values: WireTensor)
+    /// configuration (one INR head's part), ahead of its result. It may be sent as bfloat16; it
+    /// is always received as binary32.
+    case gradientHead(round: Int, configuration: Int, offset: Int, values: WireTensor)
+    /// Coordinator → worker: parameters[offset ..< offset + values.count] to use for `round`
+    /// (one INR head's part); together the heads of a round are its parameters.
+    case parameterHead(round: Int, offset: Int, values: WireTensor)
     /// Either direction: still alive.
     case heartbeat
     /// Either direction: leaving (coordinator: training finished).
@@ -169,9 +168,8 @@ public enum Message: Sendable, Equatable {
         case .refuse: .refuse
         case .work: .work
         case .result: .result
-        case .parameters: .parameters
-        case .gradientPiece: .gradientPiece
-        case .parameterPiece: .parameterPiece
+        case .gradientHead: .gradientHead
+        case .parameterHead: .parameterHead
         case .heartbeat: .heartbeat
         case .goodbye: .goodbye
         }
@@ -238,14 +236,14 @@ extension Message {
         case let .hello(name, _, fingerprint):
             try Self.string(name, "worker name", WireProtocol.maxNameBytes, &w)
             try Self.string(fingerprint, "data fingerprint", WireProtocol.maxFingerprintBytes, &w)
-        case let .welcome(spec, round, parameters, base):
+        case let .welcome(spec, round, base):
             try w.u64(UInt64(Self.checkRound(round)))
             guard spec.count <= WireProtocol.maxJobSpecBytes else {
                 throw .tooLarge(field: "job spec", size: spec.count, limit: WireProtocol.maxJobSpecBytes)
             }
             w.u32(UInt32(spec.count)); w.raw(spec)
-            try w.u32(Self.checkTensor(parameters, "parameters")); try w.u32(Self.checkTensor(base, "base weights"))
-            tensors = [parameters, base]
+            try w.u32(Self.checkTensor(base, "base weights"))
+            tensors = [base]
         case let .refuse(reason):
             try Self.string(reason, "reason", WireProtocol.maxReasonBytes, &w)
         case let .work(round, configs):
@@ -271,22 +269,18 @@ extension Message {
                 throw .outOfRange(field: "compute seconds", value: Int(exactly: seconds.rounded(.towardZero)) ?? -1)
             }
             w.f64(seconds)
-        case let .parameters(round, values):
-            try w.u64(UInt64(Self.checkRound(round)))
-            try w.u32(Self.checkTensor(values, "parameters"))
-            tensors = [values]
-        case let .gradientPiece(round, config, offset, values):
+        case let .gradientHead(round, config, offset, values):
             try w.u64(UInt64(Self.checkRound(round)))
             guard (0..<WireProtocol.maxConfigurationsPerRound).contains(config) else { throw .outOfRange(field: "configuration", value: config) }
             w.u32(UInt32(config))
             try w.u32(Self.checkOffset(offset, values))
             w.u8(values.encoding.rawValue)
-            try w.u32(Self.checkTensor(values, "gradient piece"))
+            try w.u32(Self.checkTensor(values, "gradient head"))
             tensors = [values]
-        case let .parameterPiece(round, offset, values):
+        case let .parameterHead(round, offset, values):
             try w.u64(UInt64(Self.checkRound(round)))
             try w.u32(Self.checkOffset(offset, values))
-            try w.u32(Self.checkTensor(values, "parameter piece"))
+            try w.u32(Self.checkTensor(values, "parameter head"))
             tensors = [values]
         case .heartbeat, .goodbye:
             break
@@ -307,10 +301,10 @@ extension Message {
         return round
     }
 
-    /// A piece's offset: the piece must end within a largest tensor.
+    /// A head's offset: the head must end within a largest tensor.
     private static func checkOffset(_ offset: Int, _ t: WireTensor) throws(WireError) -> UInt32 {
         guard offset >= 0, offset <= WireProtocol.maxTensorElements - min(t.count, WireProtocol.maxTensorElements) else {
-            throw .outOfRange(field: "piece offset", value: offset)
+            throw .outOfRange(field: "head offset", value: offset)
         }
         return UInt32(offset)
     }
@@ -334,6 +328,33 @@ extension Message {
 
     /// Decodes frames given as raw buffers (valid for the duration of the call).
     static func decode(buffers frames: [UnsafeRawBufferPointer]) throws(WireError) -> Message {
+        guard case let .message(message) = try decode(buffers: frames, deferringGradient: false) else {
+            preconditionFailure("a gradient head is decoded whole unless deferred")
+        }
+        return message
+    }
+
+    /// Decodes received frames like `decode`, except that a gradient head's values stay in its
+    /// frames, checked for size but not copied, so the coordinator can decode them straight
+    /// into the round's gradient buffer once it knows the head is wanted.
+    public static func decodeInbound(_ frames: [ZMQ.Frame]) throws(WireError) -> Inbound {
+        defer { withExtendedLifetime(frames) {} }
+        switch try decode(buffers: frames.map(\.bytes), deferringGradient: true) {
+        case let .message(message): return .message(message)
+        case let .gradientHead(head): return .gradientHead(ReceivedGradientHead(head, frames: frames))
+        }
+    }
+
+    /// A gradient head's header, its values still in frames `tensorFrames` of the message.
+    struct GradientHeadHeader {
+        let round: Int, configuration: Int, offset: Int, count: Int
+        let encoding: WireTensor.Encoding
+        let tensorFrames: Range<Int>
+    }
+
+    enum Decoded { case message(Message), gradientHead(GradientHeadHeader) }
+
+    static func decode(buffers frames: [UnsafeRawBufferPointer], deferringGradient: Bool) throws(WireError) -> Decoded {
         guard let headerFrame = frames.first else { throw .frameCount(expected: 1, found: 0) }
         guard (WireProtocol.headerPrefixBytes...WireProtocol.maxHeaderBytes).contains(headerFrame.count) else {
             throw .headerSize(headerFrame.count)
@@ -367,10 +388,9 @@ extension Message {
                 throw .tooLarge(field: "job spec", size: specLength, limit: WireProtocol.maxJobSpecBytes)
             }
             let spec = try r.bytes(specLength, "job spec")
-            let parameterCount = try readCount(&r, "parameter count"), baseCount = try readCount(&r, "base-weight count")
-            try expectFrames(frames, for: [(parameterCount, .float32), (baseCount, .float32)])
-            message = .welcome(jobSpec: spec, round: round, parameters: try tensor(frames, &nextFrame, parameterCount),
-                               baseWeights: try tensor(frames, &nextFrame, baseCount))
+            let baseCount = try readCount(&r, "base-weight count")
+            try expectFrames(frames, for: [(baseCount, .float32)])
+            message = .welcome(jobSpec: spec, round: round, baseWeights: try tensor(frames, &nextFrame, baseCount))
         case .refuse:
             message = .refuse(reason: try r.string("reason", limit: WireProtocol.maxReasonBytes))
         case .work:
@@ -406,39 +426,40 @@ extension Message {
                 throw .outOfRange(field: "compute seconds", value: Int(exactly: seconds.rounded(.towardZero)) ?? -1)
             }
             message = .result(round: round, configuration: config, terms: terms, seconds: seconds)
-        case .parameters:
-            let round = try readRound(&r)
-            let count = try readCount(&r, "parameter count")
-            try expectFrames(frames, for: [(count, .float32)])
-            message = .parameters(round: round, values: try tensor(frames, &nextFrame, count))
-        case .gradientPiece:
+        case .gradientHead:
             let round = try readRound(&r)
             let config = Int(try r.u32("configuration"))
             guard config < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "configuration", value: config) }
-            let offset = Int(try r.u32("piece offset"))
+            let offset = Int(try r.u32("head offset"))
             let rawEncoding = try r.u8("gradient encoding")
             guard let encoding = WireTensor.Encoding(rawValue: rawEncoding) else {
                 throw .outOfRange(field: "gradient encoding", value: Int(rawEncoding))
             }
-            let count = try readCount(&r, "gradient piece count")
-            guard offset + count <= WireProtocol.maxTensorElements else { throw .outOfRange(field: "piece offset", value: offset) }
+            let count = try readCount(&r, "gradient head count")
+            guard offset + count <= WireProtocol.maxTensorElements else { throw .outOfRange(field: "head offset", value: offset) }
             try expectFrames(frames, for: [(count, encoding)])
-            message = .gradientPiece(round: round, configuration: config, offset: offset,
-                                     values: try tensor(frames, &nextFrame, count, encoding))
-        case .parameterPiece:
+            if deferringGradient {
+                try checkTensorFrames(frames, nextFrame, count, encoding)
+                try r.finish()
+                return .gradientHead(GradientHeadHeader(round: round, configuration: config, offset: offset, count: count,
+                                                        encoding: encoding, tensorFrames: nextFrame..<frames.count))
+            }
+            message = .gradientHead(round: round, configuration: config, offset: offset,
+                                    values: try tensor(frames, &nextFrame, count, encoding))
+        case .parameterHead:
             let round = try readRound(&r)
-            let offset = Int(try r.u32("piece offset"))
-            let count = try readCount(&r, "parameter piece count")
-            guard offset + count <= WireProtocol.maxTensorElements else { throw .outOfRange(field: "piece offset", value: offset) }
+            let offset = Int(try r.u32("head offset"))
+            let count = try readCount(&r, "parameter head count")
+            guard offset + count <= WireProtocol.maxTensorElements else { throw .outOfRange(field: "head offset", value: offset) }
             try expectFrames(frames, for: [(count, .float32)])
-            message = .parameterPiece(round: round, offset: offset, values: try tensor(frames, &nextFrame, count))
+            message = .parameterHead(round: round, offset: offset, values: try tensor(frames, &nextFrame, count))
         case .heartbeat:
             message = .heartbeat
         case .goodbye:
             message = .goodbye
         }
         try r.finish()
-        return message
+        return .message(message)
     }
 
     private static func readRound(_ r: inout WireReader) throws(WireError) -> Int {
@@ -456,20 +477,63 @@ extension Message {
     /// Checks that the message has exactly the frames its declared tensors travel in.
     private static func expectFrames(_ frames: [UnsafeRawBufferPointer],
                                      for tensors: [(count: Int, encoding: WireTensor.Encoding)]) throws(WireError) {
-        let expected = 1 + tensors.reduce(0) { $0 + WireProtocol.pieces(byteCount: $1.count * $1.encoding.bytesPerElement) }
+        let expected = 1 + tensors.reduce(0) { $0 + WireProtocol.frameCount(byteCount: $1.count * $1.encoding.bytesPerElement) }
         guard frames.count == expected else { throw .frameCount(expected: expected, found: frames.count) }
     }
 
     /// The tensor of exactly `count` elements stored as `encoding` in the frames from `index` on
-    /// (advanced past them), as binary32; every piece must have its exact size.
+    /// (advanced past them), as binary32; every frame must have its exact size.
     private static func tensor(_ frames: [UnsafeRawBufferPointer], _ index: inout Int, _ count: Int,
                                _ encoding: WireTensor.Encoding = .float32) throws(WireError) -> WireTensor {
-        let ranges = WireProtocol.pieceRanges(byteCount: encoding.bytesPerElement * count)
+        let ranges = try checkTensorFrames(frames, index, count, encoding)
+        let tensorFrames = Array(frames[index..<(index + ranges.count)])
+        index += ranges.count
+        return WireTensor(littleEndianFrames: tensorFrames, count: count, encoding: encoding)
+    }
+
+    /// Checks that frames from `index` on have exactly the sizes of a tensor of `count`
+    /// elements stored as `encoding`; returns their byte ranges.
+    @discardableResult
+    private static func checkTensorFrames(_ frames: [UnsafeRawBufferPointer], _ index: Int, _ count: Int,
+                                          _ encoding: WireTensor.Encoding) throws(WireError) -> [Range<Int>] {
+        let ranges = WireProtocol.frameRanges(byteCount: encoding.bytesPerElement * count)
         for (i, range) in ranges.enumerated() where frames[index + i].count != range.count {
             throw .tensorSize(frame: index + i, declaredElements: count, bytes: frames[index + i].count)
         }
-        let pieces = Array(frames[index..<(index + ranges.count)])
-        index += ranges.count
-        return WireTensor(littleEndianPieces: pieces, count: count, encoding: encoding)
+        return ranges
+    }
+}
+
+/// A received message as the coordinator takes it: a gradient head is left in its frames.
+public enum Inbound {
+    case message(Message)
+    case gradientHead(ReceivedGradientHead)
+}
+
+/// A gradient head whose header is decoded and checked and whose values are still in the
+/// received frames: `decode(into:)` writes them (as binary32) where the caller wants them.
+public struct ReceivedGradientHead {
+    public let round: Int, configuration: Int, offset: Int, count: Int
+    let encoding: WireTensor.Encoding
+    private let frames: [ZMQ.Frame]
+    private let tensorFrames: Range<Int>
+
+    init(_ header: Message.GradientHeadHeader, frames: [ZMQ.Frame]) {
+        round = header.round; configuration = header.configuration; offset = header.offset; count = header.count
+        encoding = header.encoding; tensorFrames = header.tensorFrames; self.frames = frames
+    }
+
+    /// The values in frames.
+    public var byteCount: Int { count * encoding.bytesPerElement }
+
+    /// Writes the `count` values to `destination` (exactly `count` long); returns whether every
+    /// one is finite.
+    public func decode(into destination: UnsafeMutableBufferPointer<Float>) -> Bool {
+        precondition(destination.count == count, "decoding \(count) values into a buffer of \(destination.count)")
+        guard let out = destination.baseAddress else { return true }
+        withExtendedLifetime(frames) {
+            WireTensor.decode(frames[tensorFrames].map(\.bytes), encoding, into: out)
+        }
+        return UnsafeBufferPointer(destination).allSatisfy(\.isFinite)
     }
 }

@@ -94,29 +94,36 @@ public struct WireTensor: Sendable, Equatable, CustomStringConvertible {
     /// A binary32 tensor of `count` elements from consecutive frames of `encoding` whose sizes
     /// add up to count · element size, each a multiple of the element size (the decoder checks
     /// this before calling).
-    init(littleEndianPieces pieces: [UnsafeRawBufferPointer], count n: Int, encoding: Encoding = .float32) {
+    init(littleEndianFrames frames: [UnsafeRawBufferPointer], count n: Int, encoding: Encoding = .float32) {
         self.init(storage: Storage(count: n) { dst in
             guard let out = dst.baseAddress, n > 0 else { return }
-            var element = 0
-            for bytes in pieces {
-                guard let base = bytes.baseAddress else { continue }
-                let k = bytes.count / encoding.bytesPerElement
-                switch encoding {
-                case .float32:
-                    UnsafeMutableRawPointer(out + element).copyMemory(from: base, byteCount: k * 4)
-                case .bfloat16:
-                    for i in 0..<k {
-                        let half = UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                        out[element + i] = Float(bitPattern: half << 16)
-                    }
-                }
-                element += k
-            }
+            Self.decode(frames, encoding, into: out)
         }, encoding: .float32, count: n)
     }
 
-    /// The frames this tensor travels in (`WireProtocol.pieceRanges`): byte ranges of its frame bytes.
-    public var pieceRanges: [Range<Int>] { WireProtocol.pieceRanges(byteCount: byteCount) }
+    /// Writes the elements of `frames` (as `init(littleEndianFrames:…)` takes them) to `out` as
+    /// binary32, widening bfloat16: the one decoding loop, also used to decode a received
+    /// gradient straight into the coordinator's buffer.
+    static func decode(_ frames: [UnsafeRawBufferPointer], _ encoding: Encoding, into out: UnsafeMutablePointer<Float>) {
+        var element = 0
+        for bytes in frames {
+            guard let base = bytes.baseAddress else { continue }
+            let k = bytes.count / encoding.bytesPerElement
+            switch encoding {
+            case .float32:
+                UnsafeMutableRawPointer(out + element).copyMemory(from: base, byteCount: k * 4)
+            case .bfloat16:
+                for i in 0..<k {
+                    let half = UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                    out[element + i] = Float(bitPattern: half << 16)
+                }
+            }
+            element += k
+        }
+    }
+
+    /// The frames this tensor travels in (`WireProtocol.frameRanges`): byte ranges of its frame bytes.
+    public var frameRanges: [Range<Int>] { WireProtocol.frameRanges(byteCount: byteCount) }
 
     /// Calls `body` with the elements (valid only inside `body`).
     public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {

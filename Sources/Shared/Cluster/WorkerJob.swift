@@ -19,11 +19,12 @@ public final class WorkerJob {
     /// `dataset` must be the training split the fingerprint describes.
     public convenience init(spec: JobSpec, dataset: ImageDataset, localData: DataFingerprint, parameters: WireTensor, base: WireTensor,
                             round: Int) throws {
-        try self.init(spec: spec, dataset: dataset, localData: localData, parameters: [(0, parameters)], base: base, round: round)
+        try self.init(spec: spec, dataset: dataset, localData: localData, parameters: [.init(offset: 0, values: parameters)], base: base,
+                      round: round)
     }
 
-    /// As above, with the parameters in pieces that cover them once (see `setParameters`).
-    public init(spec: JobSpec, dataset: ImageDataset, localData: DataFingerprint, parameters: [(offset: Int, values: WireTensor)],
+    /// As above, with the parameters in heads that cover them once (see `setParameters`).
+    public init(spec: JobSpec, dataset: ImageDataset, localData: DataFingerprint, parameters: [WorkerState.ParameterHead],
                 base: WireTensor, round: Int) throws {
         let differences = spec.data.differences(from: localData)
         guard differences.isEmpty else {
@@ -69,38 +70,38 @@ public final class WorkerJob {
         try setParameters(parameters, round: round)
     }
 
-    /// The pieces a gradient is sent in and parameters arrive in: the INR's heads, in order.
-    public var pieceRanges: [Range<Int>] { headRanges }
+    /// The ranges a gradient is sent in and parameters arrive in: the INR's heads, in order.
+    public var heads: [Range<Int>] { headRanges }
 
-    /// Uses the coordinator's parameters for `round` from now on: `pieces` (offset, values)
-    /// that together cover the parameters once (one piece: all of them).
-    public func setParameters(_ pieces: [(offset: Int, values: WireTensor)], round: Int) throws {
+    /// Uses the coordinator's parameters for `round` from now on: `heads` that together cover
+    /// the parameters once (one head at offset 0: all of them).
+    public func setParameters(_ heads: [WorkerState.ParameterHead], round: Int) throws {
         let n = objective.inr.parameters.count
         var end = 0
-        for piece in pieces.sorted(by: { $0.offset < $1.offset }) where piece.offset == end { end += piece.values.count }
-        guard end == n, pieces.reduce(0, { $0 + $1.values.count }) == n else {
-            throw JobSpecError.unusable("parameters of \(pieces.reduce(0) { $0 + $1.values.count }) values in \(pieces.count) pieces "
-                                        + "for an INR of \(n)")
+        for head in heads.sorted(by: { $0.offset < $1.offset }) where head.offset == end { end += head.values.count }
+        let total = heads.reduce(0) { $0 + $1.values.count }
+        guard end == n, total == n else {
+            throw JobSpecError.unusable("parameters of \(total) values in \(heads.count) heads for an INR of \(n)")
         }
         let values = objective.inr.parameters.values.buffer
-        for (offset, piece) in pieces {
-            piece.copy(into: UnsafeMutableBufferPointer(rebasing: values[offset..<(offset + piece.count)]))
+        for head in heads {
+            head.values.copy(into: UnsafeMutableBufferPointer(rebasing: values[head.offset..<(head.offset + head.values.count)]))
         }
         parameterRound = round
     }
 
     /// Computes configuration `index` of `round` (with the parameters of `parameterRound`, which
     /// the caller has matched to `round`) and returns its loss terms. Each head's part of the
-    /// gradient goes to `piece(offset, values)` — encoded for the wire as the job asks — as soon
+    /// gradient goes to `head(offset, values)` — encoded for the wire as the job asks — as soon
     /// as the backward pass has finished it (possibly on a compute thread, concurrently with
     /// other heads when the job has several threads).
     public func gradient(round: Int, configuration index: Int,
-                         piece: @escaping (_ offset: Int, _ values: WireTensor) -> Void) throws -> LossTerms {
+                         head: @escaping (_ offset: Int, _ values: WireTensor) -> Void) throws -> LossTerms {
         let config = spec.plan.configuration(round: round, index: index, reusing: &epochOrder)
         let g = objective.inr.parameters.gradients.base, ranges = headRanges, encoding = spec.gradientEncoding
         return try objective.compute(config) { t in
             let values = UnsafeBufferPointer(start: g + ranges[t].lowerBound, count: ranges[t].count)
-            piece(ranges[t].lowerBound, encoding == .float32 ? WireTensor(copying: values) : WireTensor(bfloat16Rounding: values))
+            head(ranges[t].lowerBound, encoding == .float32 ? WireTensor(copying: values) : WireTensor(bfloat16Rounding: values))
         }
     }
 }

@@ -228,10 +228,10 @@ extension ZMQ {
             if let routingID { try sendCopy(routingID, flags: ZMQ_SNDMORE) }
             try sendCopy(encoded.header, flags: encoded.tensors.isEmpty ? 0 : ZMQ_SNDMORE)
             for (i, tensor) in encoded.tensors.enumerated() {
-                let pieces = tensor.pieceRanges
-                for (j, piece) in pieces.enumerated() {
-                    let last = i + 1 == encoded.tensors.count && j + 1 == pieces.count
-                    try sendZeroCopy(tensor, bytes: piece, flags: last ? 0 : ZMQ_SNDMORE)
+                let frames = tensor.frameRanges
+                for (j, range) in frames.enumerated() {
+                    let last = i + 1 == encoded.tensors.count && j + 1 == frames.count
+                    try sendZeroCopy(tensor, bytes: range, flags: last ? 0 : ZMQ_SNDMORE)
                 }
             }
         }

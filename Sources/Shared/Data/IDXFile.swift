@@ -106,6 +106,13 @@ public enum FashionMNIST {
         return try ImageDataset.loadIDX(images: images, labels: labels, name: "\(directoryName)-\(split.rawValue)")
     }
 
+    /// The number of examples in `split` and its class count, from the labels file alone (a
+    /// process that never reads an image, such as the cluster coordinator, needs no more).
+    public static func count(split: DatasetSplit, directory: String = defaultDirectory) throws -> (examples: Int, classes: Int) {
+        let labels = try IDXFile(contentsOf: try files(split: split, directory: directory).labels, magic: IDXFile.labelsMagic)
+        return (labels.dimensions.first ?? 0, classNames.count)
+    }
+
     /// The image and label files `load` reads for `split` (what a data fingerprint covers).
     public static func files(split: DatasetSplit, directory: String = defaultDirectory) throws -> (images: String, labels: String) {
         let prefix = split == .train ? "train" : "t10k"

@@ -1,7 +1,7 @@
 /// Deterministic example order for data-parallel training.
 ///
 /// An epoch's order is a pure function of `(seed, epoch)`: every rank computes the same
-/// permutation, takes its strided shard, and cuts it into batches, so no order has to be
+/// permutation and cuts it into batches, so no order has to be
 /// communicated and a resumed run replays exactly.
 public struct EpochOrder {
     /// A permutation of `0 ..< count` drawn from `SeededRandom(seed, epoch)`.
@@ -9,14 +9,6 @@ public struct EpochOrder {
         precondition(count >= 0 && epoch >= 0, "negative count or epoch")
         var random = SeededRandom(seed, UInt64(epoch))
         return random.permutation(count)
-    }
-
-    /// Rank `rank`'s share of `indices`: positions `rank, rank + worldSize, rank + 2·worldSize…`.
-    /// Across ranks `0 ..< worldSize` every position is taken exactly once; shard sizes differ
-    /// by at most one.
-    public static func shard(_ indices: [Int], rank: Int, worldSize: Int) -> [Int] {
-        precondition(worldSize > 0 && rank >= 0 && rank < worldSize, "rank \(rank) outside 0..<\(worldSize)")
-        return stride(from: rank, to: indices.count, by: worldSize).map { indices[$0] }
     }
 
     /// `indices` cut in order into batches of `size`; a final shorter batch is kept unless

@@ -131,7 +131,7 @@ extension HyperNetwork {
         let H = config.hidden, D = embedding.width, O = config.outputSize, p = parameters, wt = act.transposedWeights.base
         let blocks = heads[0].blocks.count
         // Transpose the weights of every head in use: (head, matrix) pieces.
-        Parallel.forPieces(layout.entries.count * (blocks + 2)) { piece in
+        Parallel.forTasks(layout.entries.count * (blocks + 2)) { piece in
             let (t, matrix) = piece.quotientAndRemainder(dividingBy: blocks + 2)
             guard layout.entries[t].rows > 0 else { return }
             let head = heads[t], offsets = transposedOffsets(head: t)
@@ -143,7 +143,7 @@ extension HyperNetwork {
                                     into: wt + offsets.blocks + (matrix - 1) * H * H, threaded: false)
             }
         }
-        Parallel.forPieces(act.chunks.count) { c in
+        Parallel.forTasks(act.chunks.count) { c in
             let chunk = act.chunks[c], e = layout.entries[chunk.entry], head = heads[chunk.entry], offsets = transposedOffsets(head: chunk.entry)
             let R = chunk.hi - chunk.lo, row = e.firstRow + chunk.lo, area = e.spec.kernelArea
             let x = act.embedded.base + row * D, h0 = act.h0.base + row * H
@@ -194,7 +194,7 @@ extension HyperNetwork {
         // Chunks of each head still running; the thread that takes a head's count to 0 finishes it.
         let remaining = act.remainingChunks, lock = act.remainingLock
         for chunk in act.chunks where chunk.slot < 0 { remaining[chunk.entry] = chunk.count }
-        Parallel.forPieces(act.chunks.count) { c in
+        Parallel.forTasks(act.chunks.count) { c in
             let chunk = act.chunks[c], e = layout.entries[chunk.entry], head = heads[chunk.entry]
             let R = chunk.hi - chunk.lo, row = e.firstRow + chunk.lo, area = e.spec.kernelArea
             let headBase = p.offsets[head.inWeight]

@@ -32,16 +32,17 @@ public struct INRCheckpoint {
         }
     }
 
-    /// The checkpoint of `trainer`'s current state (its EMA brought up to date first if the
-    /// last step deferred it).
-    public init(trainer: INRTrainer, base: ParameterSet, family: String, mean: [Float], std: [Float], recipe: String) {
-        trainer.updatePendingEMA()
+    /// The checkpoint of `trainer`'s current state (its EMA must be up to date:
+    /// `INRTrainer.checkpoint()` sees to that).
+    init(trainer: INRTrainer) {
+        precondition(!trainer.emaPending, "checkpoint with the EMA behind the parameters")
+        let target = trainer.target
         config = trainer.inr.config; plan = trainer.plan; optimizer = trainer.optimizerSettings
-        self.family = family; classCount = trainer.objective.dataset.classCount
-        self.mean = mean; self.std = std; round = trainer.round; adamStep = trainer.optimizer.step; self.recipe = recipe
+        family = target.family; classCount = target.classCount
+        mean = target.mean; std = target.std; round = trainer.round; adamStep = trainer.optimizer.step; recipe = target.recipe
         ema = trainer.ema.average; raw = trainer.inr.parameters.values
         adamM = trainer.optimizer.firstMoment; adamV = trainer.optimizer.secondMoment
-        self.base = base
+        base = target.base
     }
 
     static func encode<T: Encodable>(_ value: T) -> String {

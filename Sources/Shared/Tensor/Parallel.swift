@@ -31,7 +31,7 @@ public enum Parallel {
     /// Runs `body(i)` for i in 0..<count like `forEach`, for pieces that each call kernels
     /// single-threaded (kernels that would split themselves again must not be called inside):
     /// when profiling is on, every thread's kernels are recorded, at 1/threads of their time.
-    public static func forPieces(_ count: Int, _ body: (Int) -> Void) {
+    public static func forTasks(_ count: Int, _ body: (Int) -> Void) {
         let recorder = Profile.recorder, threads = min(threadCount, count)
         guard recorder != nil else { return forEach(count, body) }
         forEach(count) { i in Profile.sharing(recorder, threads: threads) { body(i) } }

@@ -6,12 +6,6 @@ public struct LossWeights: Sendable, Equatable, Codable {
     public var normRegularizer: Float = 1e-4
     /// λ_rec: weight of the reconstruction term (used only at the pretrained width).
     public var reconstruction: Float = 1
-    /// Weight of reconstruction at the other widths, toward the pretrained weights resampled to
-    /// that width (`PretrainedResampling`); 0 (the paper) turns it off.
-    public var resampledReconstruction: Float = 0
-    /// Divide each tensor's reconstruction error by Σ a·W*² (scale-free, O(1) for any weight
-    /// magnitude) instead of by the element count (the paper's mean).
-    public var normalizedReconstruction = false
     public init() {}
     public init(normRegularizer: Float, reconstruction: Float) {
         self.normRegularizer = normRegularizer; self.reconstruction = reconstruction
@@ -115,26 +109,10 @@ public final class ConfigurationGradient: @unchecked Sendable {
         var recWeight: Float = 0
         if let pretrained, config.width == pretrainedWidth, config.lossWeights.reconstruction > 0 {
             recWeight = config.lossWeights.reconstruction
-            terms.reconstruction = Self.addReconstruction(weights, target: pretrained, tensors: c.trainable, weight: recWeight,
-                                                          normalized: config.lossWeights.normalizedReconstruction)
-        } else if let pretrained, config.lossWeights.resampledReconstruction > 0 {
-            recWeight = config.lossWeights.resampledReconstruction
-            let target = try resampledTarget(width: config.width, pretrained: pretrained)
-            terms.reconstruction = Self.addReconstruction(weights, target: target, tensors: c.trainable, weight: recWeight,
-                                                          normalized: config.lossWeights.normalizedReconstruction)
+            terms.reconstruction = Self.addReconstruction(weights, target: pretrained, tensors: c.trainable, weight: recWeight)
         }
         terms.total = ce + Double(config.lossWeights.normRegularizer) * terms.normRegularizer + Double(recWeight) * terms.reconstruction
         return terms
-    }
-
-    private var resampled: [Int: ParameterSet] = [:]
-
-    func resampledTarget(width: Int, pretrained: ParameterSet) throws -> ParameterSet {
-        if let t = resampled[width] { return t }
-        let target = try generator.cache(width: width).network.makeParameters()
-        PretrainedResampling.resample(pretrained, into: target)
-        resampled[width] = target
-        return target
     }
 
     /// The image and logit-gradient views for a batch of `n` (made when `n` changes; the
@@ -166,10 +144,8 @@ public final class ConfigurationGradient: @unchecked Sendable {
         return total
     }
 
-    /// (1/T) Σ_t Σ((W_t − W*_t)² ⊙ a_t) / D_t, adding λ·(1/T)·2(W − W*)⊙a/D_t to the gradients,
-    /// with D_t = n_t (the paper's mean) or, `normalized`, D_t = Σ a_t ⊙ W*_t².
-    static func addReconstruction(_ p: ParameterSet, target: ParameterSet, tensors: [Int], weight: Float,
-                                  normalized: Bool = false) -> Double {
+    /// (1/T) Σ_t mean((W_t − W*_t)² ⊙ a_t), adding λ·(1/T)·2(W − W*)⊙a/n_t to the gradients.
+    static func addReconstruction(_ p: ParameterSet, target: ParameterSet, tensors: [Int], weight: Float) -> Double {
         var total = 0.0
         let T = Double(tensors.count)
         for t in tensors {
@@ -177,12 +153,7 @@ public final class ConfigurationGradient: @unchecked Sendable {
             precondition(w.count == ref.count, "reconstruction target \(target.specs[t].name) has another shape")
             var maxAbs: Float = 0
             for i in 0..<ref.count { maxAbs = max(maxAbs, abs(ref[i]) + 1e-6) }
-            var denominator = Double(w.count)
-            if normalized {
-                denominator = 0
-                for i in 0..<ref.count { let r = Double(ref[i]); denominator += r * r * Double((abs(ref[i]) + 1e-6) / maxAbs) }
-                denominator = max(denominator, 1e-12)
-            }
+            let denominator = Double(w.count)
             var sum = 0.0
             let k = weight * Float(2 / (T * denominator))
             for i in 0..<w.count {

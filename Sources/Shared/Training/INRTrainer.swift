@@ -1,169 +1,231 @@
 import Foundation
 
-/// What one round did: mean loss terms over its configurations.
-public struct RoundReport: Sendable {
-    public let round: Int
-    public let terms: LossTerms
-    public let configurations: Int
-    public let widths: [Int]
-    public let learningRate: Float
-    public let seconds: Double
+/// Where a round's gradients come from: computed in this process (`LocalGradientSource`) or
+/// by cluster workers (the coordinator's `ClusterServer`). The trainer owns everything else of
+/// a round — the learning rate, the ordered sum, AdamW, the EMA, checkpoints — so both give
+/// the same bits.
+public protocol GradientSource: AnyObject {
+    /// Computes every configuration of `round` (`RoundPlan.configuration(round:index:)`) from the
+    /// trainer's current parameters and calls `step(range, gradients)` as soon as every
+    /// configuration's gradient over `range` is final: `gradients` are the configurations'
+    /// gradients in index order, each a pointer to a whole gradient of which only `range` is
+    /// read. The ranges of one round tile the parameters once. `step` updates the parameters in
+    /// `range` in place, so the source must not read them there afterwards in this round.
+    /// `idle` is the trainer's work that the gradients do not depend on (the EMA of the last
+    /// step): run it once, ideally while waiting for others. `more`: round + 1 follows in this
+    /// run (a cluster sends the stepped values ahead as its parameters).
+    /// Returns the loss terms in configuration order and what the round cost.
+    func computeRound(_ round: Int, more: Bool, idle: () -> Void,
+                      step: (Range<Int>, UnsafeBufferPointer<UnsafePointer<Float>>) -> Void) throws -> (terms: [LossTerms], stats: RoundStats)
 
-    /// Mean of a summed term over the round's configurations.
-    public func mean(_ value: Double) -> Double { value / Double(max(configurations, 1)) }
+    /// Called between rounds and around checkpoints (a cluster answers heartbeats here).
+    func keepAlive() throws
 }
 
-/// Single-process NeuMeta training: each round computes the gradient of every configuration of
-/// the plan (in index order), averages them, clips, steps AdamW and updates the EMA.
-/// The cluster coordinator runs the same round with gradients computed by workers.
+extension GradientSource {
+    public func keepAlive() throws {}
+}
+
+/// What a round cost. The cluster fields stay at their zero values in one process.
+public struct RoundStats: Sendable {
+    /// Wall time of the gradient source's part of the round (the optimizer steps included,
+    /// as a cluster interleaves them).
+    public var seconds = 0.0
+    /// The busiest worker's compute time: the part of the round that was gradient computation
+    /// on its critical path (in one process: all of `seconds` but the steps).
+    public var computeSeconds = 0.0
+    public var workersAlive = 0
+    public var stragglers: [String] = []
+    public var bytesSent = 0, bytesReceived = 0
+    /// Results discarded (late, duplicate, not assigned) and messages dropped as malformed.
+    public var discarded = 0, malformed = 0
+    public init() {}
+}
+
+/// What one round did.
+public struct RoundReport: Sendable {
+    /// The round that ran (0-based); the trainer is now at round + 1.
+    public let round: Int
+    /// Loss terms summed over the round's configurations.
+    public let terms: LossTerms
+    public let configurations: Int
+    public let learningRate: Float
+    /// Wall time of the whole round, and the part of it spent in AdamW.
+    public let seconds: Double, stepSeconds: Double
+    public let stats: RoundStats
+
+    /// Of the whole round, the share that is not the busiest worker computing gradients.
+    public var overheadShare: Double { max(0, 1 - stats.computeSeconds / max(seconds, 1e-9)) }
+}
+
+/// What an INR is trained toward, recorded in its checkpoints: the permuted base network (the
+/// reconstruction target), its family, class count, input normalisation, and the recipe name.
+public struct TrainingTarget {
+    public let base: ParameterSet
+    public let family: String
+    public let classCount: Int
+    public let mean: [Float], std: [Float]
+    public let recipe: String
+    public init(base: ParameterSet, family: String, classCount: Int, mean: [Float], std: [Float], recipe: String) {
+        self.base = base; self.family = family; self.classCount = classCount; self.mean = mean; self.std = std; self.recipe = recipe
+    }
+}
+
+/// Where and how often a run checkpoints: every `every` rounds and at the last round of an
+/// invocation, into `store`, keeping the newest `keep`.
+public struct CheckpointPolicy: Sendable {
+    public let store: CheckpointStore
+    public let every: Int, keep: Int
+    public init(store: CheckpointStore, every: Int, keep: Int) {
+        precondition(every >= 1 && keep >= 1, "checkpoint every \(every) rounds, keeping \(keep)")
+        self.store = store; self.every = every; self.keep = keep
+    }
+}
+
+/// NeuMeta training: the one round loop of this project, whoever computes the gradients.
+///
+/// A round: the plan names M configurations (width, mini-batch, noise seed: a pure function of
+/// seed, round and index); the gradient source computes their gradients; each range of the
+/// parameters is stepped once every configuration's gradient over it is final — AdamW's pass
+/// sums the M gradients in configuration order, divides by M, clips, and updates (NEUMETA.md §3
+/// step 5) — then the EMA takes in the new parameters (deferred into the next round's idle
+/// time: the same arithmetic off the critical path). Every `CheckpointPolicy.every` rounds the
+/// state is checkpointed; `resume` continues from the newest good checkpoint with identical
+/// results.
 public final class INRTrainer {
     public let plan: RoundPlan
     public let optimizerSettings: OptimizerSettings
-    public let objective: ConfigurationGradient
-    public var inr: HyperNetwork { objective.inr }
-    public internal(set) var round = 0
-    public internal(set) var optimizer: AdamW
+    public let inr: HyperNetwork
+    public let target: TrainingTarget
+    public private(set) var round = 0
+    public private(set) var optimizer: AdamW
     public let ema: EMA
-    /// Sum of the round's configuration gradients (AdamW's pass divides it by their count into
-    /// the INR's gradients; a one-configuration `runRound` leaves it unused).
-    let accumulator: FloatStorage
-    /// The data order of the epoch the last round drew from (shuffled once per epoch).
-    private var epochOrder: (epoch: Int, indices: [Int])?
-
-    public init(objective: ConfigurationGradient, plan: RoundPlan, optimizer settings: OptimizerSettings) {
-        self.objective = objective
-        self.plan = plan
-        self.optimizerSettings = settings
-        let p = objective.inr.parameters
-        optimizer = AdamW(parameterCount: p.count, learningRate: settings.learningRate, weightDecay: settings.weightDecay)
-        ema = EMA(of: p.values, decay: settings.emaDecay)
-        accumulator = FloatStorage(count: p.count)
-    }
-
-    /// Runs round `round` and advances: every configuration's gradient computed here, in index
-    /// order, then `finishRound`. Drawing the configurations and the update are `Profile` phases
-    /// (`compute` marks its own).
-    public func runRound() throws -> RoundReport {
-        let start = Date()
-        let configs = Profile.phase(.plan) { plan.configurations(round: round, reusing: &epochOrder) }
-        Profile.phase(.update) { beginRound() }
-        var terms = LossTerms()
-        for config in configs {
-            terms = terms + (try objective.compute(config))
-            // A lone configuration's gradient is the sum: AdamW reads it where it was computed.
-            if configs.count == 1 { accumulated = 1; sumInGradients = true; continue }
-            Profile.phase(.update) { accumulate(UnsafeBufferPointer(inr.parameters.gradients.buffer)) }
-        }
-        let lr = Profile.phase(.update) { finishRound(configurations: configs.count) }
-        return RoundReport(round: round - 1, terms: terms, configurations: configs.count, widths: configs.map(\.width),
-                           learningRate: lr, seconds: Date().timeIntervalSince(start))
-    }
-
-    // MARK: The round, step by step (the cluster coordinator sums gradients that workers computed)
-
-    /// Starts the round's gradient sum (empty).
-    public func beginRound() {
-        accumulated = 0; sumInGradients = false
-    }
-
-    /// Adds one configuration's gradient to the round's sum (the first is copied: the sum starts
-    /// as it, with no zeroing pass). Call in configuration-index order: float addition is not
-    /// associative, and that order is what makes every worker count give the same bits.
-    public func accumulate(_ gradient: UnsafeBufferPointer<Float>) {
-        precondition(gradient.count == accumulator.count, "gradient of \(gradient.count) values for \(accumulator.count) parameters")
-        let acc = accumulator.base, g = gradient.baseAddress!
-        if accumulated == 0 {
-            Parallel.forRanges(accumulator.count, minimum: 1 << 16) { r in (acc + r.lowerBound).update(from: g + r.lowerBound, count: r.count) }
-        } else {
-            Parallel.forRanges(accumulator.count, minimum: 1 << 16) { r in for i in r { acc[i] += g[i] } }
-        }
-        accumulated += 1
-    }
-
-    /// Gradients summed since `beginRound`, and whether the sum is the INR's gradient buffer
-    /// itself (a one-configuration round of `runRound`) rather than `accumulator`.
-    private var accumulated = 0, sumInGradients = false
-    /// Whether the EMA still has to take in the parameters of the last step (`finishRound(…,
-    /// deferringEMA: true)`).
+    /// Whether the EMA still has to take in the parameters of the last step.
     public private(set) var emaPending = false
 
-    /// Divides the sum by `count`, clips it, steps AdamW and the EMA, and advances to the next
-    /// round. Returns the learning rate used. `deferringEMA`: the EMA is left for
-    /// `updatePendingEMA` — the cluster coordinator broadcasts the new parameters first and
-    /// updates the EMA while the workers compute (the same arithmetic, off the round's
-    /// critical path).
-    @discardableResult
-    public func finishRound(configurations count: Int, deferringEMA: Bool = false) -> Float {
-        precondition(accumulated == count && count > 0, "finishing a round of \(count) configurations with \(accumulated) gradients summed")
-        updatePendingEMA()
+    public init(inr: HyperNetwork, plan: RoundPlan, optimizer settings: OptimizerSettings, target: TrainingTarget) {
+        self.inr = inr
+        self.plan = plan
+        self.optimizerSettings = settings
+        self.target = target
+        let p = inr.parameters
+        optimizer = AdamW(parameterCount: p.count, learningRate: settings.learningRate, weightDecay: settings.weightDecay)
+        ema = EMA(of: p.values, decay: settings.emaDecay)
+    }
+
+    /// Runs round `round` with gradients from `source` and advances. `more`: another round
+    /// follows in this run.
+    public func runRound(source: GradientSource, more: Bool = true) throws -> RoundReport {
+        let start = Date()
         let lr = optimizerSettings.learningRate(round: round, rounds: plan.rounds)
         optimizer.learningRate = lr
-        // The mean and the clipping happen in AdamW's pass (written to the INR's gradients).
-        optimizer.update(values: inr.parameters.values, gradients: inr.parameters.gradients, ema: deferringEMA ? nil : ema,
-                         rawGradients: sumInGradients ? inr.parameters.gradients : accumulator, scale: 1 / Float(count), clip: optimizerSettings.gradientClip ?? .infinity)
-        emaPending = deferringEMA
-        round += 1
-        return lr
-    }
-
-    // MARK: The pipelined round (the cluster coordinator steps piece by piece)
-
-    /// The update of the round in progress, once `stepPiece` began it, and its learning rate.
-    private var pipelinedStep: (coefficients: AdamW.StepCoefficients, learningRate: Float)?
-
-    /// Steps the parameters in `range` (any union of the pieces the caller uses must tile the
-    /// parameters once per round), from `gradients`: every configuration's gradient of the
-    /// round, in configuration order. The first call of a round brings the EMA up to date and
-    /// begins the update. The same arithmetic as `accumulate` in order + `finishRound` —
-    /// `finishPipelinedRound` completes it.
-    public func stepPiece(_ range: Range<Int>, gradients: [UnsafePointer<Float>]) {
-        if pipelinedStep == nil {
-            updatePendingEMA()
-            let lr = optimizerSettings.learningRate(round: round, rounds: plan.rounds)
-            optimizer.learningRate = lr
-            pipelinedStep = (optimizer.beginStep(), lr)
+        let count = plan.configurationsPerRound, n = inr.parameters.count
+        let values = inr.parameters.values, gradients = inr.parameters.gradients, clip = optimizerSettings.gradientClip ?? .infinity
+        var coefficients: AdamW.StepCoefficients?
+        var stepped = 0, stepSeconds = 0.0
+        let (terms, stats) = try source.computeRound(round, more: more, idle: { updatePendingEMA() }) { range, sources in
+            let stepStart = Date()
+            precondition(sources.count == count, "\(sources.count) gradients for \(count) configurations")
+            if coefficients == nil {
+                updatePendingEMA()  // before the parameters change
+                coefficients = optimizer.beginStep()
+            }
+            Profile.phase(.update) {
+                optimizer.apply(coefficients!, to: range, values: values, gradients: gradients, ema: nil, sources: sources,
+                                scale: 1 / Float(count), clip: clip)
+            }
+            stepped += range.count
+            stepSeconds += Date().timeIntervalSince(stepStart)
         }
-        optimizer.apply(pipelinedStep!.coefficients, to: range, values: inr.parameters.values, gradients: inr.parameters.gradients,
-                        sources: gradients, scale: 1 / Float(gradients.count), clip: optimizerSettings.gradientClip ?? .infinity)
-    }
-
-    /// Ends a round stepped with `stepPiece` (every piece stepped) and advances to the next; the
-    /// EMA is left pending, as `finishRound(…, deferringEMA: true)` leaves it. Returns the
-    /// learning rate used.
-    public func finishPipelinedRound() -> Float {
-        guard let step = pipelinedStep else { preconditionFailure("finishPipelinedRound without stepPiece") }
-        pipelinedStep = nil
+        precondition(stepped == n && terms.count == count, "round \(round): \(stepped) of \(n) parameters stepped, \(terms.count) results")
         emaPending = true
         round += 1
-        return step.learningRate
+        return RoundReport(round: round - 1, terms: terms.reduce(LossTerms(), +), configurations: count, learningRate: lr,
+                           seconds: Date().timeIntervalSince(start), stepSeconds: stepSeconds, stats: stats)
     }
 
-    /// Brings the EMA up to the current parameters if the last `finishRound` deferred it
-    /// (before a checkpoint, the final save, or the next step).
+    /// Runs rounds until `lastRound` (at most `plan.rounds`), calling `afterRound` with each
+    /// report and checkpointing by `checkpoints`.
+    public func train(until lastRound: Int, source: GradientSource, checkpoints: CheckpointPolicy? = nil,
+                      afterRound: (RoundReport) throws -> Void = { _ in }) throws {
+        let last = min(lastRound, plan.rounds)
+        while round < last {
+            let report = try runRound(source: source, more: round + 1 < last)
+            try source.keepAlive()
+            try afterRound(report)
+            if let checkpoints, round % checkpoints.every == 0 || round == last {
+                try saveCheckpoint(checkpoints)
+                try source.keepAlive()
+            }
+        }
+    }
+
+    /// Brings the EMA up to the current parameters if the last step left it pending (before a
+    /// checkpoint, the final save, or the next step).
     public func updatePendingEMA() {
         guard emaPending else { return }
         ema.update(with: inr.parameters.values)
         emaPending = false
     }
 
-    // MARK: Resume
+    // MARK: Checkpoints
+
+    /// The checkpoint of the current state (the EMA brought up to date first).
+    public func checkpoint() -> INRCheckpoint {
+        updatePendingEMA()
+        return INRCheckpoint(trainer: self)
+    }
+
+    /// Writes the current state to `policy.store` under the round number and prunes old ones.
+    /// Returns the path written.
+    @discardableResult
+    public func saveCheckpoint(_ policy: CheckpointPolicy) throws -> String {
+        try FileManager.default.createDirectory(atPath: policy.store.directory, withIntermediateDirectories: true)
+        let path = policy.store.path(step: round)
+        try checkpoint().save(to: path)
+        try policy.store.prune(keep: policy.keep)
+        return path
+    }
+
+    /// What `resume` did: the checkpoint it continued from (nil: none usable, round 0), and the
+    /// ones it skipped as unreadable (renamed to `.corrupt`, so they no longer count).
+    public struct Resumption {
+        public var path: String?
+        public var skipped: [(path: String, problem: String)] = []
+    }
+
+    /// Continues from the newest checkpoint in `store` that loads. A corrupt one is renamed
+    /// aside and the one before it tried; one of another run (other INR, plan, optimizer or
+    /// base network) is an error, never skipped.
+    public func resume(from store: CheckpointStore) throws -> Resumption {
+        var resumption = Resumption()
+        for (_, path) in try store.checkpoints() {
+            let checkpoint: INRCheckpoint
+            do { checkpoint = try INRCheckpoint.load(path: path) } catch {
+                let aside = path + ".corrupt"
+                let moved = (try? FileManager.default.moveItem(atPath: path, toPath: aside)) != nil
+                resumption.skipped.append((path, "\(error)" + (moved ? " (renamed to \(aside))" : "")))
+                continue
+            }
+            try restore(from: checkpoint, path: path)
+            resumption.path = path
+            break
+        }
+        return resumption
+    }
 
     /// Continues from a checkpoint of the same run: raw parameters, EMA, AdamW moments and step,
-    /// and the round reached. Throws if the checkpoint belongs to another INR or plan.
-    public func restore(from checkpoint: INRCheckpoint) throws {
+    /// and the round reached. Throws if the checkpoint belongs to another INR, plan, optimizer
+    /// or base network.
+    public func restore(from checkpoint: INRCheckpoint, path: String = "checkpoint") throws {
         let n = inr.parameters.count
-        guard checkpoint.config == inr.config, checkpoint.plan == plan, checkpoint.raw.count == n else {
-            throw INRCheckpoint.Failure.invalid(path: "checkpoint", problem: "it holds another INR or round plan than this run")
-        }
-        guard checkpoint.optimizer == optimizerSettings else {
-            throw INRCheckpoint.Failure.invalid(path: "checkpoint", problem: "it was trained with other optimizer settings")
-        }
-        if let target = objective.pretrained {
-            let same = checkpoint.base.count == target.count
-                && memcmp(checkpoint.base.values.base, target.values.base, 4 * target.count) == 0
-            guard same else {
-                throw INRCheckpoint.Failure.invalid(path: "checkpoint", problem: "it was trained toward another (permuted) base network")
-            }
+        func mismatch(_ problem: String) -> INRCheckpoint.Failure { .invalid(path: path, problem: "it belongs to another run: \(problem)") }
+        guard checkpoint.config == inr.config, checkpoint.raw.count == n else { throw mismatch("another INR") }
+        guard checkpoint.plan == plan else { throw mismatch("another round plan (widths, batches, rounds, seed or data size)") }
+        guard checkpoint.optimizer == optimizerSettings else { throw mismatch("other optimizer settings") }
+        let base = target.base
+        guard checkpoint.base.count == base.count, memcmp(checkpoint.base.values.base, base.values.base, 4 * base.count) == 0 else {
+            throw mismatch("another (permuted) base network")
         }
         inr.parameters.values.base.update(from: checkpoint.raw.base, count: n)
         ema.average.base.update(from: checkpoint.ema.base, count: n)
@@ -171,5 +233,6 @@ public final class INRTrainer {
         optimizer.secondMoment.base.update(from: checkpoint.adamV.base, count: n)
         optimizer.step = checkpoint.adamStep
         round = checkpoint.round
+        emaPending = false
     }
 }

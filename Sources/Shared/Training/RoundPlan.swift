@@ -14,21 +14,10 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// λ_reg, and λ_rec at round 0 (it decays linearly to 0 at the last round).
     public var normRegularizer: Float = 1e-4
     public var reconstruction: Float = 1
-    /// Weight of reconstruction toward the resampled pretrained network at the other widths
-    /// (nil or 0: off, as in the paper); decays with λ_rec. Optional so that plans saved before
-    /// it existed still decode.
-    public var resampledReconstruction: Float? = nil
-    /// Scale-free reconstruction (see `LossWeights.normalizedReconstruction`); nil: off.
-    public var normalizedReconstruction: Bool? = nil
-    /// Make configuration 0 of every round the pretrained width (so the reconstruction term is
-    /// fitted once per round), on the same mini-batch as configuration 1: an extra term of each
-    /// step, like the follow-up's "pretrained width fitted every step", not an extra pass over
-    /// the data (epochs count the uniformly drawn configurations only).
-    public var fitPretrainedEveryRound = false
-    /// Every configuration of a round uses the round's one mini-batch (nil: off), so a round of
-    /// M widths is one step over one batch with the gradient averaged over M widths; epochs
-    /// then count rounds. Optional so that plans saved before it existed still decode.
-    public var sharedBatch: Bool? = nil
+    /// Every configuration of a round uses the round's one mini-batch, so a round of M widths
+    /// is one step over one batch with the gradient averaged over M widths; epochs then count
+    /// rounds. Off: each configuration draws its own batch.
+    public var sharedBatch = false
     public var rounds = 1
     public var seed: UInt64 = 0
     /// Training-set size, for mini-batch indexing.
@@ -38,11 +27,8 @@ public struct RoundPlan: Sendable, Equatable, Codable {
 
     /// Mini-batches per epoch (the last partial batch is dropped).
     public var batchesPerEpoch: Int { max(1, datasetCount / batchSize) }
-    /// Mini-batches a round consumes: 1 with `sharedBatch`; otherwise one per configuration that
-    /// draws its width (all but the pretrained-width one when `fitPretrainedEveryRound`).
-    public var batchesPerRound: Int {
-        sharedBatch == true ? 1 : max(1, configurationsPerRound - (fitPretrainedEveryRound ? 1 : 0))
-    }
+    /// Mini-batches a round consumes: 1 with `sharedBatch`, otherwise one per configuration.
+    public var batchesPerRound: Int { sharedBatch ? 1 : configurationsPerRound }
     /// Epochs covered by `rounds` rounds (mini-batches consumed / batches per epoch).
     public var epochs: Double { Double(rounds * batchesPerRound) / Double(batchesPerEpoch) }
     /// Rounds that cover `epochs` epochs (at least 1).
@@ -50,12 +36,10 @@ public struct RoundPlan: Sendable, Equatable, Codable {
         max(1, Int((epochs * Double(batchesPerEpoch) / Double(batchesPerRound)).rounded()))
     }
 
-    /// Global mini-batch number of configuration `index` of `round`: drawn configurations take
-    /// consecutive batches of the data order; the pretrained-width configuration 0 (when
-    /// `fitPretrainedEveryRound`) shares configuration 1's; with `sharedBatch` all share one.
+    /// Global mini-batch number of configuration `index` of `round`: configurations take
+    /// consecutive batches of the data order; with `sharedBatch` all of a round share one.
     func batchNumber(round: Int, index: Int) -> Int {
-        if sharedBatch == true { return round }
-        return round * batchesPerRound + (fitPretrainedEveryRound ? max(0, index - 1) : index)
+        sharedBatch ? round : round * batchesPerRound + index
     }
 
     /// λ_rec at `round`: linear decay from `reconstruction` to 0 over the run.
@@ -64,8 +48,8 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     }
 
     /// Configuration `index` of `round`: a pure function of (seed, round, index). The mini-batch
-    /// is batch number g = `batchNumber(round:index:)` (round·M + index without the pretrained
-    /// fit) of the data order, where each epoch is a fresh permutation from (seed, epoch); the
+    /// is batch number g = `batchNumber(round:index:)` (round·M + index, or round with a shared
+    /// batch) of the data order, where each epoch is a fresh permutation from (seed, epoch); the
     /// width is uniform in [minWidth, maxWidth].
     public func configuration(round: Int, index: Int) -> Configuration {
         var order: (epoch: Int, indices: [Int])?
@@ -90,8 +74,7 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     func configuration(round: Int, index: Int, order: (epoch: Int, indices: [Int])) -> Configuration {
         precondition(datasetCount >= batchSize, "data set of \(datasetCount) is smaller than one batch of \(batchSize)")
         var rng = SeededRandom(seed, 0x5717, UInt64(round), UInt64(index))
-        var width = minWidth + rng.index(below: maxWidth - minWidth + 1)
-        if fitPretrainedEveryRound && index == 0 { width = pretrainedWidth }
+        let width = minWidth + rng.index(below: maxWidth - minWidth + 1)
         let g = batchNumber(round: round, index: index)
         precondition(g / batchesPerEpoch == order.epoch, "data order of the wrong epoch")
         let start = (g % batchesPerEpoch) * batchSize
@@ -101,10 +84,7 @@ public struct RoundPlan: Sendable, Equatable, Codable {
 
     /// The loss weights of `round` (reconstruction weights decayed linearly).
     public func lossWeights(round: Int) -> LossWeights {
-        var w = LossWeights(normRegularizer: normRegularizer, reconstruction: reconstructionWeight(round: round))
-        w.normalizedReconstruction = normalizedReconstruction ?? false
-        w.resampledReconstruction = reconstruction > 0 ? (resampledReconstruction ?? 0) * reconstructionWeight(round: round) / reconstruction : 0
-        return w
+        LossWeights(normRegularizer: normRegularizer, reconstruction: reconstructionWeight(round: round))
     }
 
     /// All configurations of `round`, in index order.

@@ -1,7 +1,7 @@
 import Foundation
 
-/// Measures INR training rounds (`INRTrainer.runRound`: configurations drawn, gradients, AdamW
-/// and EMA) for `neumeta-coordinator bench`: wall time, heap allocations and resident memory of
+/// Measures INR training rounds (`INRTrainer.runRound` with a `LocalGradientSource`:
+/// configurations drawn, gradients, AdamW and EMA) for `neumeta-coordinator bench`: wall time, heap allocations and resident memory of
 /// the steady state, and a `Profile` of further rounds.
 ///
 /// Warm-up first: one round, then one gradient at every width the measured rounds will use, so
@@ -38,13 +38,16 @@ public enum StepBenchmark {
     /// `referenceSamples` measurements with `reference` (e.g. a sgemm rate) spread among the rounds
     /// too, so that figures can be compared under the same load. `allocations`, where given,
     /// returns the process's heap allocation calls and bytes so far.
-    public static func run(trainer: INRTrainer, rounds: Int, profiledRounds: Int, referenceSamples: Int = 0,
+    public static func run(trainer: INRTrainer, source: LocalGradientSource, rounds: Int, profiledRounds: Int, referenceSamples: Int = 0,
                            reference: () -> Double = { .nan }, allocations: (() -> (count: Int, bytes: Int))? = nil) throws -> Result {
-        _ = try trainer.runRound()
+        _ = try trainer.runRound(source: source)
         var order: (epoch: Int, indices: [Int])?, warmed = Set<Int>()
+        var widths: [Int: [Int]] = [:]
         for round in trainer.round..<(trainer.round + rounds + profiledRounds) {
-            for config in trainer.plan.configurations(round: round, reusing: &order) where warmed.insert(config.width).inserted {
-                _ = try trainer.objective.compute(config)
+            let configurations = trainer.plan.configurations(round: round, reusing: &order)
+            widths[round] = configurations.map(\.width)
+            for config in configurations where warmed.insert(config.width).inserted {
+                _ = try source.objective.compute(config)
             }
         }
         var result = Result(profile: Profile.Recorder(allocationCount: allocations.map { count in { count().count } }))
@@ -60,15 +63,15 @@ public enum StepBenchmark {
             let profiled = spread(profiledRounds, i)
             if profiled { Profile.enable(result.profile) }
             let before = allocations?(), t0 = Profile.now()
-            let report = try trainer.runRound()
+            let report = try trainer.runRound(source: source)
             let seconds = Double(Profile.now() - t0) / 1e9
             let after = allocations?()
             if profiled {
                 Profile.disable()
-                result.profiledSeconds.append(seconds); result.profiledWidths.append(report.widths)
+                result.profiledSeconds.append(seconds); result.profiledWidths.append(widths[report.round] ?? [])
                 if let before, let after { allocated!.profiled += after.count - before.count }
             } else {
-                result.seconds.append(seconds); result.widths.append(report.widths)
+                result.seconds.append(seconds); result.widths.append(widths[report.round] ?? [])
                 if let before, let after { allocated!.count += after.count - before.count; allocated!.bytes += after.bytes - before.bytes }
             }
         }

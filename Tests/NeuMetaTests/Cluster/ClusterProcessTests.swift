@@ -137,6 +137,37 @@ import Testing
         print(String(format: "coordinator SIGKILL + resume: %.1f s", Date().timeIntervalSince(started)))
     }
 
+    /// `train` (one process, the same round loop) ends with the cluster's parameters, and
+    /// `train --resume` after a SIGKILL ends bit-identical to an uninterrupted `train`.
+    @Test(.timeLimit(.minutes(10))) func singleProcessTrainMatchesTheClusterAndResumesExactly() throws {
+        let fixture = try ClusterFixture("train")
+        defer { fixture.remove() }
+        let config = fixture.directory.appendingPathComponent("cluster.yaml").path
+        func train(_ label: String, _ extra: [String]) throws -> ChildProcess {
+            try ChildProcess(Products.coordinator, ["train", "--config", config, "--json", "--threads", "1", "--checkpoint-dir", label,
+                                                    "--out", label + ".safetensors", "--metrics", label + ".jsonl"] + extra,
+                             in: fixture.directory, label: label)
+        }
+        let straight = try train("straight", [])
+        #expect(straight.wait(timeout: 240) == 0, "train failed:\n\(straight.stderr.suffix(3000))")
+        let digest = try #require(ClusterFixture.summary(of: straight)?["params_digest"] as? String)
+        #expect(digest == (try Self.reference.value()), "single process and cluster differ")
+
+        let killed = try train("killed", [])
+        let reached = killed.waitForLog(timeout: 120) { $0.contains("round 9/\(ClusterFixture.rounds)") }
+        #expect(reached, "round 9 not reached:\n\(killed.stderr.suffix(3000))")
+        killed.kill()
+        let checkpoints = try FileManager.default.contentsOfDirectory(atPath: fixture.directory.appendingPathComponent("killed").path)
+        #expect(checkpoints.contains { $0.hasPrefix("inr-") }, "no checkpoint before the kill")
+        #expect(!FileManager.default.fileExists(atPath: fixture.directory.appendingPathComponent("killed.safetensors").path))
+
+        let resumed = try train("killed", ["--resume"])
+        #expect(resumed.wait(timeout: 240) == 0, "resume failed:\n\(resumed.stderr.suffix(3000))")
+        #expect(resumed.stderr.contains("resumed from"))
+        #expect(ClusterFixture.summary(of: resumed)?["params_digest"] as? String == digest)
+        #expect(ClusterFixture.summary(of: resumed)?["ema_digest"] as? String == ClusterFixture.summary(of: straight)?["ema_digest"] as? String)
+    }
+
     @Test(.timeLimit(.minutes(5))) func unknownKeyAndPlaintextClientsGetNothing() throws {
         let fixture = try ClusterFixture("security")
         defer { fixture.remove() }
@@ -190,7 +221,7 @@ import Testing
         }
         let fingerprint = try DataFingerprint.fashionMNIST(directory: FashionMNIST.defaultDirectory).text
 
-        // An admitted worker that answers its work with a NaN gradient piece (the first head's,
+        // An admitted worker that answers its work with a NaN gradient head (the first head's,
         // then its result): it is dropped and its configurations are recomputed by an honest worker.
         let poisoner = try peer()
         try poisoner.send(.hello(workerName: "poisoner", protocolVersion: WireProtocol.version, dataFingerprint: fingerprint))
@@ -198,12 +229,12 @@ import Testing
         let deadline = Date().addingTimeInterval(60)
         while poisoned == 0 && Date() < deadline, let frames = try poisoner.receive(timeout: .seconds(5)) {
             switch try Message.decode(frames) {
-            case let .welcome(spec, _, _, _): parameterCount = try JobSpec.decode(spec).parameterCount
+            case let .welcome(spec, _, _): parameterCount = try JobSpec.decode(spec).parameterCount
             case let .work(round, configurations):
                 for c in configurations {
                     var t = LossTerms(); t.samples = 16; t.total = .nan
                     let head = parameterCount / LeNet(width: 1).trainableSpecs.count  // heads are equal
-                    try poisoner.send(.gradientPiece(round: round, configuration: c, offset: 0,
+                    try poisoner.send(.gradientHead(round: round, configuration: c, offset: 0,
                                                      values: WireTensor([Float](repeating: .nan, count: head))))
                     try poisoner.send(.result(round: round, configuration: c, terms: t, seconds: 0.01))
                     poisoned += 1
@@ -229,10 +260,10 @@ import Testing
         var terms = LossTerms(); terms.samples = 16; terms.correct = 3; terms.total = 1
         let samples: [Message] = [
             .result(round: 1, configuration: 0, terms: terms, seconds: 0.1),
-            .work(round: 0, configurations: [0, 1]), .parameters(round: 2, values: WireTensor([0])), .heartbeat, .goodbye,
-            .gradientPiece(round: 1, configuration: 1, offset: 0, values: WireTensor([4, 5])),
-            .parameterPiece(round: 1, offset: 2, values: WireTensor([6])),
-            .welcome(jobSpec: Array("{}".utf8), round: 0, parameters: WireTensor([]), baseWeights: WireTensor([])),
+            .work(round: 0, configurations: [0, 1]), .heartbeat, .goodbye,
+            .gradientHead(round: 1, configuration: 1, offset: 0, values: WireTensor([4, 5])),
+            .parameterHead(round: 1, offset: 2, values: WireTensor([6])),
+            .welcome(jobSpec: Array("{}".utf8), round: 0, baseWeights: WireTensor([])),
         ]
         var sent = 0
         for i in 0..<3000 where coordinator.process.isRunning {

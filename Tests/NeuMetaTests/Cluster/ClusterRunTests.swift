@@ -2,7 +2,7 @@ import Foundation
 import NeuMeta
 import Testing
 
-/// The pieces the cluster run is made of, without sockets: the job spec and data fingerprint,
+/// The parts the cluster run is made of, without sockets: the job spec and data fingerprint,
 /// a worker's gradient, the coordinator's round step, resume, and key management.
 @Suite struct ClusterRunTests {
     /// A tiny LeNet job: width 4 base, INR hidden 8, 16 synthetic images, 2 configurations a round.
@@ -20,16 +20,18 @@ import Testing
             var rng = SeededRandom(5)
             base.initializeDefault(rng: &rng)
             plan.minWidth = 2; plan.maxWidth = 4; plan.pretrainedWidth = 4; plan.batchSize = 8; plan.datasetCount = 32
-            plan.rounds = 6; plan.configurationsPerRound = 2; plan.fitPretrainedEveryRound = true
+            plan.rounds = 6; plan.configurationsPerRound = 2
         }
 
-        func trainer() -> INRTrainer {
+        /// A trainer at round 0 and the single-process source of its gradients.
+        func trainer() -> (INRTrainer, LocalGradientSource) {
             let inr = HyperNetwork(config: config, targetSpecs: net.trainableSpecs, seed: 2)
             let objective = ConfigurationGradient(inr: inr, family: "lenet", dataset: data, mean: [0.5], std: [0.3], pretrained: base,
                                                   pretrainedWidth: 4)
             var settings = OptimizerSettings()
             settings.cosineSchedule = true
-            return INRTrainer(objective: objective, plan: plan, optimizer: settings)
+            let target = TrainingTarget(base: base, family: "lenet", classCount: 10, mean: [0.5], std: [0.3], recipe: "test")
+            return (INRTrainer(inr: inr, plan: plan, optimizer: settings, target: target), LocalGradientSource(objective: objective, plan: plan))
         }
 
         func spec(parameterCount: Int) -> JobSpec {
@@ -43,73 +45,64 @@ import Testing
          Array(t.optimizer.secondMoment.buffer)]
     }
 
-    /// What a coordinator does with workers' gradient pieces equals the single-process round,
-    /// bit for bit: each configuration's gradient comes piece by piece (one per INR head) from a
-    /// `WorkerJob` built from the (JSON round-tripped) job spec, the parameters it uses arrive in
-    /// pieces too, and the coordinator steps piece by piece (`stepPiece`, here in an order other
-    /// than the parameters' own) and finishes with `finishPipelinedRound`.
-    @Test(arguments: [1, 3]) func workerPiecesStepLikeTheSingleProcessTrainer(configurations: Int) throws {
-        var job = Job()
-        job.plan.configurationsPerRound = configurations
-        let single = job.trainer(), cluster = job.trainer()
-        let spec = try JobSpec.decode(job.spec(parameterCount: cluster.inr.parameters.count).json)
-        #expect(spec == job.spec(parameterCount: cluster.inr.parameters.count))
-        for _ in 0..<3 { _ = try single.runRound() }
-        let ranges = cluster.inr.headRanges, n = cluster.inr.parameters.count
-        #expect(ranges.count == job.net.trainableSpecs.count && ranges.first?.lowerBound == 0 && ranges.last?.upperBound == n)
-        for round in 0..<3 {
-            let pieces = ranges.map { (offset: $0.lowerBound, values: WireTensor(copying: UnsafeBufferPointer(
-                start: cluster.inr.parameters.values.base + $0.lowerBound, count: $0.count))) }
-            let worker = try WorkerJob(spec: spec, dataset: job.data, localData: job.fingerprint, parameters: pieces.reversed(),
+    /// Gradients as cluster workers deliver them: each configuration's gradient head by head
+    /// from a `WorkerJob` built from the (JSON round-tripped) job spec, its parameters sent in
+    /// heads in reverse order, and every head stepped on its own, last head first.
+    final class WorkerHeadsSource: GradientSource {
+        let spec: JobSpec, job: Job, parameters: FloatStorage, heads: [Range<Int>]
+        init(spec: JobSpec, job: Job, trainer: INRTrainer) {
+            self.spec = spec; self.job = job; parameters = trainer.inr.parameters.values; heads = trainer.inr.headRanges
+        }
+
+        func computeRound(_ round: Int, more: Bool, idle: () -> Void,
+                          step: (Range<Int>, UnsafeBufferPointer<UnsafePointer<Float>>) -> Void) throws -> (terms: [LossTerms], stats: RoundStats) {
+            let sent = heads.map { WorkerState.ParameterHead(offset: $0.lowerBound, values: WireTensor(copying: UnsafeBufferPointer(
+                start: parameters.base + $0.lowerBound, count: $0.count))) }
+            let worker = try WorkerJob(spec: spec, dataset: job.data, localData: job.fingerprint, parameters: sent.reversed(),
                                        base: WireTensor(copying: job.base.values), round: round)
-            #expect(worker.pieceRanges == ranges)
-            var gradients: [[Float]] = []
-            for index in 0..<configurations {
-                var gradient = [Float](repeating: .nan, count: n), offsets: [Int] = []
-                _ = try worker.gradient(round: round, configuration: index) { offset, values in
+            #expect(worker.heads == heads)
+            var gradients: [[Float]] = [], terms: [LossTerms] = []
+            for index in 0..<spec.plan.configurationsPerRound {
+                var gradient = [Float](repeating: .nan, count: parameters.count), offsets: [Int] = []
+                terms.append(try worker.gradient(round: round, configuration: index) { offset, values in
                     offsets.append(offset)
                     gradient.replaceSubrange(offset..<(offset + values.count), with: values.array)
-                }
-                #expect(offsets.sorted() == ranges.map(\.lowerBound))  // each head once
+                })
+                #expect(offsets.sorted() == heads.map(\.lowerBound))  // each head once
                 gradients.append(gradient)
             }
+            idle()
             gradients.withUnsafeBufferPointers { sources in
-                for range in ranges.reversed() { cluster.stepPiece(range, gradients: sources) }
+                sources.withUnsafeBufferPointer { for range in heads.reversed() { step(range, $0) } }
             }
-            #expect(cluster.finishPipelinedRound() > 0)
+            return (terms, RoundStats())
         }
-        cluster.updatePendingEMA()
-        #expect(cluster.round == 3 && cluster.optimizer.step == 3)
-        #expect(Self.state(cluster) == Self.state(single))
     }
 
-    /// A checkpoint restored into a fresh trainer continues exactly as the uninterrupted run.
-    @Test func resumeFromACheckpointContinuesExactly() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("neumeta-resume-\(UUID())").path
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let job = Job()
-        let straight = job.trainer()
-        for _ in 0..<5 { _ = try straight.runRound() }
-
-        let first = job.trainer()
-        for _ in 0..<2 { _ = try first.runRound() }
-        try INRCheckpoint(trainer: first, base: job.base, family: "lenet", mean: [0.5], std: [0.3], recipe: "test")
-            .save(to: dir + "/inr.safetensors")
-        let resumed = job.trainer()
-        try resumed.restore(from: try INRCheckpoint.load(path: dir + "/inr.safetensors"))
-        #expect(resumed.round == 2 && resumed.optimizer.step == 2)
-        for _ in 0..<3 { _ = try resumed.runRound() }
-        #expect(Self.state(resumed) == Self.state(straight))
-
-        // A checkpoint of another plan is refused rather than silently mixed in.
-        var other = Job()
-        other.plan.seed = 99
-        #expect(throws: INRCheckpoint.Failure.self) { try other.trainer().restore(from: try INRCheckpoint.load(path: dir + "/inr.safetensors")) }
+    /// The round loop with gradients delivered as cluster workers deliver them equals the
+    /// single-process round, bit for bit.
+    @Test(arguments: [1, 3]) func workerHeadsStepLikeTheSingleProcessTrainer(configurations: Int) throws {
+        var job = Job()
+        job.plan.configurationsPerRound = configurations
+        let (single, local) = job.trainer(), (cluster, _) = job.trainer()
+        let spec = try JobSpec.decode(job.spec(parameterCount: cluster.inr.parameters.count).json)
+        #expect(spec == job.spec(parameterCount: cluster.inr.parameters.count))
+        #expect(cluster.inr.headRanges.count == job.net.trainableSpecs.count)
+        let heads = WorkerHeadsSource(spec: spec, job: job, trainer: cluster)
+        var singleTerms: [Double] = [], clusterTerms: [Double] = []
+        for _ in 0..<3 {
+            singleTerms.append(try single.runRound(source: local).terms.total)
+            clusterTerms.append(try cluster.runRound(source: heads).terms.total)
+        }
+        single.updatePendingEMA(); cluster.updatePendingEMA()
+        #expect(cluster.round == 3 && cluster.optimizer.step == 3)
+        #expect(clusterTerms == singleTerms)
+        #expect(Self.state(cluster) == Self.state(single))
     }
 
     @Test func workerJobRefusesOtherDataAndMismatchedTensors() throws {
         let job = Job()
-        let count = job.trainer().inr.parameters.count
+        let count = job.trainer().0.inr.parameters.count
         let spec = job.spec(parameterCount: count)
         var otherData = job.fingerprint
         otherData.files[1].digest = "ffff"

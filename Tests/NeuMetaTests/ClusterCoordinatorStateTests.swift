@@ -1,0 +1,122 @@
+import Testing
+@testable import NeuMeta
+
+/// The coordinator's protocol machine without sockets: admission, heads of a round (when a
+/// head is stepped and broadcast, who is sent which parameter heads), the non-finite rule and
+/// malformed results.
+@Suite struct ClusterCoordinatorStateTests {
+    typealias State = CoordinatorState<String>
+    static let data = DataFingerprint(dataset: "synthetic", files: [.init(name: "images", size: 10, digest: "ab")])
+
+    static func machine(configurations: Int = 2, heads: Int = 3) -> State {
+        State(dataFingerprint: data, headCount: heads, configurationsPerRound: configurations)
+    }
+
+    static func terms(_ total: Double = 1) -> LossTerms {
+        var t = LossTerms(); t.total = total; t.samples = 4
+        return t
+    }
+
+    /// Admits `name` (connection id = name) and returns the actions.
+    static func hello(_ m: inout State, _ name: String, key: String = "K", version: UInt16 = WireProtocol.version,
+                      fingerprint: String = data.text) -> [State.Action] {
+        m.hello(from: name, name: name, key: key, version: version, fingerprint: fingerprint, now: .zero)
+    }
+
+    static func work(_ actions: [State.Action]) -> [String: [Int]] {
+        var work: [String: [Int]] = [:]
+        for case let .sendWork(id, _, configurations) in actions { work[id, default: []] += configurations }
+        return work
+    }
+
+    @Test func admissionChecksVersionDataAndNames() {
+        var m = Self.machine()
+        #expect(Self.hello(&m, "early").isEmpty, "nothing to join before the first round")
+        _ = m.startRound(0, more: true, now: .zero)
+        #expect(Self.hello(&m, "old", version: WireProtocol.version - 1).contains(.refuse("old", reason:
+            "protocol version \(WireProtocol.version - 1); this coordinator speaks \(WireProtocol.version)")))
+        var otherData = Self.data
+        otherData.files[0].size = 11
+        let refused = Self.hello(&m, "other", fingerprint: otherData.text)
+        #expect(refused.contains { if case let .refuse(_, reason) = $0 { reason.contains("images has 11 bytes, expected 10") } else { false } })
+        #expect(Self.hello(&m, "garbled", fingerprint: "x;a b").contains(.refuse("garbled", reason: "malformed data fingerprint")))
+        #expect(m.liveWorkers.isEmpty)
+
+        let welcomed = Self.hello(&m, "w1", key: "A")
+        #expect(welcomed.prefix(2) == [.welcome("w1", round: 0), .sendParameterHeads(round: 0, heads: [0, 1, 2], to: "w1")])
+        #expect(Self.work(welcomed) == ["w1": [0, 1]])
+        // The same name from another connection: with the same key it replaces the old one (a
+        // restart: its work moves to the new connection); with another key it is refused.
+        var impostor = m
+        let stolen = impostor.hello(from: "c2", name: "w1", key: "B", version: WireProtocol.version, fingerprint: Self.data.text, now: .zero)
+        #expect(stolen.contains(.refuse("c2", reason: "the name w1 is in use by a worker with another key")))
+        let restarted = m.hello(from: "c2", name: "w1", key: "A", version: WireProtocol.version, fingerprint: Self.data.text, now: .zero)
+        #expect(m.liveWorkers == ["c2"] && Self.work(restarted) == ["c2": [0, 1]])
+    }
+
+    /// A head is stepped once every configuration's gradient of it is in, and broadcast as the
+    /// next round's head when a round follows; at the next round's start only a worker lacking
+    /// heads is sent them.
+    @Test func headsAreSteppedWhenCompleteAndBroadcast() {
+        var m = Self.machine()
+        _ = m.startRound(0, more: true, now: .zero)
+        _ = Self.hello(&m, "w1"); _ = Self.hello(&m, "w2")
+        #expect(m.scheduler.outstanding(of: "w1") == [0, 1])  // joined first, took all
+        #expect(m.wantsGradientHead(from: "w1", round: 0, configuration: 0, head: 2))
+        #expect(!m.wantsGradientHead(from: "w2", round: 0, configuration: 0, head: 2), "not its configuration")
+        #expect(!m.wantsGradientHead(from: "w1", round: 1, configuration: 0, head: 2), "another round")
+        #expect(!m.wantsGradientHead(from: "w1", round: 0, configuration: 0, head: 3), "no such head")
+        #expect(m.storedGradientHead(from: "w1", configuration: 0, head: 2, finite: true).isEmpty)
+        #expect(!m.wantsGradientHead(from: "w1", round: 0, configuration: 0, head: 2), "already in")
+        #expect(m.storedGradientHead(from: "w1", configuration: 1, head: 2, finite: true)
+                == [.stepHead(2), .broadcastHead(round: 1, head: 2, to: ["w1", "w2"])])
+        // A result before all its heads is malformed: the worker is dropped, its work reassigned.
+        let early = m.result(from: "w1", round: 0, configuration: 0, result: .init(terms: Self.terms(), seconds: 0.1), now: .zero)
+        #expect(early.contains { if case .logLimited(.malformed, _) = $0 { true } else { false } })
+        #expect(m.liveWorkers == ["w2"] && m.scheduler.outstanding(of: "w2") == [0, 1])
+        for h in 0..<3 {
+            for c in 0..<2 where m.wantsGradientHead(from: "w2", round: 0, configuration: c, head: h) {
+                _ = m.storedGradientHead(from: "w2", configuration: c, head: h, finite: true)
+            }
+        }
+        _ = m.result(from: "w2", round: 0, configuration: 1, result: .init(terms: Self.terms(2), seconds: 0.3), now: .seconds(1))
+        let done = m.result(from: "w2", round: 0, configuration: 0, result: .init(terms: Self.terms(1), seconds: 0.2), now: .seconds(1))
+        guard case let .roundComplete(0, completion)? = done.last else { Issue.record("round 0 did not complete: \(done)"); return }
+        #expect(completion.results.map(\.terms.total) == [1, 2] && abs(completion.computeSeconds - 0.5) < 1e-12)
+        // w2 holds every head of round 1 (broadcast as stepped); w3 joins between rounds and
+        // holds round 0's: it is sent all of round 1's at the start.
+        _ = Self.hello(&m, "w3")
+        let start = m.startRound(1, more: false, now: .seconds(2))
+        #expect(start.contains(.sendParameterHeads(round: 1, heads: [0, 1, 2], to: "w3")))
+        #expect(!start.contains { if case .sendParameterHeads(_, _, "w2") = $0 { true } else { false } })
+        #expect(Self.work(start) == ["w2": [0], "w3": [1]])
+        // The last round of a run steps without broadcasting.
+        #expect(m.storedGradientHead(from: "w2", configuration: 0, head: 0, finite: true).isEmpty)
+        #expect(m.storedGradientHead(from: "w3", configuration: 1, head: 0, finite: true) == [.stepHead(0)])
+    }
+
+    /// A non-finite head or loss drops that worker and its configuration is recomputed
+    /// elsewhere; the same configuration non-finite a second time stops the run.
+    @Test func nonFiniteResultsAreRecomputedThenStop() {
+        var m = Self.machine(configurations: 1, heads: 1)
+        _ = m.startRound(0, more: true, now: .zero)
+        _ = Self.hello(&m, "w1"); _ = Self.hello(&m, "w2")
+        let first = m.storedGradientHead(from: "w1", configuration: 0, head: 0, finite: false)
+        #expect(first.contains { if case let .log(line) = $0 { line.contains("worker w1 returned a non-finite result") } else { false } })
+        #expect(m.liveWorkers == ["w2"] && m.scheduler.outstanding(of: "w2") == [0])
+        _ = m.storedGradientHead(from: "w2", configuration: 0, head: 0, finite: true)
+        var nan = Self.terms(); nan.total = .nan
+        let second = m.result(from: "w2", round: 0, configuration: 0, result: .init(terms: nan, seconds: 0.1), now: .zero)
+        #expect(second == [.diverged(round: 0, configuration: 0, workers: ["w1", "w2"])])
+    }
+
+    @Test func messagesAWorkerMustNotSendAreMalformed() {
+        var m = Self.machine()
+        _ = m.startRound(0, more: true, now: .zero)
+        _ = Self.hello(&m, "w1")
+        let actions = m.malformed(from: "w1", "a work message, which only the coordinator sends")
+        #expect(actions.first == .logLimited(.malformed, "dropped malformed message from w1: a work message, which only the coordinator sends"))
+        #expect(m.liveWorkers.isEmpty, "it held work: dropped")
+        #expect(m.malformed(from: "stranger", "bad magic") == [.logLimited(.malformed, "dropped malformed message from an unadmitted peer: bad magic")])
+    }
+}

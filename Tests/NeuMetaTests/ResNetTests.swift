@@ -313,7 +313,7 @@ private func checkGroupCoverage(_ net: Network, _ what: String) {
             checkPermutationInvariance(net, randomParameters(net, seed: 11), randomTensor([3, 3, 8, 8], seed: 12),
                                        modes: [.inference, .training], seed: 13, net.family)
         }
-        // Stream groups as NEUMETA.md §5 lists them, for the first stream and its hand-over.
+        // Stream groups as docs/algorithm.md §5 lists them, for the first stream and its hand-over.
         let g = Self.tiny().channelGroups
         #expect(g[0].members.map(\.parameter).prefix(6) == ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean",
                                                             "bn1.running_var", "layer1.0.conv1.weight"])

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Where each generated value of a target network comes from (NEUMETA.md §1–2).
+/// Where each generated value of a target network comes from (docs/algorithm.md §1–2).
 ///
 /// Every trainable tensor t of the target network is addressed per (output, input) pair: one
 /// coordinate row per conv kernel or linear weight, one per bias entry. Rows of tensor t are
@@ -58,7 +58,7 @@ public struct CoordinateLayout: Sendable {
 
 /// The sinusoidal embedding of normalised coordinates.
 ///
-/// Normalisation (NEUMETA.md §1): v = raw / norm, then v₀ = raw₀/raw₃, v₁ = raw₁/raw₄,
+/// Normalisation (docs/algorithm.md §1): v = raw / norm, then v₀ = raw₀/raw₃, v₁ = raw₁/raw₄,
 /// v₂ = raw₂/raw₅ (index over size); v₃…v₅ stay raw/norm. Embedding of the 6-vector:
 /// [v, sin(2ᵏπv), cos(2ᵏπv) for k in 0..<F], i.e. 6 + 12F values per row, laid out as
 /// v (6), then for each k: sin (6), cos (6).

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Size of NeuMeta's implicit neural representation (NEUMETA.md §2).
+/// Size of NeuMeta's implicit neural representation (docs/algorithm.md §2).
 public struct INRConfig: Sendable, Equatable, Codable {
     /// Hidden width H of every head.
     public var hidden = 256

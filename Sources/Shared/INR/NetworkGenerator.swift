@@ -44,7 +44,7 @@ public final class NetworkGenerator: @unchecked Sendable {
         return (c.network, c.weights)
     }
 
-    /// NEUMETA.md §4: the average of K generated networks, the first with clean coordinates and
+    /// docs/algorithm.md §4: the average of K generated networks, the first with clean coordinates and
     /// the rest with noise ε (seeds derived from `seed`).
     public func sample(width: Int, samples k: Int, noise: Float, seed: UInt64) throws -> (Network, ParameterSet) {
         precondition(k >= 1, "need at least one sample")

@@ -150,7 +150,7 @@ struct BasicBlock {
 ///             of every stage after the first has stride 2 (and so a projection shortcut)
 ///     head:   global average pool → fc (weight [classes, C_last], bias)
 ///
-/// Channel groups (NEUMETA.md §5): one *stream* group per residual stream — everything that
+/// Channel groups (docs/algorithm.md §5): one *stream* group per residual stream — everything that
 /// writes it (the stem or a projection conv, + its BN; every block's conv2 + bn2) and everything
 /// that reads it (every reading block's conv1 on axis 1, the next stage's projection conv on
 /// axis 1, the fc on axis 1) — and one *hidden* group per block (conv1 out + bn1, conv2 in).

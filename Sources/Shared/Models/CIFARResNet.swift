@@ -24,7 +24,7 @@
 /// **Folded batch norm.** With `batchNorm: false` every conv + BN pair is a conv with a bias
 /// (`conv1.weight`, `conv1.bias`, `layer2.0.downsample.0.bias`, ...) and nothing else changes;
 /// `foldedBatchNorm(_:)` turns the parameters of a batch-norm network into those of the folded
-/// one with identical inference-mode logits (the form Sommariva et al. 2025 morph; NEUMETA.md §6).
+/// one with identical inference-mode logits (the form Sommariva et al. 2025 morph; docs/algorithm.md §6).
 ///
 /// Parameter counts (widths 16/32/64, 10 classes; trainable = conv/fc weights, biases, BN affine,
 /// running statistics excluded): ResNet-20 272,474 · ResNet-32 466,906 · ResNet-56 855,770.

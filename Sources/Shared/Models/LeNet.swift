@@ -1,4 +1,4 @@
-/// The LeNet variant of the NeuMeta paper (NEUMETA.md §7), width w, input 1×28×28:
+/// The LeNet variant of the NeuMeta paper (docs/algorithm.md §7), width w, input 1×28×28:
 ///
 ///     conv1: 1 → w,   3×3, padding 1 (replicate), bias; ReLU; avgpool 2
 ///     conv2: w → 2w,  5×5, padding 2 (replicate), bias; ReLU; avgpool 2

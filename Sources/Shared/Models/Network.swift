@@ -1,4 +1,4 @@
-/// Channels that must be permuted together (NEUMETA.md §5): one entry per (parameter, axis)
+/// Channels that must be permuted together (docs/algorithm.md §5): one entry per (parameter, axis)
 /// whose index along `axis` is a channel of this group.
 public struct ChannelGroup: Sendable, Equatable {
     public struct Member: Sendable, Equatable {

@@ -120,7 +120,7 @@ public struct HamiltonianPath: Sendable, Equatable {
         return HamiltonianPath(order: order, length: length(of: order, in: d))
     }
 
-    /// A short Hamiltonian path by the dummy-city reduction (NEUMETA.md §5): add city n with
+    /// A short Hamiltonian path by the dummy-city reduction (docs/algorithm.md §5): add city n with
     /// d(n, i) = 0 for all i, find a short tour over the n + 1 cities, cut it at the dummy.
     /// Every tour through the dummy has the length of the path that remains, so the shortest
     /// tour gives the shortest path.

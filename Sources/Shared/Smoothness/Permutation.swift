@@ -19,7 +19,7 @@ public struct PermutationReport: Sendable, Equatable {
     public let totalVariationAfter: Double
 }
 
-/// Function-preserving channel permutation for intra-model smoothness (NEUMETA.md §5).
+/// Function-preserving channel permutation for intra-model smoothness (docs/algorithm.md §5).
 ///
 /// Permuting a group's channels by the same order in every member (a layer's output rows, its
 /// bias and per-channel terms, the next layer's input columns) leaves the network's function

@@ -1,4 +1,4 @@
-/// Total variation, the smoothness measure of NEUMETA.md §5.
+/// Total variation, the smoothness measure of docs/algorithm.md §5.
 ///
 /// - A 1-d tensor x of length n: TV(x) = Σ_{i<n−1} |x[i+1] − x[i]|.
 /// - A tensor of rank ≥ 2 is viewed as W[o, i, k] (out × in × k, k the product of the remaining

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Weights of NeuMeta's loss terms (NEUMETA.md §3).
+/// Weights of NeuMeta's loss terms (docs/algorithm.md §3).
 public struct LossWeights: Sendable, Equatable, Codable {
     /// λ_reg: weight of Σ_tensors ‖W‖₂.
     public var normRegularizer: Float = 1e-4

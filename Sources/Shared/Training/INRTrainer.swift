@@ -87,7 +87,7 @@ public struct CheckpointPolicy: Sendable {
 /// A round: the plan names M configurations (width, mini-batch, noise seed: a pure function of
 /// seed, round and index); the gradient source computes their gradients; each range of the
 /// parameters is stepped once every configuration's gradient over it is final — AdamW's pass
-/// sums the M gradients in configuration order, divides by M, clips, and updates (NEUMETA.md §3
+/// sums the M gradients in configuration order, divides by M, clips, and updates (docs/algorithm.md §3
 /// step 5) — then the EMA takes in the new parameters (deferred into the next round's idle
 /// time: the same arithmetic off the critical path). Every `CheckpointPolicy.every` rounds the
 /// state is checkpointed; `resume` continues from the newest good checkpoint with identical

@@ -58,7 +58,7 @@ public final class INRActivations: @unchecked Sendable {
 }
 
 extension HyperNetwork {
-    /// A piece of the INR's work: rows `lo ..< hi` of layout entry `entry`, one of that entry's
+    /// A task of the INR's work: rows `lo ..< hi` of layout entry `entry`, one of that entry's
     /// `count` chunks, writing its weight gradients to partial slot `slot` (−1: the first chunk,
     /// into the gradients). Chunks run in parallel, each on one thread, with products of fixed
     /// shapes, so their results do not depend on the thread count; a chunk's activations stay in
@@ -79,7 +79,7 @@ extension HyperNetwork {
     ///
     /// Tensors go in order of increasing rows (a tensor's chunks stay together): the order does
     /// not change any result, but `backward` then finishes the small heads first, and a worker
-    /// sends their gradient pieces while the largest head is still being computed.
+    /// sends their gradient heads while the largest head is still being computed.
     func planChunks(_ layout: CoordinateLayout, _ act: INRActivations) {
         act.chunks.removeAll(keepingCapacity: true)
         var slots = 0
@@ -130,9 +130,9 @@ extension HyperNetwork {
         embeddingTiming?.stop()
         let H = config.hidden, D = embedding.width, O = config.outputSize, p = parameters, wt = act.transposedWeights.base
         let blocks = heads[0].blocks.count
-        // Transpose the weights of every head in use: (head, matrix) pieces.
-        Parallel.forTasks(layout.entries.count * (blocks + 2)) { piece in
-            let (t, matrix) = piece.quotientAndRemainder(dividingBy: blocks + 2)
+        // Transpose the weights of every head in use: (head, matrix) tasks.
+        Parallel.forTasks(layout.entries.count * (blocks + 2)) { task in
+            let (t, matrix) = task.quotientAndRemainder(dividingBy: blocks + 2)
             guard layout.entries[t].rows > 0 else { return }
             let head = heads[t], offsets = transposedOffsets(head: t)
             switch matrix {

@@ -7,7 +7,7 @@ import Foundation
 /// wall time (one clock-read pair per call) to `recorder`, filed under the step phase the thread
 /// is in (`Profile.phase`), and parallel loops are counted with the allocations made while they
 /// run. Kernels split their work over the compute threads inside the call; what is recorded is
-/// the calling thread's wall time of the whole call. Work spread as independent pieces, each
+/// the calling thread's wall time of the whole call. Work spread as independent tasks, each
 /// calling kernels itself (`Profile.sharing`, e.g. the INR's row chunks), files every thread's
 /// kernel time divided by the number of compute threads, so the figures stay shares of the
 /// step's wall time. Other threads record nothing, and so does this one after `disable()`: a
@@ -112,7 +112,7 @@ public enum Profile {
             gemmFlopCount[current.rawValue] += flops
         }
 
-        /// Kernels of `Profile.sharing` pieces add from several threads.
+        /// Kernels of `Profile.sharing` tasks add from several threads.
         private let lock = NSLock()
 
         fileprivate func add(_ phase: Phase, nanoseconds: UInt64, allocations: Int) {
@@ -188,7 +188,7 @@ public enum Profile {
     /// Threads sharing the wall time of the calling thread's kernels (unset: 1).
     private static let shareKey = makeKey()
 
-    /// Runs `body` — one piece of a parallel loop whose pieces call kernels themselves — with
+    /// Runs `body` — one task of a parallel loop whose tasks call kernels themselves — with
     /// `recorder` (the loop's caller's) recording this thread's kernels, each at 1/`threads` of
     /// its wall time. Without a recorder it just runs `body`.
     static func sharing(_ recorder: Recorder?, threads: Int, _ body: () -> Void) {

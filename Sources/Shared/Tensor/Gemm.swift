@@ -46,7 +46,7 @@ public enum Gemm {
     }
 
     /// The product on the calling thread alone, untiled (for work already split into parallel
-    /// pieces of fixed shapes, such as the INR's row chunks); a `Profile` kernel like `sgemm`.
+    /// tasks of fixed shapes, such as the INR's row chunks); a `Profile` kernel like `sgemm`.
     @inlinable
     public static func sgemmSingle(
         transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,

@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
 
-/// The process's compute threads. Kernels split their work into `Parallel.threads` pieces and
+/// The process's compute threads. Kernels split their work into `Parallel.threads` tasks and
 /// run them with `DispatchQueue.concurrentPerform`; OpenBLAS itself then runs one thread per
 /// call (its own threads would spin against ours), so one setting governs all cores.
 public enum Parallel {
@@ -28,7 +28,7 @@ public enum Parallel {
         }
     }
 
-    /// Runs `body(i)` for i in 0..<count like `forEach`, for pieces that each call kernels
+    /// Runs `body(i)` for i in 0..<count like `forEach`, for tasks that each call kernels
     /// single-threaded (kernels that would split themselves again must not be called inside):
     /// when profiling is on, every thread's kernels are recorded, at 1/threads of their time.
     public static func forTasks(_ count: Int, _ body: (Int) -> Void) {
@@ -40,9 +40,9 @@ public enum Parallel {
     /// Splits `0..<total` into at most `threads` contiguous, nearly equal ranges, each at least
     /// `minimum` long (fewer ranges when the work is small), and runs them concurrently.
     public static func forRanges(_ total: Int, minimum: Int = 1, _ body: (Range<Int>) -> Void) {
-        let pieces = max(1, min(threadCount, total / max(minimum, 1)))
-        if pieces == 1 { body(0..<total); return }
-        forEach(pieces) { p in body((p * total / pieces)..<((p + 1) * total / pieces)) }
+        let tasks = max(1, min(threadCount, total / max(minimum, 1)))
+        if tasks == 1 { body(0..<total); return }
+        forEach(tasks) { p in body((p * total / tasks)..<((p + 1) * total / tasks)) }
     }
 }
 

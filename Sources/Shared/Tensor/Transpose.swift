@@ -12,7 +12,7 @@ public enum Transpose {
     /// dst[j·rows + i] = src[i·ld + j] for i < rows, j < columns: `dst` is the `columns × rows`
     /// transpose of the `rows × columns` matrix `src` (row stride `ld`, default `columns`).
     /// Column blocks are spread over the compute threads when the matrix is large (and
-    /// `threaded`; pass false inside a parallel piece).
+    /// `threaded`; pass false inside a parallel task).
     public static func transpose(_ src: UnsafePointer<Float>, rows: Int, columns: Int, ld: Int? = nil,
                                  into dst: UnsafeMutablePointer<Float>, threaded: Bool = true) {
         let ld = ld ?? columns

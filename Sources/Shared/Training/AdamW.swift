@@ -34,7 +34,7 @@ public struct AdamW: Sendable {
     }
 
     /// Starts update number `step + 1`; `apply` it to the parameters, all at once or range by
-    /// range (element-wise, so the pieces give the bits of one whole update).
+    /// range (element-wise, so the ranges give the bits of one whole update).
     public mutating func beginStep() -> StepCoefficients {
         step += 1
         return StepCoefficients(c1: 1 / (1 - Foundation.pow(beta1, Float(step))), c2: 1 / (1 - Foundation.pow(beta2, Float(step))),
@@ -80,8 +80,8 @@ public struct AdamW: Sendable {
         for trainable in trainable {
             let part = trainable.clamped(to: range)
             guard !part.isEmpty else { continue }
-            Parallel.forRanges(part.count, minimum: 1 << 14) { piece in
-                let lo = part.lowerBound + piece.lowerBound, hi = part.lowerBound + piece.upperBound
+            Parallel.forRanges(part.count, minimum: 1 << 14) { task in
+                let lo = part.lowerBound + task.lowerBound, hi = part.lowerBound + task.upperBound
                 if sources.count > 1 { Self.sum(sources, into: g, lo, hi) }
                 Self.step(k, lo, hi, raw: raw, scale: scale, clip: clip, g: g, m: m, v: v, th: th, average: average, decay: decay)
             }

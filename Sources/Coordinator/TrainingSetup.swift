@@ -28,8 +28,11 @@ enum Recipe: String, CaseIterable {
 /// The experiment options `train` and `run` share: the experiment, base, checkpoint and output
 /// sections of a cluster.yaml, each overridable on the command line, and how the run goes.
 struct ExperimentOptions: ParsableArguments {
-    @Option(help: "Experiment description (its experiment, base, checkpoints and output sections; run also reads the cluster's).")
-    var config = "cluster.yaml"
+    @Option(help: """
+        Experiment description (its experiment, base, checkpoints and output sections; run also reads the cluster's). \
+        Default: cluster.yaml in the current directory, or the built-in defaults where there is none.
+        """)
+    var config: String?
 
     @Option(help: "Start from this trained base network (overrides base.checkpoint; never trained).") var base: String?
     @Option(help: "Dataset directory (overrides experiment.data).") var data: String?
@@ -88,9 +91,18 @@ struct ExperimentOptions: ParsableArguments {
         if let recipe { try check(Recipe(rawValue: recipe) != nil, "--recipe must be one of \(Recipe.allCases.map(\.rawValue).joined(separator: ", "))") }
     }
 
-    /// The file named by --config with these overrides applied.
+    /// The file named by --config (default ./cluster.yaml, or the built-in defaults where there
+    /// is none) with these overrides applied.
     func settings() throws -> ClusterConfig {
-        var c = try ClusterConfig.load(path: config)
+        var c: ClusterConfig
+        if let config {
+            c = try ClusterConfig.load(path: config)
+        } else if FileManager.default.fileExists(atPath: "cluster.yaml") {
+            c = try ClusterConfig.load(path: "cluster.yaml")
+        } else {
+            log("no cluster.yaml in the current directory: using the built-in defaults (relative paths from here)")
+            c = ClusterConfig.defaults
+        }
         if let base { c.base.checkpoint = base }
         if let data { c.experiment.data = data }
         if let recipe, let r = ClusterConfig.Recipe(rawValue: recipe) { c.experiment.recipe = r }

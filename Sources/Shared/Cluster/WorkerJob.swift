@@ -17,14 +17,14 @@ public final class WorkerJob {
 
     /// Checks the spec against this build and the local data, then sets up the INR.
     /// `dataset` must be the training split the fingerprint describes.
-    public convenience init(spec: JobSpec, dataset: ImageDataset, localData: DataFingerprint, parameters: WireTensor, base: WireTensor,
+    public convenience init(spec: JobSpec, dataset: any TrainingImages, localData: DataFingerprint, parameters: WireTensor, base: WireTensor,
                             round: Int) throws {
         try self.init(spec: spec, dataset: dataset, localData: localData, parameters: [.init(offset: 0, values: parameters)], base: base,
                       round: round)
     }
 
     /// As above, with the parameters in heads that cover them once (see `setParameters`).
-    public init(spec: JobSpec, dataset: ImageDataset, localData: DataFingerprint, parameters: [WorkerState.ParameterHead],
+    public init(spec: JobSpec, dataset: any TrainingImages, localData: DataFingerprint, parameters: [WorkerState.ParameterHead],
                 base: WireTensor, round: Int) throws {
         let differences = spec.data.differences(from: localData)
         guard differences.isEmpty else {
@@ -47,8 +47,8 @@ public final class WorkerJob {
             throw JobSpecError.unusable("the local data set has \(dataset.count) images in \(dataset.classCount) classes; the job expects "
                                         + "\(spec.plan.datasetCount) in \(spec.classCount)")
         }
-        guard spec.mean.count == dataset.channels, spec.std.count == dataset.channels else {
-            throw JobSpecError.unusable("input normalisation has \(spec.mean.count) channels, the data \(dataset.channels)")
+        guard spec.mean.count == dataset.batchImageShape.channels, spec.std.count == dataset.batchImageShape.channels else {
+            throw JobSpecError.unusable("input normalisation has \(spec.mean.count) channels, the data \(dataset.batchImageShape.channels)")
         }
         let inr = HyperNetwork(config: spec.inr, targetSpecs: network.trainableSpecs, seed: 0)
         let pretrained = network.makeParameters()

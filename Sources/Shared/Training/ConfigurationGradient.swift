@@ -22,9 +22,12 @@ public struct Configuration: Sendable, Equatable {
     /// ε of the coordinate noise (U(0,1) − 0.5)·ε.
     public var noise: Float
     public var lossWeights: LossWeights
+    /// Seed of the batch's data augmentation (used by sources that augment).
+    public var augmentation: UInt64
 
-    public init(width: Int, batch: [Int], noiseSeed: UInt64, noise: Float, lossWeights: LossWeights) {
+    public init(width: Int, batch: [Int], noiseSeed: UInt64, noise: Float, lossWeights: LossWeights, augmentation: UInt64 = 0) {
         self.width = width; self.batch = batch; self.noiseSeed = noiseSeed; self.noise = noise; self.lossWeights = lossWeights
+        self.augmentation = augmentation
     }
 }
 
@@ -55,7 +58,7 @@ public struct LossTerms: Sendable, Equatable {
 public final class ConfigurationGradient: @unchecked Sendable {
     public let inr: HyperNetwork
     public let family: String
-    public let dataset: ImageDataset
+    public let dataset: any TrainingImages
     public let mean: [Float], std: [Float]
     /// The permuted pretrained network (reconstruction target) and its width.
     public let pretrained: ParameterSet?
@@ -67,7 +70,7 @@ public final class ConfigurationGradient: @unchecked Sendable {
     /// Views of the last batch size's images [n, C, H, W] and logit gradients [n, classes].
     private var batchViews: (n: Int, x: Tensor, dz: Tensor)?
 
-    public init(inr: HyperNetwork, family: String, dataset: ImageDataset, mean: [Float], std: [Float],
+    public init(inr: HyperNetwork, family: String, dataset: any TrainingImages, mean: [Float], std: [Float],
                 pretrained: ParameterSet?, pretrainedWidth: Int?) {
         self.inr = inr; self.family = family; self.dataset = dataset; self.mean = mean; self.std = std
         self.pretrained = pretrained; self.pretrainedWidth = pretrainedWidth
@@ -97,7 +100,7 @@ public final class ConfigurationGradient: @unchecked Sendable {
                             _ weights: ParameterSet) throws -> LossTerms {
         let n = config.batch.count
         let (x, dz) = batchBuffers(n, network)
-        dataset.fillBatch(indices: config.batch, mean: mean, std: std, images: x.data, labels: labels)
+        try dataset.fillBatch(indices: config.batch, augmentation: config.augmentation, mean: mean, std: std, images: x.data, labels: labels)
         weights.zeroGradients()
         let logits = network.forward(weights, input: x, mode: .training)
         let (ce, correct) = SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: labels, dLogits: dz)

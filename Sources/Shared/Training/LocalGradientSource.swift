@@ -31,6 +31,10 @@ public final class LocalGradientSource: GradientSource {
         let start = Date()
         idle()
         let configurations = Profile.phase(.plan) { plan.configurations(round: round, reusing: &epochOrder) }
+        if more && objective.dataset.prefetchDepth > 0 {  // a streaming source decodes the next round's batches meanwhile
+            let next = plan.configurations(round: round + 1, reusing: &epochOrder)
+            objective.dataset.prefetch((configurations + next).map { ($0.batch, $0.augmentation) })
+        }
         let gradients = objective.inr.parameters.gradients
         var terms: [LossTerms] = []
         terms.reserveCapacity(configurations.count)

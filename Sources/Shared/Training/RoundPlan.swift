@@ -78,8 +78,11 @@ public struct RoundPlan: Sendable, Equatable, Codable {
         let g = batchNumber(round: round, index: index)
         precondition(g / batchesPerEpoch == order.epoch, "data order of the wrong epoch")
         let start = (g % batchesPerEpoch) * batchSize
+        // The augmentation seed comes from a generator of its own, so the width and noise seed
+        // drawn above are those of plans made before it existed.
+        var augmentation = SeededRandom(seed, 0xA06, UInt64(round), UInt64(index))
         return Configuration(width: width, batch: Array(order.indices[start..<(start + batchSize)]), noiseSeed: rng.next(), noise: noise,
-                             lossWeights: lossWeights(round: round))
+                             lossWeights: lossWeights(round: round), augmentation: augmentation.next())
     }
 
     /// The loss weights of `round` (reconstruction weights decayed linearly).

@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+@testable import NeuMeta
+
+/// The data abstraction training reads: in-memory data and a streamed image folder give a batch
+/// that depends only on its indices and augmentation seed — prefetched or not, at any depth.
+@Suite struct DataTrainingImagesTests {
+    /// `root/train/<class>` with 3 classes × 4 PNG images of different sizes.
+    static func makeFolder(_ directory: DataTestDirectory) throws -> ImageFolderDataset {
+        for c in 0..<3 {
+            for i in 0..<4 {
+                let image = ImageTestFiles.gradient(width: 18 + 3 * i + c, height: 14 + 2 * i)
+                try directory.write(try ImageTestFiles.png(image), to: "train/class\(c)/\(i).png")
+            }
+        }
+        return try ImageFolderDataset(root: directory.path, split: "train")
+    }
+
+    static let mean: [Float] = [0.5, 0.4, 0.3], std: [Float] = [0.2, 0.25, 0.3]
+
+    static func batch(_ source: any TrainingImages, _ indices: [Int], _ seed: UInt64) throws -> ([Float], [Int32]) {
+        let shape = source.batchImageShape
+        var images = [Float](repeating: .nan, count: indices.count * shape.channels * shape.height * shape.width)
+        var labels = [Int32](repeating: -1, count: indices.count)
+        try images.withUnsafeMutableBufferPointer { x in
+            try labels.withUnsafeMutableBufferPointer { y in
+                try source.fillBatch(indices: indices, augmentation: seed, mean: mean, std: std, images: x.baseAddress!, labels: y.baseAddress!)
+            }
+        }
+        return (images, labels)
+    }
+
+    @Test func streamedBatchesDoNotDependOnPrefetching() throws {
+        let directory = try DataTestDirectory()
+        defer { directory.remove() }
+        let folder = try Self.makeFolder(directory)
+        let batches: [(indices: [Int], augmentation: UInt64)] = [([0, 5, 11], 1), ([3, 3, 7], 2), ([1, 2, 4, 8, 9], 3), ([0, 5, 11], 4)]
+        let plain = StreamingImageFolder(folder: folder, transform: .train, size: 12, mean: Self.mean, std: Self.std, depth: 0)
+        let expected = try batches.map { try Self.batch(plain, $0.indices, $0.augmentation) }
+        #expect(expected[0].1 == [0, 1, 2] && expected[1].1 == [0, 0, 1])
+        #expect(expected[0].0 != expected[3].0, "another augmentation seed gives other crops")
+        #expect(expected.allSatisfy { $0.0.allSatisfy(\.isFinite) })
+
+        for depth in [1, 2, 8] {
+            let streamed = StreamingImageFolder(folder: folder, transform: .train, size: 12, mean: Self.mean, std: Self.std, depth: depth)
+            streamed.prefetch(batches)
+            #expect(streamed.prefetched == min(depth, batches.count), "at most depth batches ahead")
+            for (k, b) in batches.enumerated() {
+                let got = try Self.batch(streamed, b.indices, b.augmentation)
+                #expect(got.0 == expected[k].0 && got.1 == expected[k].1, "depth \(depth) batch \(k)")
+            }
+            #expect(streamed.prefetched == 0, "taken batches are released")
+        }
+    }
+
+    /// A batch that fails to decode reports the failing file, prefetched or not.
+    @Test func decodingFailuresNameTheFile() throws {
+        let directory = try DataTestDirectory()
+        defer { directory.remove() }
+        _ = try Self.makeFolder(directory)
+        try directory.write(Array("not a png".utf8), to: "train/class1/9.png")
+        let folder = try ImageFolderDataset(root: directory.path, split: "train")
+        let broken = try #require(folder.files.firstIndex { $0.hasSuffix("class1/9.png") })
+        for depth in [0, 2] {
+            let streamed = StreamingImageFolder(folder: folder, transform: .eval, size: 8, mean: Self.mean, std: Self.std, depth: depth)
+            streamed.prefetch([([broken], 1)])
+            #expect { try Self.batch(streamed, [0, broken], 1) } throws: { "\($0)".contains("class1/9.png") }
+        }
+    }
+
+    /// In-memory data is a source too: augmentation seeds are ignored, batches equal
+    /// `ImageDataset.fillBatch`'s.
+    @Test func inMemoryDataIsATrainingSource() throws {
+        let data = syntheticImages(count: 16, seed: 4)
+        let source: any TrainingImages = data
+        #expect(source.prefetchDepth == 0 && source.count == 16 && source.batchImageShape.channels == 1)
+        let mean: [Float] = [0.5], std: [Float] = [0.3]
+        var direct = [Float](repeating: 0, count: 3 * 784), labels = [Int32](repeating: 0, count: 3)
+        direct.withUnsafeMutableBufferPointer { x in
+            labels.withUnsafeMutableBufferPointer { y in data.fillBatch(indices: [2, 9, 2], mean: mean, std: std, images: x.baseAddress!, labels: y.baseAddress!) }
+        }
+        for seed: UInt64 in [0, 7] {
+            var images = [Float](repeating: .nan, count: 3 * 784), got = [Int32](repeating: -1, count: 3)
+            try images.withUnsafeMutableBufferPointer { x in
+                try got.withUnsafeMutableBufferPointer { y in
+                    try source.fillBatch(indices: [2, 9, 2], augmentation: seed, mean: mean, std: std, images: x.baseAddress!, labels: y.baseAddress!)
+                }
+            }
+            #expect(images == direct && got == labels)
+        }
+    }
+
+    /// Every configuration carries its own augmentation seed, a pure function of (seed, round,
+    /// index), drawn from a generator of its own: widths and noise seeds are unchanged by it.
+    @Test func configurationsCarryTheirAugmentationSeed() {
+        var plan = RoundPlan()
+        plan.datasetCount = 1000; plan.batchSize = 100; plan.configurationsPerRound = 3; plan.rounds = 10; plan.seed = 9
+        let a = plan.configuration(round: 4, index: 1), b = plan.configuration(round: 4, index: 1)
+        #expect(a.augmentation == b.augmentation)
+        let seeds = Set((0..<10).flatMap { r in (0..<3).map { plan.configuration(round: r, index: $0).augmentation } })
+        #expect(seeds.count == 30)
+        var rng = SeededRandom(9, 0x5717, 4, 1)
+        let width = plan.minWidth + rng.index(below: plan.maxWidth - plan.minWidth + 1)
+        #expect(a.width == width && a.noiseSeed == rng.next())
+    }
+}

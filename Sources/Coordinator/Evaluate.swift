@@ -54,28 +54,28 @@ struct Evaluate: ParsableCommand {
         let prefix = out ?? (inr.hasSuffix(".safetensors") ? String(inr.dropLast(".safetensors".count)) : inr) + ".eval"
         let start = Date()
         for width in try parsedWidths() {
-            func accuracy(_ network: Network, _ weights: ParameterSet, mean: [Float], std: [Float]) -> Double {
-                BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: mean, std: std)
+            func accuracy(_ network: Network, _ weights: ParameterSet, mean: [Float], std: [Float]) throws -> Double {
+                try BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: mean, std: std)
             }
             var row: [String: Double] = [:]
             let (network, k1) = try generator.sample(width: width, samples: 1, noise: checkpoint.plan.noise, seed: seed)
-            row["neumeta_k1"] = accuracy(network, k1, mean: checkpoint.mean, std: checkpoint.std)
+            row["neumeta_k1"] = try accuracy(network, k1, mean: checkpoint.mean, std: checkpoint.std)
             if samples != 1 {
                 let (_, kw) = try generator.sample(width: width, samples: samples, noise: checkpoint.plan.noise, seed: seed)
-                row[kColumn] = accuracy(network, kw, mean: checkpoint.mean, std: checkpoint.std)
+                row[kColumn] = try accuracy(network, kw, mean: checkpoint.mean, std: checkpoint.std)
             }
             if let individual = try individualBaseline(family: family, width: width) {
-                row["individual"] = accuracy(individual.network, individual.parameters, mean: individual.mean, std: individual.std)
+                row["individual"] = try accuracy(individual.network, individual.parameters, mean: individual.mean, std: individual.std)
             }
             if width <= baseWidth {
                 let pruned = try L1Pruning.prune(checkpoint.base, from: baseNetwork, to: network)
-                row["pruning_l1"] = accuracy(network, pruned, mean: checkpoint.mean, std: checkpoint.std)
+                row["pruning_l1"] = try accuracy(network, pruned, mean: checkpoint.mean, std: checkpoint.std)
             }
             // The permuted base network resampled to this width (nearest channel, fan-in scaled):
             // what intra-model smoothness alone gives, without any INR.
             let resampled = network.makeParameters()
             PretrainedResampling.resample(checkpoint.base, into: resampled)
-            row["resampled"] = accuracy(network, resampled, mean: checkpoint.mean, std: checkpoint.std)
+            row["resampled"] = try accuracy(network, resampled, mean: checkpoint.mean, std: checkpoint.std)
             table.add(width: width, params: network.parameterSpecs.reduce(0) { $0 + $1.count }, accuracies: row)
             log("width \(width): " + columns.map { c in row[c].map { String(format: "%@ %.2f%%", c, 100 * $0) } ?? "\(c) –" }.joined(separator: "  ")
                 + String(format: "  (%@ elapsed)", formatDuration(Date().timeIntervalSince(start))))

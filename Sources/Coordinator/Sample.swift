@@ -40,7 +40,7 @@ struct Sample: ParsableCommand {
         var result: [String: Any] = ["width": width, "samples": samples, "out": out, "params": weights.count]
         if evaluate {
             let test = try FashionMNIST.load(split: .test, directory: data)
-            let accuracy = BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: checkpoint.mean, std: checkpoint.std)
+            let accuracy = try BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: checkpoint.mean, std: checkpoint.std)
             metadata["test_accuracy"] = String(accuracy)
             result["test_accuracy"] = accuracy
             log(String(format: "width %d (K=%d): test accuracy %.2f%%", width, samples, 100 * accuracy))

@@ -43,7 +43,7 @@ struct Train: ParsableCommand {
         var accuracies: [String: Double] = [:]
         for width in Set([plan.minWidth, (plan.minWidth + plan.maxWidth) / 2, plan.maxWidth]).sorted() {
             let (network, weights) = try generator.sample(width: width, samples: 1, noise: plan.noise, seed: plan.seed)
-            let acc = BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: setup.checkpoint.mean,
+            let acc = try BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: setup.checkpoint.mean,
                                            std: setup.checkpoint.std)
             accuracies[String(width)] = acc
             log(String(format: "sampled width %d (K=1): test accuracy %.2f%%", width, 100 * acc))

@@ -87,7 +87,7 @@ struct TrainBase: ParsableCommand {
         log("training \(family) widths \(network.widths): \(trainer.parameters.count) parameters, \(epochs) epochs, batch \(batchSize), Adam lr \(lr)")
 
         var progress = ProgressLine()
-        let result = trainer.run(onStep: { s in
+        let result = try trainer.run(onStep: { s in
             let done = Double((s.epoch - 1) * s.steps + s.step), total = Double(epochs * s.steps)
             let eta = s.elapsed / done * (total - done)
             progress.draw(String(format: "epoch %d/%d  step %d/%d  loss %.4f  %@ elapsed, ETA %@", s.epoch, epochs, s.step, s.steps,

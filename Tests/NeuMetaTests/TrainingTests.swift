@@ -151,7 +151,7 @@ import Testing
         var config = BaseTrainingConfig()
         config.epochs = 1; config.batchSize = 32
         let trainer = try BaseTrainer(network: LeNet(width: 8), train: train, test: test, config: config)
-        let report = trainer.run()!
+        let report = try trainer.run()!
         #expect(report.testAccuracy > 0.55, "test accuracy \(report.testAccuracy) after one epoch on 3000 images")
         // A family whose input does not match the data is refused with an error naming both.
         #expect(throws: BaseTrainer.ShapeMismatch.self) {

@@ -25,7 +25,9 @@ public enum NetworkFamily {
     /// A network of `family` with the given widths: LeNet takes one width w; CIFAR ResNets
     /// (`resnetD`, D = 6n + 2) and ResNet-18 take their stage widths, optionally followed by
     /// every block's hidden width. A `-folded` suffix selects the batch-norm-folded form.
-    public static func make(_ family: String, widths: [Int], classCount: Int = 10) throws -> Network {
+    /// `imageSize`: the side of the square RGB input of the ResNets (nil: their default, 224
+    /// for ResNet-18 and 32 for the CIFAR ResNets); LeNet's input is fixed at 1×28×28.
+    public static func make(_ family: String, widths: [Int], classCount: Int = 10, imageSize: Int? = nil) throws -> Network {
         let folded = family.hasSuffix("-folded")
         let name = folded ? String(family.dropLast("-folded".count)) : family
         switch name {
@@ -33,13 +35,15 @@ public enum NetworkFamily {
             guard widths.count == 1, widths[0] >= 1 else { throw Failure.badWidths(family: family, widths: widths, expected: "one width ≥ 1") }
             return LeNet(width: widths[0], classCount: classCount)
         case "resnet18":
-            guard let net = ResNet18(widths: widths, classCount: classCount, batchNorm: !folded) else {
+            guard let net = ResNet18(widths: widths, classCount: classCount, inputSize: imageSize ?? 224, batchNorm: !folded) else {
                 throw Failure.badWidths(family: family, widths: widths, expected: "4 stage widths (+ 8 block hidden widths)")
             }
             return net
         case let n where n.hasPrefix("resnet"):
             guard let depth = Int(n.dropFirst("resnet".count)), depth >= 8, (depth - 2) % 6 == 0 else { throw Failure.unknownFamily(family) }
-            guard let net = CIFARResNet(depth: depth, widths: widths, classCount: classCount, batchNorm: !folded) else {
+            let size = imageSize ?? 32
+            guard let net = CIFARResNet(depth: depth, widths: widths, classCount: classCount, inputShape: [3, size, size],
+                                        batchNorm: !folded) else {
                 throw Failure.badWidths(family: family, widths: widths, expected: "3 stage widths (+ \(3 * (depth - 2) / 6) block hidden widths)")
             }
             return net
@@ -71,8 +75,9 @@ public enum NetworkFamily {
 }
 
 /// A trained base network on disk: a safetensors file with PyTorch key names whose metadata
-/// records `family`, `widths`, `class_count` and the input normalisation `input_mean`/`input_std`
-/// (JSON lists), plus whatever the caller adds (accuracy, epochs, ...).
+/// records `family`, `widths`, `class_count`, `image_size` (RGB families) and the input
+/// normalisation `input_mean`/`input_std` (JSON lists), plus whatever the caller adds
+/// (accuracy, epochs, ...).
 public struct NetworkCheckpoint {
     public let network: Network
     public let parameters: ParameterSet
@@ -93,6 +98,7 @@ public struct NetworkCheckpoint {
         meta["family"] = network.family
         meta["widths"] = Self.json(network.widths)
         meta["class_count"] = String(network.classCount)
+        if network.inputShape[0] == 3 { meta["image_size"] = String(network.inputShape[1]) }
         meta["input_mean"] = Self.json(mean.map(Double.init))
         meta["input_std"] = Self.json(std.map(Double.init))
         meta["format"] = "neumeta-network/1"
@@ -114,7 +120,14 @@ public struct NetworkCheckpoint {
         guard let family = meta["family"] else { throw NetworkFamily.Failure.badMetadata(path: path, key: "family", problem: "is missing") }
         let widths = try list("widths").map { Int($0) }
         let classCount = Int(meta["class_count"] ?? "10") ?? 10
-        let network = try NetworkFamily.make(family, widths: widths, classCount: classCount)
+        var imageSize: Int?
+        if let text = meta["image_size"] {
+            guard let size = Int(text), (1...4096).contains(size) else {
+                throw NetworkFamily.Failure.badMetadata(path: path, key: "image_size", problem: "is not a side length in 1…4096: \(text)")
+            }
+            imageSize = size
+        }
+        let network = try NetworkFamily.make(family, widths: widths, classCount: classCount, imageSize: imageSize)
         let parameters = network.makeParameters()
         let byName = Dictionary(file.tensors.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
         for (i, spec) in parameters.specs.enumerated() {

@@ -5,14 +5,15 @@ import PackageDescription
 ///
 /// `NeuMeta` (Sources/Shared) is the library both executables import; the `C*` targets are
 /// thin system-library shims found through pkg-config (Debian package names in `providers`),
-/// except `CAllocationCounter`: counting malloc wrappers that only the coordinator (for `bench`)
-/// and the tests link, never the library or the worker.
+/// except `CAllocationCounter`: counting malloc wrappers that only `neumeta-bench` (target
+/// `Benchmarks`) and the tests link, never the library or the product executables.
 let package = Package(
     name: "NeuMetaCluster",
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "neumeta-coordinator", targets: ["Coordinator"]),
         .executable(name: "neumeta-worker", targets: ["Worker"]),
+        .executable(name: "neumeta-bench", targets: ["Benchmarks"]),
         .library(name: "NeuMeta", targets: ["NeuMeta"]),
     ],
     dependencies: [
@@ -41,7 +42,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "Coordinator",
-            dependencies: ["NeuMeta", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Coordinator"
         ),
         .executableTarget(
@@ -49,6 +50,12 @@ let package = Package(
             dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Worker"
         ),
-        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", "CAllocationCounter", .product(name: "Yams", package: "Yams")], path: "Tests/NeuMetaTests"),
+        // `neumeta-bench`: sgemm, the training steps, SHP, the wire and cluster rounds (docs/benchmarks.md).
+        .executableTarget(
+            name: "Benchmarks",
+            dependencies: ["NeuMeta", "CSodium", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Benchmarks"
+        ),
+        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", "Benchmarks", "CAllocationCounter", .product(name: "Yams", package: "Yams")], path: "Tests/NeuMetaTests"),
     ]
 )

@@ -255,7 +255,7 @@ struct Run: ParsableCommand {
         saved.extra["train_seconds"] = String(format: "%.1f", Date().timeIntervalSince(started))
         try saved.save(to: c.output.inr)
         let digest = Digest.blake2bHex(UnsafeRawBufferPointer(trainer.inr.parameters.values.buffer))
-        let peak = Double(StepBenchmark.peakResidentBytes()) / (1024 * 1024)
+        let peak = Double(ProcessMemory.peakResidentBytes()) / (1024 * 1024)
         log(String(format: "stopped at round %d of %d in %@; saved %@ (params digest %@); peak resident memory %.0f MiB", trainer.round,
                    plan.rounds, formatDuration(Date().timeIntervalSince(started)), c.output.inr, String(digest.prefix(16)), peak))
 

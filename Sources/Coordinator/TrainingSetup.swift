@@ -9,19 +9,9 @@ enum Recipe: String, ExpressibleByArgument, CaseIterable {
     /// Ours, from measurements on Fashion-MNIST (see README).
     case `default`
 
+    /// The recipe's settings (defined in the library, `ClusterConfig.Recipe.apply`, so that `neumeta-bench` uses the same).
     func apply(to plan: inout RoundPlan, _ optimizer: inout OptimizerSettings, _ config: inout INRConfig) {
-        switch self {
-        case .paper:
-            config.hidden = 256; config.layers = 4; config.frequencies = 16
-            plan.configurationsPerRound = 1; plan.fitPretrainedEveryRound = false; plan.noise = 1
-            optimizer.learningRate = 1e-3; optimizer.cosineSchedule = false; optimizer.gradientClip = nil
-        case .default:
-            // Measured on Fashion-MNIST at 6 epochs (README): 6 frequencies, noise 0.5, and two
-            // uniformly drawn widths per step on one shared mini-batch.
-            config.hidden = 256; config.layers = 4; config.frequencies = 6
-            plan.configurationsPerRound = 2; plan.sharedBatch = true; plan.fitPretrainedEveryRound = false; plan.noise = 0.5
-            optimizer.learningRate = 1e-3; optimizer.cosineSchedule = false; optimizer.gradientClip = nil
-        }
+        ClusterConfig.Recipe(rawValue: rawValue)!.apply(to: &plan, &optimizer, &config)
     }
 }
 

@@ -90,7 +90,7 @@ struct Worker: ParsableCommand {
         switch loop.run() {
         case .finished:
             loop.log(String(format: "coordinator finished training; exiting (peak resident memory %.0f MiB)",
-                            Double(StepBenchmark.peakResidentBytes()) / (1024 * 1024)))
+                            Double(ProcessMemory.peakResidentBytes()) / (1024 * 1024)))
         case .refused(let reason):
             loop.log("refused by the coordinator: \(reason)")
             throw ExitCode(3)

@@ -1,3 +1,5 @@
+import NeuMeta
+
 /// Floating-point operations of one NeuMeta training step on LeNet, counted from the matrix
 /// products the code runs (`HyperNetwork.products`, `LeNet.products`): 2·m·n·k each.
 /// Element-wise work (embedding sin/cos, biases, ReLU, pooling, losses, AdamW) is not counted:

@@ -37,8 +37,7 @@ let package = Package(
         .target(
             name: "NeuMeta",
             dependencies: ["COpenBLAS", "CZeroMQ", "CSodium", "CJPEG", "CPNG", "CZlib", .product(name: "Yams", package: "Yams")],
-            path: "Sources/Shared",
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+            path: "Sources/Shared"
         ),
         .executableTarget(
             name: "Coordinator",

@@ -19,6 +19,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),  // 1.16.2: LogHandler.log(event:)
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
@@ -36,17 +37,20 @@ let package = Package(
         .target(name: "CAllocationCounter", path: "Sources/CAllocationCounter"),
         .target(
             name: "NeuMeta",
-            dependencies: ["COpenBLAS", "CZeroMQ", "CSodium", "CJPEG", "CPNG", "CZlib", .product(name: "Yams", package: "Yams")],
+            dependencies: ["COpenBLAS", "CZeroMQ", "CSodium", "CJPEG", "CPNG", "CZlib", .product(name: "Yams", package: "Yams"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Sources/Shared"
         ),
         .executableTarget(
             name: "Coordinator",
-            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Sources/Coordinator"
         ),
         .executableTarget(
             name: "Worker",
-            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Sources/Worker"
         ),
         // `neumeta-bench`: sgemm, the training steps, SHP, the wire and cluster rounds (docs/benchmarks.md).
@@ -55,6 +59,7 @@ let package = Package(
             dependencies: ["NeuMeta", "CSodium", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Benchmarks"
         ),
-        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", "Benchmarks", "CAllocationCounter", .product(name: "Yams", package: "Yams")], path: "Tests/NeuMetaTests"),
+        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", "Benchmarks", "CAllocationCounter", .product(name: "Yams", package: "Yams"),
+                                                    .product(name: "Logging", package: "swift-log")], path: "Tests/NeuMetaTests"),
     ]
 )

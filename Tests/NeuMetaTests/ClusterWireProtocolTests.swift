@@ -89,7 +89,7 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         // bfloat16 keeps 7 mantissa bits: 1 + 2⁻⁷ is representable, 1 + 2⁻⁸ (0x3F808000) is
         // halfway between 1 and 1 + 2⁻⁷, 0x3F818000 halfway between 1 + 2⁻⁷ and 1 + 2·2⁻⁷.
         let values: [Float] = [1, -2.5, 1 + 1.0 / 128, 1 + 3.0 / 128, 1 + 1.0 / 512, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
-                               .infinity, -0.0, .nan, 3.14159265, 1e-40]
+                               .infinity, -0.0, .nan, 3.14159265, Float(bitPattern: 0x0001_16C2)]  // the last: 1e-40, a subnormal
         let tensor = values.withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
         let message = Message.gradientPiece(round: 1, configuration: 2, offset: 64, values: tensor)
         let frames = try wireFrames(message)

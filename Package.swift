@@ -5,19 +5,21 @@ import PackageDescription
 ///
 /// `NeuMeta` (Sources/Shared) is the library both executables import; the `C*` targets are
 /// thin system-library shims found through pkg-config (Debian package names in `providers`),
-/// except `CAllocationCounter`: counting malloc wrappers that only the coordinator (for `bench`)
-/// and the tests link, never the library or the worker.
+/// except `CAllocationCounter`: counting malloc wrappers that only `neumeta-bench` (target
+/// `Benchmarks`) and the tests link, never the library or the product executables.
 let package = Package(
     name: "NeuMetaCluster",
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "neumeta-coordinator", targets: ["Coordinator"]),
         .executable(name: "neumeta-worker", targets: ["Worker"]),
+        .executable(name: "neumeta-bench", targets: ["Benchmarks"]),
         .library(name: "NeuMeta", targets: ["NeuMeta"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),  // 1.16.2: LogHandler.log(event:)
     ],
     targets: [
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
@@ -35,20 +37,29 @@ let package = Package(
         .target(name: "CAllocationCounter", path: "Sources/CAllocationCounter"),
         .target(
             name: "NeuMeta",
-            dependencies: ["COpenBLAS", "CZeroMQ", "CSodium", "CJPEG", "CPNG", "CZlib", .product(name: "Yams", package: "Yams")],
-            path: "Sources/Shared",
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+            dependencies: ["COpenBLAS", "CZeroMQ", "CSodium", "CJPEG", "CPNG", "CZlib", .product(name: "Yams", package: "Yams"),
+                           .product(name: "Logging", package: "swift-log")],
+            path: "Sources/Shared"
         ),
         .executableTarget(
             name: "Coordinator",
-            dependencies: ["NeuMeta", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Sources/Coordinator"
         ),
         .executableTarget(
             name: "Worker",
-            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Sources/Worker"
         ),
-        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", "CAllocationCounter", .product(name: "Yams", package: "Yams")], path: "Tests/NeuMetaTests"),
+        // `neumeta-bench`: sgemm, the training steps, SHP, the wire and cluster rounds (docs/benchmarks.md).
+        .executableTarget(
+            name: "Benchmarks",
+            dependencies: ["NeuMeta", "CSodium", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/Benchmarks"
+        ),
+        .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", "Benchmarks", "CAllocationCounter", .product(name: "Yams", package: "Yams"),
+                                                    .product(name: "Logging", package: "swift-log")], path: "Tests/NeuMetaTests"),
     ]
 )

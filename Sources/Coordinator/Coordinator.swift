@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import NeuMeta
 
 @main
@@ -12,15 +13,23 @@ struct Coordinator: ParsableCommand {
         below what the CPU supports (Debian's OpenBLAS 0.3.21 does not recognise some AVX-512 \
         CPUs) it re-executes itself once with OPENBLAS_CORETYPE set. Set OPENBLAS_CORETYPE \
         yourself, or pass --blas-core NAME, to choose; --blas-threads N sets the thread count.
+
+        Logs go to standard error, results to standard output. --log-level LEVEL, accepted \
+        by every command, filters the log (trace, debug, info (default), notice, warning, error, \
+        critical); e.g. --log-level warning leaves only warnings and errors.
         """,
-        subcommands: [Run.self, Keygen.self, TrainBase.self, Permute.self, Train.self, Evaluate.self, Sample.self, Bench.self]
+        subcommands: [Run.self, Keygen.self, TrainBase.self, Permute.self, Train.self, Evaluate.self, Sample.self]
     )
 
     static func main() {
         BLASRuntime.prepareProcess()
         do {
-            var command = try parseAsRoot()
+            var arguments = Array(CommandLine.arguments.dropFirst())
+            PlainLogHandler.bootstrap(level: try PlainLogHandler.takeLevelOption(from: &arguments) ?? .info)
+            var command = try parseAsRoot(arguments)
             try command.run()
+        } catch let error as PlainLogHandler.LevelError {
+            exit(withError: ValidationError(error.description))
         } catch {
             exit(withError: error)
         }
@@ -43,10 +52,14 @@ struct BLASOptions: ParsableArguments {
     }
 }
 
-/// Writes a line to standard error (progress and logs; standard output is for results).
+/// Logs a line at `.info`: through swift-log to standard error (`PlainLogHandler`, bootstrapped
+/// in `main`; standard output is for results).
 func log(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+    logger.info("\(text)")
 }
+
+/// The coordinator's logger (see `log`).
+let logger = Logger(label: "neumeta-coordinator")
 
 /// Progress for long work: a live, redrawn line on a terminal (at most 4 redraws a second);
 /// when standard error is a log file or pipe, a plain line every 30 seconds instead.

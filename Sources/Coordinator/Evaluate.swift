@@ -11,7 +11,7 @@ struct Evaluate: ParsableCommand {
         --baselines DIR/<family>-<w>.safetensors; trained there first with --train-baselines), \
         L1-norm channel pruning of the base network without fine-tuning (widths up to the \
         base width), and the permuted base network resampled to the width (nearest channel \
-        position, weights scaled by the fan-in ratio). Writes the table as CSV and Markdown and a PNG plot next to --out.
+        position, weights scaled by the fan-in ratio). Writes the table as CSV and Markdown and an SVG plot next to --out.
 
         Example: neumeta-coordinator evaluate --inr runs/inr.safetensors --widths 4,8,16,32,48 --samples 10 --json
         """
@@ -23,7 +23,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Directory of individually trained baselines (<family>-<w>.safetensors).") var baselines = "runs/baselines"
     @Flag(help: "Train missing individual baselines (train-base recipe) into --baselines.") var trainBaselines = false
     @Option(help: "Epochs for baselines trained with --train-baselines.") var baselineEpochs = 5
-    @Option(help: "Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.png (default: next to --inr).") var out: String?
+    @Option(help: "Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.svg (default: next to --inr).") var out: String?
     @Option(help: "Seed of the sampling noise.") var seed: UInt64 = 0
     @Flag(help: "Sample from the raw last-step INR parameters instead of their EMA.") var raw = false
     @Option(help: "Dataset directory.") var data = FashionMNIST.defaultDirectory
@@ -87,9 +87,9 @@ struct Evaluate: ParsableCommand {
         var plot = LinePlot(title: "\(family), \(test.name), trained widths \(checkpoint.plan.minWidth)-\(checkpoint.plan.maxWidth)",
                             xLabel: "width", yLabel: "test accuracy %")
         for c in columns { plot.add(series: c, points: table.points(c)) }
-        try plot.writePNG(to: prefix + ".png")
+        try plot.writeSVG(to: prefix + ".svg")
         if json { log(table.markdown) } else { print(table.markdown, terminator: "") }
-        log("wrote \(prefix).csv, \(prefix).md, \(prefix).png")
+        log("wrote \(prefix).csv, \(prefix).md, \(prefix).svg")
         if json { printJSON(["rows": table.jsonRows, "inr": inr, "samples": samples]) }
     }
 

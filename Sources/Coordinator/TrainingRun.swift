@@ -124,13 +124,8 @@ struct TrainingRun {
     }
 }
 
-/// Peak resident memory of this process in MiB (VmHWM; 0 where /proc is missing).
-func peakResidentMiB() -> Double {
-    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-          let kib = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
-    return kib / 1024
-}
+/// Peak resident memory of this process in MiB.
+func peakResidentMiB() -> Double { Double(ProcessMemory.peakResidentBytes()) / (1024 * 1024) }
 
 /// Appends one JSON object per line; a failure to write is logged once, never fatal.
 final class MetricsFile {

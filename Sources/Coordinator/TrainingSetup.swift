@@ -2,29 +2,6 @@ import ArgumentParser
 import Foundation
 import NeuMeta
 
-/// Named starting points for INR training.
-enum Recipe: String, CaseIterable {
-    /// The paper's recipe, exactly (docs/algorithm.md §2–3).
-    case paper
-    /// Ours, from measurements on Fashion-MNIST (docs/results.md).
-    case `default`
-
-    func apply(to plan: inout RoundPlan, _ optimizer: inout OptimizerSettings, _ config: inout INRConfig) {
-        switch self {
-        case .paper:
-            config.hidden = 256; config.layers = 4; config.frequencies = 16
-            plan.configurationsPerRound = 1; plan.sharedBatch = false; plan.noise = 1
-            optimizer.learningRate = 1e-3; optimizer.cosineSchedule = false; optimizer.gradientClip = nil
-        case .default:
-            // Measured on Fashion-MNIST at 6 epochs (docs/results.md): 6 frequencies, noise 0.5,
-            // and two uniformly drawn widths per step on one shared mini-batch.
-            config.hidden = 256; config.layers = 4; config.frequencies = 6
-            plan.configurationsPerRound = 2; plan.sharedBatch = true; plan.noise = 0.5
-            optimizer.learningRate = 1e-3; optimizer.cosineSchedule = false; optimizer.gradientClip = nil
-        }
-    }
-}
-
 /// The experiment options `train` and `run` share: the experiment, base, checkpoint and output
 /// sections of a cluster.yaml, each overridable on the command line, and how the run goes.
 struct ExperimentOptions: ParsableArguments {
@@ -88,7 +65,10 @@ struct ExperimentOptions: ParsableArguments {
         if let checkpointEvery { try check(checkpointEvery >= 1, "--checkpoint-every must be at least 1") }
         if let rounds { try check(rounds >= 1, "--rounds must be at least 1") }
         try check(logEvery >= 1, "--log-every must be at least 1")
-        if let recipe { try check(Recipe(rawValue: recipe) != nil, "--recipe must be one of \(Recipe.allCases.map(\.rawValue).joined(separator: ", "))") }
+        if let recipe {
+            try check(ClusterConfig.Recipe(rawValue: recipe) != nil,
+                      "--recipe must be one of \(ClusterConfig.Recipe.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
     }
 
     /// The file named by --config (default ./cluster.yaml, or the built-in defaults where there
@@ -144,7 +124,7 @@ struct TrainingSetup {
     let permuted: ParameterSet
     let classCount: Int
     let config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings
-    let recipe: Recipe
+    let recipe: ClusterConfig.Recipe
 
     /// Reads the base network (training it first when base.checkpoint is missing and was not
     /// named on the command line) and permutes it; the training set is only counted here.
@@ -162,7 +142,7 @@ struct TrainingSetup {
         let examples = try FashionMNIST.count(split: .train, directory: e.data)
         classCount = examples.classes
 
-        recipe = Recipe(rawValue: e.recipe.rawValue) ?? .default
+        recipe = e.recipe
         var config = INRConfig(), plan = RoundPlan(), optimizer = OptimizerSettings()
         recipe.apply(to: &plan, &optimizer, &config)
         if let v = e.configurationsPerRound { plan.configurationsPerRound = v }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import NeuMeta
 
 @main
@@ -25,6 +26,9 @@ struct Worker: ParsableCommand {
         With --config, the endpoint (coordinator.connect, or coordinator.bind read from this \
         side), key directory, data directory and thread count come from that cluster.yaml; the \
         options override them.
+
+        Logs go to standard error as [name] lines; --log-level LEVEL filters them (trace, debug, \
+        info (default), notice, warning, error, critical).
 
         Example: neumeta-worker --connect tcp://coordinator.example:5570 --keys /etc/neumeta/keys
         """
@@ -63,8 +67,12 @@ struct Worker: ParsableCommand {
     static func main() {
         BLASRuntime.prepareProcess()
         do {
-            var command = try parseAsRoot()
+            var arguments = Array(CommandLine.arguments.dropFirst())
+            PlainLogHandler.bootstrap(level: try PlainLogHandler.takeLevelOption(from: &arguments) ?? .info)
+            var command = try parseAsRoot(arguments)
             try command.run()
+        } catch let error as PlainLogHandler.LevelError {
+            exit(withError: ValidationError(error.description))
         } catch {
             exit(withError: error)
         }
@@ -90,7 +98,7 @@ struct Worker: ParsableCommand {
         switch loop.run() {
         case .finished:
             loop.log(String(format: "coordinator finished training; exiting (peak resident memory %.0f MiB)",
-                            Double(StepBenchmark.peakResidentBytes()) / (1024 * 1024)))
+                            Double(ProcessMemory.peakResidentBytes()) / (1024 * 1024)))
         case .refused(let reason):
             loop.log("refused by the coordinator: \(reason)")
             throw ExitCode(3)

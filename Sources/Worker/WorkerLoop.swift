@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NeuMeta
 
 /// The worker process: a socket thread that owns the ZeroMQ connection and follows
@@ -38,8 +39,12 @@ final class WorkerLoop {
         wakeEndpoint = "inproc://compute-done"
     }
 
+    /// The worker's logger: `PlainLogHandler` (bootstrapped in `main`) prints `[name] text`.
+    private static let logger = Logger(label: "neumeta-worker")
+
+    /// Logs a line at `.info`, prefixed with this worker's name.
     func log(_ text: String) {
-        FileHandle.standardError.write(Data("[\(name)] \(text)\n".utf8))
+        Self.logger.info("\(text)", metadata: ["name": "\(name)"])
     }
 
     private var now: Duration { ContinuousClock.now - start }

@@ -1,5 +1,7 @@
-import CPNG
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Testing
 @testable import NeuMeta
 
@@ -153,52 +155,94 @@ import Testing
         let widths: [Double] = [4, 8, 12, 16, 20, 24, 28, 32]
         plot.add(series: "neumeta_k1", points: zip(widths, [91.2, 96.5, 97.8, 98.3, 98.6, 98.7, 98.9, 99.0]).map { ($0, $1) })
         plot.add(series: "neumeta_k10", points: zip(widths, [92.0, 97.1, 98.1, 98.5, 98.8, 98.9, 99.0, 99.1]).map { ($0, $1) })
-        plot.add(series: "individual", points: zip(widths, [95.5, 98.2, nil, 98.9, 99.0, nil, 99.2, 99.3]).map { ($0, $1) })
+        plot.add(series: "individual", points: zip(widths, [95.5, 98.2, nil, 98.9, .nan, nil, 99.2, .infinity]).map { ($0, $1) })
         plot.add(series: "pruning_l1", points: zip(widths, [11.4, 35.0, 62.5, 80.1, 90.3, 95.2, 98.0, 99.3]).map { ($0, $1) })
         return plot
     }
 
-    /// Reads a PNG as 8-bit RGB with libpng's simplified API.
-    func readPNG(_ path: String) -> (width: Int, height: Int, pixels: [UInt8])? {
-        var image = png_image()
-        image.version = UInt32(PNG_IMAGE_VERSION)
-        defer { png_image_free(&image) }
-        guard png_image_begin_read_from_file(&image, path) != 0 else { return nil }
-        image.format = UInt32(PNG_FORMAT_RGB)
-        var pixels = [UInt8](repeating: 0, count: Int(image.width) * Int(image.height) * 3)
-        guard pixels.withUnsafeMutableBytes({ png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }) != 0 else { return nil }
-        return (Int(image.width), Int(image.height), pixels)
+    /// What an XML parser sees in an SVG document: the root, every polyline's points, each
+    /// series group's stroke colour and every text's content.
+    final class Parsed: NSObject, XMLParserDelegate {
+        var root: String?, attributes: [String: String] = [:]
+        var polylines: [[(x: Double, y: Double)]] = [], seriesColours: [String] = [], texts: [String] = [], titles: [String] = []
+        var current: String?
+
+        /// Parses `svg`; nil when it is not well-formed XML.
+        static func parse(_ svg: String) -> Parsed? {
+            let parsed = Parsed(), parser = XMLParser(data: Data(svg.utf8))
+            parser.delegate = parsed
+            return parser.parse() ? parsed : nil
+        }
+
+        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+                    attributes: [String: String] = [:]) {
+            if root == nil { root = name; self.attributes = attributes }
+            if name == "polyline" {
+                polylines.append((attributes["points"] ?? "").split(separator: " ").map { pair in
+                    let xy = pair.split(separator: ",").map { Double($0) ?? .nan }
+                    return (xy[0], xy.count > 1 ? xy[1] : .nan)
+                })
+            }
+            if name == "g", attributes["class"] == "series" { seriesColours.append(attributes["stroke"] ?? "") }
+            if name == "text" || name == "title" { current = "" }
+        }
+
+        func parser(_ parser: XMLParser, foundCharacters string: String) { current? += string }
+
+        func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
+            if name == "text", let c = current { texts.append(c) }
+            if name == "title", let c = current { titles.append(c) }
+            if name == "text" || name == "title" { current = nil }
+        }
     }
 
-    @Test func writesReadablePNGWithEverySeriesColour() throws {
-        let path = FileManager.default.temporaryDirectory.path + "/neumeta-plot-\(UUID().uuidString).png"
+    @Test func writesWellFormedSVGWithOnePolylinePerSeries() throws {
+        let path = FileManager.default.temporaryDirectory.path + "/neumeta-plot-\(UUID().uuidString).svg"
         defer { try? FileManager.default.removeItem(atPath: path) }
-        try example().writePNG(to: path)
-        if ProcessInfo.processInfo.environment["NEUMETA_PLOT_EXAMPLE"] != nil {
-            try example().writePNG(to: "/tmp/neumeta-plot-example.png")
-        }
+        try example().writeSVG(to: path)
+        if let example = ProcessInfo.processInfo.environment["NEUMETA_PLOT_EXAMPLE"] { try self.example().writeSVG(to: example) }
 
-        let bytes = try #require(FileManager.default.contents(atPath: path))
-        #expect(Array(bytes.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
-        let image = try #require(readPNG(path))
-        #expect(image.width == 800 && image.height == 500)
-        var counts = [RGB: Int](), whiteish = 0
-        for i in stride(from: 0, to: image.pixels.count, by: 3) {
-            let c = RGB(image.pixels[i], image.pixels[i + 1], image.pixels[i + 2])
-            counts[c, default: 0] += 1
-            if min(c.r, c.g, c.b) >= 240 { whiteish += 1 }
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text == example().svg)
+        let svg = try #require(Parsed.parse(text), "not well-formed XML")
+        #expect(svg.root == "svg" && svg.attributes["xmlns"] == "http://www.w3.org/2000/svg")
+        #expect(svg.attributes["width"] == "800" && svg.attributes["height"] == "500")
+        // One polyline per series, with the present points only (individual: 8 widths, 4 missing).
+        #expect(svg.polylines.map(\.count) == [8, 8, 4, 8])
+        #expect(svg.seriesColours == Array(LinePlot.palette.prefix(4)))
+        for line in svg.polylines {
+            #expect(line.allSatisfy { $0.x.isFinite && $0.y.isFinite && (0...800).contains($0.x) && (0...500).contains($0.y) })
+            #expect(zip(line, line.dropFirst()).allSatisfy { $0.x < $1.x }, "points not in increasing width")
         }
-        for k in 0..<4 {
-            #expect(counts[LinePlot.palette[k], default: 0] > 50, "series \(k) colour \(LinePlot.palette[k]) barely drawn")
+        // Higher accuracy is drawn higher (smaller y); wider is drawn further right.
+        let k1 = svg.polylines[0], pruning = svg.polylines[3]
+        #expect(pruning[0].y > pruning[7].y && pruning[0].x < pruning[7].x)
+        #expect(k1[0].x == pruning[0].x && k1[7].y < pruning[0].y)
+        // Title, axis labels, legend entries and tick labels are text.
+        for label in ["LeNet on MNIST: accuracy vs width", "width", "accuracy (%)", "neumeta_k1", "neumeta_k10", "individual",
+                      "pruning_l1", "0", "100", "10", "30"] {
+            #expect(svg.texts.contains(label), "no text \(label)")
         }
-        #expect(Array(image.pixels.prefix(3)) == [255, 255, 255], "corner pixel is not white")
-        #expect(whiteish > image.width * image.height * 7 / 10, "only \(whiteish) white-ish pixels")
+        #expect(!text.contains("nan") && !text.contains("inf"))
+    }
+
+    @Test func textIsEscapedForXML() throws {
+        let title = #"a < b && c > "d" 'e'"#
+        var plot = LinePlot(title: title, xLabel: "x\u{1}y", yLabel: "<y>")
+        plot.add(series: "</text><script>", points: [(1, 50), (2, 60)])
+        let text = plot.svg
+        #expect(!text.contains("<script>") && !text.contains(#"< b"#))
+        let svg = try #require(Parsed.parse(text), "not well-formed XML")
+        #expect(svg.texts.contains(title) && svg.titles.contains(title))
+        #expect(svg.texts.contains("x y") && svg.texts.contains("<y>") && svg.texts.contains("</text><script>"))
+        #expect(svg.polylines.map(\.count) == [2])
+        #expect(LinePlot.xmlEscape(#"&<>"'"#) == "&amp;&lt;&gt;&quot;&apos;")
     }
 
     @Test func writeErrorNamesThePath() {
-        let path = "/nonexistent-neumeta-dir/plot.png"
+        let path = "/nonexistent-neumeta-dir/plot.svg"
         do {
-            try example().writePNG(to: path)
+            try example().writeSVG(to: path)
             Issue.record("writing into a missing directory succeeded")
         } catch {
             #expect("\(error)".contains(path))
@@ -206,14 +250,13 @@ import Testing
     }
 
     @Test func degenerateInputsStillRender() throws {
-        let path = FileManager.default.temporaryDirectory.path + "/neumeta-plot-\(UUID().uuidString).png"
-        defer { try? FileManager.default.removeItem(atPath: path) }
         var plot = LinePlot(title: "empty", xLabel: "width", yLabel: "accuracy (%)")
-        try plot.writePNG(to: path)
+        #expect(try #require(Parsed.parse(plot.svg)).polylines.isEmpty)
         plot.add(series: "one point", points: [(8, 97.5)])
-        plot.add(series: "all missing", points: [(4, nil), (16, .nan)])
-        try plot.writePNG(to: path)
-        #expect(readPNG(path)?.width == 800)
+        plot.add(series: "all missing", points: [(4, nil), (16, .nan), (.infinity, 3)])
+        let svg = try #require(Parsed.parse(plot.svg), "not well-formed XML")
+        #expect(svg.polylines.map(\.count) == [1, 0])
+        #expect(svg.polylines[0].allSatisfy { $0.x.isFinite && $0.y.isFinite })
     }
 
     @Test func niceTicks() {

@@ -1,4 +1,5 @@
 import CAllocationCounter
+@testable import Benchmarks
 import Foundation
 import Testing
 @testable import NeuMeta

@@ -119,7 +119,7 @@ public struct ClusterConfig: Sendable, Equatable {
         public var widths = [4, 6, 8, 12, 16, 20, 24, 28, 32, 36, 40, 48]
         /// K of the K-sample average over coordinate noise; ≥ 1.
         public var samples = 10
-        /// Prefix of the .csv, .md and .png results.
+        /// Prefix of the .csv, .md and .svg results.
         public var out = "runs/cluster-eval"
         public init() {}
     }

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Opt-in timing of the training step's kernels (for `neumeta-coordinator bench`).
+/// Opt-in timing of the training step's kernels (for `neumeta-bench`).
 ///
 /// Profiling is per thread: after `Profile.enable(recorder)` the kernels this thread calls —
 /// sgemm, im2col/col2im, the INR's coordinate embedding and its element-wise loops — add their
@@ -164,7 +164,7 @@ public enum Profile {
     }
 
     /// Monotonic nanoseconds.
-    static func now() -> UInt64 {
+    public static func now() -> UInt64 {
         var t = timespec()
         clock_gettime(CLOCK_MONOTONIC, &t)
         return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)

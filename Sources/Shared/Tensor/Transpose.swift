@@ -2,7 +2,7 @@
 /// the plain double loop beside it (the test oracle).
 ///
 /// Why it exists: OpenBLAS runs `X · Wᵀ` (a transposed right operand, PyTorch's Linear layout)
-/// at about half the rate of `X · W` on this CPU (79 vs 146 GFLOP/s at 3200×256×256, `bench
+/// at about half the rate of `X · W` on this CPU (79 vs 146 GFLOP/s at 3200×256×256, `neumeta-bench
 /// --parts sgemm`), so the INR's forward transposes each weight once (a 256×256 copy) and
 /// multiplies without the transpose.
 public enum Transpose {

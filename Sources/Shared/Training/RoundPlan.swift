@@ -100,7 +100,7 @@ public struct RoundPlan: Sendable, Equatable, Codable {
 
     /// The same, with the data order carried in `order` from round to round (see
     /// `configuration(round:index:reusing:)`): a trainer draws it once per epoch.
-    func configurations(round: Int, reusing order: inout (epoch: Int, indices: [Int])?) -> [Configuration] {
+    public func configurations(round: Int, reusing order: inout (epoch: Int, indices: [Int])?) -> [Configuration] {
         (0..<configurationsPerRound).map { configuration(round: round, index: $0, reusing: &order) }
     }
 }

@@ -24,8 +24,8 @@ final class ChildProcess: @unchecked Sendable {
         self.label = label
         stdoutURL = directory.appendingPathComponent("\(label).out")
         stderrURL = directory.appendingPathComponent("\(label).err")
-        FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
-        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        try Data().write(to: stdoutURL)
+        try Data().write(to: stderrURL)
         if wrapper.isEmpty {
             process.executableURL = executable
             process.arguments = arguments

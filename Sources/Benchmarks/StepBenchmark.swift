@@ -1,7 +1,9 @@
 import Foundation
+import NeuMeta
 
 /// Measures INR training rounds (`INRTrainer.runRound` with a `LocalGradientSource`:
-/// configurations drawn, gradients, AdamW and EMA) for `neumeta-coordinator bench`: wall time, heap allocations and resident memory of
+/// configurations drawn, gradients, AdamW and EMA) for `neumeta-bench`: wall time, heap
+/// allocations and resident memory of
 /// the steady state, and a `Profile` of further rounds.
 ///
 /// Warm-up first: one round, then one gradient at every width the measured rounds will use, so
@@ -54,7 +56,7 @@ public enum StepBenchmark {
         result.widths.reserveCapacity(rounds); result.seconds.reserveCapacity(rounds)
         result.profiledWidths.reserveCapacity(profiledRounds); result.profiledSeconds.reserveCapacity(profiledRounds)
         var allocated = allocations.map { _ in (count: 0, bytes: 0, profiled: 0) }
-        result.residentBytesBefore = residentBytes()
+        result.residentBytesBefore = ProcessMemory.residentBytes()
         let total = rounds + profiledRounds
         /// Whether `count` events spread evenly over `total` slots fall in slot `i`.
         func spread(_ count: Int, _ i: Int) -> Bool { (i + 1) * count / total > i * count / total }
@@ -75,7 +77,7 @@ public enum StepBenchmark {
                 if let before, let after { allocated!.count += after.count - before.count; allocated!.bytes += after.bytes - before.bytes }
             }
         }
-        result.residentBytesAfter = residentBytes()
+        result.residentBytesAfter = ProcessMemory.residentBytes()
         result.allocations = allocated?.count; result.allocatedBytes = allocated?.bytes; result.profiledAllocations = allocated?.profiled
         return result
     }
@@ -88,21 +90,5 @@ public enum StepBenchmark {
         let t0 = Profile.now()
         for _ in 0..<regions { Profile.start(.elementwise)?.stop() }
         return Double(Profile.now() - t0) / 1e9 / Double(regions)
-    }
-
-    /// This process's resident set size in bytes (/proc/self/statm), or 0 where unavailable.
-    /// The process's peak resident set so far (VmHWM), in bytes; 0 where /proc is missing.
-    public static func peakResidentBytes() -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return 0 }
-        return kib * 1024
-    }
-
-    public static func residentBytes() -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-        let fields = text.split(separator: " ")
-        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 }

@@ -46,7 +46,7 @@ extension Bench {
         }
     }
 
-    /// Runs `neumeta-coordinator run` (this executable) for `rounds` rounds with `workers` local
+    /// Runs `neumeta-coordinator run` (beside this executable) for `rounds` rounds with `workers` local
     /// workers on a cluster.yaml written into `directory`; returns its metrics records.
     static func clusterRun(workers: Int, gradients: String, rounds: Int, base: String, data: String, directory: URL,
                            seed: UInt64) throws -> [[String: Any]] {
@@ -77,7 +77,7 @@ extension Bench {
 
         """.write(to: config, atomically: true, encoding: .utf8)
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.executableURL = try coordinatorExecutable()
         process.arguments = ["run", "--config", config.path, "--rounds", String(rounds), "--skip-evaluation", "--exit-with-parent",
                              "--log-every", String(rounds)]
         process.standardOutput = FileHandle.nullDevice
@@ -92,5 +92,15 @@ extension Bench {
         }
         let text = try String(contentsOf: metrics, encoding: .utf8)
         return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    /// `neumeta-coordinator` in this executable's folder (`swift build` builds both there).
+    static func coordinatorExecutable() throws -> URL {
+        let url = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("neumeta-coordinator")
+        guard FileManager.default.isExecutableFile(atPath: url.path) else {
+            throw ValidationError("bench cluster: \(url.path) is missing; build it (swift build -c release --product neumeta-coordinator)")
+        }
+        return url
     }
 }

@@ -5,6 +5,7 @@ import NeuMeta
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "neumeta-bench",
         abstract: "Measure sgemm, the base-network step, the INR training step, the SHP permutation, gradient messages over CURVE and cluster rounds (build with -c release).",
         discussion: """
         Parts (--parts, comma-separated; default all):
@@ -51,7 +52,7 @@ struct Bench: ParsableCommand {
         ≥ 1), CURVE and bfloat16, and plaintext float32 for comparison; the cipher alone \
         (wire_cipher_gbytes_per_s) bounds what one CURVE connection can carry on this CPU.
 
-        cluster: `run` with the default recipe from cluster.yaml's defaults (a random LeNet-32 \
+        cluster: `neumeta-coordinator run` (from the same build folder) with the default recipe from cluster.yaml's defaults (a random LeNet-32 \
         base unless --base) for --cluster-rounds rounds, with 1 and then 2 local workers of one \
         thread each, then 2 workers sending bfloat16 gradients, CURVE over loopback: \
         configurations/s, the share of round time not spent computing gradients (1 − busiest \

@@ -1,9 +1,11 @@
+import NeuMeta
+
 /// Floating-point operations of one NeuMeta training step on LeNet, counted from the matrix
 /// products the code runs (`HyperNetwork.products`, `LeNet.products`): 2·m·n·k each.
 /// Element-wise work (embedding sin/cos, biases, ReLU, pooling, losses, AdamW) is not counted:
 /// on the order of 0.1 GFLOP, 1–2 % of the products.
 ///
-/// Against ARCHITECTURE.md ("one INR step of the LeNet config (batch 128, widths 8…32) is roughly
+/// Against the usual estimate ("one INR step of the LeNet config (batch 128, widths 8…32) is roughly
 /// 14 GFLOP: INR forward+backward ≈ 8, target network ≈ 6"): the INR part agrees — 7.0 GFLOP at
 /// the mean width 20 and 7.8 averaged over the widths 8…32 (the work grows with w², so the average
 /// exceeds the value at the mean); its backward is a little under twice its forward because the

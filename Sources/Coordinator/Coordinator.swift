@@ -13,7 +13,7 @@ struct Coordinator: ParsableCommand {
         CPUs) it re-executes itself once with OPENBLAS_CORETYPE set. Set OPENBLAS_CORETYPE \
         yourself, or pass --blas-core NAME, to choose; --blas-threads N sets the thread count.
         """,
-        subcommands: [Run.self, Keygen.self, TrainBase.self, Permute.self, Train.self, Evaluate.self, Sample.self, Bench.self]
+        subcommands: [Run.self, Keygen.self, TrainBase.self, Permute.self, Train.self, Evaluate.self, Sample.self, Bench.self, ExportFolder.self]
     )
 
     static func main() {

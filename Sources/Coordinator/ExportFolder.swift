@@ -41,7 +41,8 @@ struct ExportFolder: ParsableCommand {
     @Option(help: "Image format: png or jpeg.") var format: Format = .png
     @Option(help: "JPEG quality, 1…100.") var quality = 95
     @Option(help: "Dataset directory.") var data = FashionMNIST.defaultDirectory
-    @Option(help: "Export only the first N images of each split.") var limit: Int?
+    @Option(help: "Export only the first N images of each split (a class absent from them gets an empty folder).")
+    var limit: Int?
     @Flag(help: "Export into a non-empty --out, replacing its train/ and val/ directories.") var overwrite = false
     @Flag(help: "Print one JSON object with the result.") var json = false
 
@@ -75,6 +76,16 @@ struct ExportFolder: ParsableCommand {
             }
         }
         let jobs = planned
+        for (splitIndex, split) in splits.enumerated() {
+            var present = Set<Int>()
+            for job in jobs where job.split == splitIndex { present.insert(Int(split.data.labels[job.index])) }
+            let empty = classNames.indices.filter { !present.contains($0) }.map { classNames[$0] }
+            if !empty.isEmpty, let limit {
+                log("warning: --limit \(limit) leaves \(split.name)/\(empty.joined(separator: ", ")) without images; "
+                    + "ImageFolderDataset and torchvision's ImageFolder refuse a split with an empty class, "
+                    + "so raise --limit to use it for training")
+            }
+        }
         log("exporting \(jobs.count) \(dataset.rawValue) images (" + splits.map { split in
             "\(jobs.lazy.filter { splits[$0.split].name == split.name }.count) \(split.name)"
         }.joined(separator: ", ") + ") to \(root) as \(size)×\(size) \(format.rawValue) on "
@@ -83,7 +94,8 @@ struct ExportFolder: ParsableCommand {
         let state = ExportState()
         let interrupts = [SIGINT, SIGTERM].map { number in
             signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            // A queue of its own: the global queue's threads are all busy encoding.
+            let source = DispatchSource.makeSignalSource(signal: number, queue: DispatchQueue(label: "export-folder.signal"))
             source.setEventHandler { state.interrupt() }
             source.resume()
             return source

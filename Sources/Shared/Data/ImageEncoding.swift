@@ -28,19 +28,28 @@ public enum ImageEncoding {
         header.height = UInt32(image.height)
         header.format = UInt32(PNG_FORMAT_RGB)
         defer { png_image_free(&header) }
-        // The first call only measures; the second writes into a buffer of that size.
-        var size = 0
-        let measured = image.pixels.withUnsafeBytes {
-            png_image_write_to_memory(&header, nil, &size, 0, $0.baseAddress, 0, nil)
+        // One compression into a buffer of libpng's worst-case size (PNG_IMAGE_PNG_SIZE_MAX,
+        // a macro Swift cannot import); should that bound ever be short, libpng reports the
+        // size it needs and the image is written again.
+        let data = image.height * (image.width * 3 + 1)
+        let compressed = data + (data + 7) / 8 + (data + 63) / 64 + 11
+        var capacity = 8 + 25 + 16 + 44 + 12 + 12 * (compressed / 8192 + 2) + compressed
+        for _ in 0 ..< 2 {
+            var encoded = [UInt8](repeating: 0, count: capacity)
+            var size = capacity
+            let written = encoded.withUnsafeMutableBytes { memory in
+                image.pixels.withUnsafeBytes { png_image_write_to_memory(&header, memory.baseAddress, &size, 0, $0.baseAddress, 0, nil) }
+            }
+            if written != 0 {
+                encoded.removeLast(encoded.count - size)
+                return encoded
+            }
+            guard size > capacity else { break }
+            capacity = size
+            header.warning_or_error = 0
+            header.message = png_image().message
         }
-        guard measured != 0, size > 0 else { throw ImageEncodingError(format: "PNG", reason: message(of: header)) }
-        var encoded = [UInt8](repeating: 0, count: size)
-        let written = encoded.withUnsafeMutableBytes { memory in
-            image.pixels.withUnsafeBytes { png_image_write_to_memory(&header, memory.baseAddress, &size, 0, $0.baseAddress, 0, nil) }
-        }
-        guard written != 0 else { throw ImageEncodingError(format: "PNG", reason: message(of: header)) }
-        encoded.removeLast(encoded.count - size)
-        return encoded
+        throw ImageEncodingError(format: "PNG", reason: message(of: header))
     }
 
     /// A baseline JPEG of `image` at `quality` (1…100, as libjpeg's `jpeg_set_quality`), with

@@ -87,6 +87,12 @@ extension RGBImage {
             : resampled(CropRegion(x: 0, y: 0, width: width, height: height), width: newLong, height: size)
     }
 
+    /// The whole image resampled (see `resampled`) to `width × height`, ignoring the aspect
+    /// ratio, like PIL's `Image.resize((width, height), BILINEAR)`.
+    public func resized(width newWidth: Int, height newHeight: Int) -> RGBImage {
+        resampled(CropRegion(x: 0, y: 0, width: width, height: height), width: newWidth, height: newHeight)
+    }
+
     /// The `width × height` centre of the image, placed as torchvision's `CenterCrop`
     /// (offsets rounded half to even; zero padding where the image is smaller).
     public func centerCropped(width cropWidth: Int, height cropHeight: Int) -> RGBImage {

@@ -16,6 +16,19 @@ public struct RGBImage: Sendable, Equatable {
         self.pixels = pixels
     }
 
+    /// A grey image as RGB: each of the `width × height` bytes of `grey` (rows top to
+    /// bottom) becomes a pixel with three equal channels.
+    public init(grey: some Collection<UInt8>, width: Int, height: Int) {
+        precondition(grey.count == width * height, "\(grey.count) bytes for a \(width)×\(height) grey image")
+        var pixels = [UInt8](repeating: 0, count: width * height * 3)
+        for (index, value) in grey.enumerated() {
+            pixels[3 * index] = value
+            pixels[3 * index + 1] = value
+            pixels[3 * index + 2] = value
+        }
+        self.init(width: width, height: height, pixels: pixels)
+    }
+
     /// The red, green and blue values at column `x`, row `y`.
     public subscript(x: Int, y: Int) -> (r: UInt8, g: UInt8, b: UInt8) {
         let base = (y * width + x) * 3

@@ -142,6 +142,35 @@ public final class StreamingImageFolder: TrainingImages, @unchecked Sendable {
                              images: images, labels: labels)
     }
 
+    /// Per-channel mean and standard deviation of `pixel / 255` over `sample` images of the
+    /// folder (evenly spaced through the listing, evaluation transform at `size`), for input
+    /// normalisation: the statistics of a large folder without reading all of it.
+    public static func channelMeanStd(of folder: ImageFolderDataset, size: Int, sample: Int = 500) throws -> (mean: [Float], std: [Float]) {
+        let n = min(sample, folder.count), step = Double(folder.count) / Double(max(n, 1))
+        let indices = (0..<n).map { Int(Double($0) * step) }
+        var images = [Float](repeating: 0, count: 3 * size * size * n), labels = [Int32](repeating: 0, count: n)
+        try images.withUnsafeMutableBufferPointer { x in
+            try labels.withUnsafeMutableBufferPointer { y in
+                var rng = SeededRandom(0)
+                try folder.fillBatch(indices: indices, transform: .eval, size: size, rng: &rng, mean: [0, 0, 0], std: [1, 1, 1],
+                                     images: x.baseAddress!, labels: y.baseAddress!)
+            }
+        }
+        var mean = [Float](repeating: 0, count: 3), std = [Float](repeating: 0, count: 3)
+        let plane = size * size
+        for c in 0..<3 {
+            var sum = 0.0, squares = 0.0
+            for i in 0..<n {
+                let base = (i * 3 + c) * plane
+                for p in 0..<plane { let v = Double(images[base + p]); sum += v; squares += v * v }
+            }
+            let count = Double(n * plane), m = sum / count
+            mean[c] = Float(m)
+            std[c] = Float(max(squares / count - m * m, 1e-12).squareRoot())
+        }
+        return (mean, std)
+    }
+
     /// Batches decoded or being decoded ahead right now (for tests and progress figures).
     public var prefetched: Int {
         condition.lock(); defer { condition.unlock() }

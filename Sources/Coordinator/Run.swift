@@ -21,7 +21,8 @@ struct Run: ParsableCommand {
         `params_digest` (BLAKE2b of the INR parameters).
 
         --resume continues from the newest checkpoint that verifies (a corrupt one is reported \
-        and the one before it used); with no checkpoint it starts fresh.
+        and the one before it used); with no checkpoint it starts at round 0; when every \
+        checkpoint is unusable it refuses, naming them (--fresh sets them aside and starts again).
 
         Example: neumeta-coordinator run --config cluster.yaml
         """

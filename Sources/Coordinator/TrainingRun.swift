@@ -22,17 +22,26 @@ struct TrainingRun {
         let store = checkpoints.store
         if options.resume {
             let resumption: INRTrainer.Resumption
-            do { resumption = try trainer.resume(from: store) } catch let error as INRCheckpoint.Failure {
+            do { resumption = try trainer.resume(from: store) } catch let refusal as INRTrainer.Refusal where options.fresh {
+                log("\(refusal)")
+                if let aside = try INRTrainer.setAside(store) { log("--fresh: moved the unusable checkpoints to \(aside); starting at round 0") }
+                return
+            } catch let refusal as INRTrainer.Refusal {
+                throw ValidationError("\(refusal)")
+            } catch let error as INRCheckpoint.Failure {
                 throw ValidationError("\(error); use another --checkpoint-dir or remove it")
             }
             for skipped in resumption.skipped { log("skipping checkpoint \(skipped.path): \(skipped.problem)") }
             if let path = resumption.path { log("resumed from \(path) at round \(trainer.round)") } else {
-                log("no usable checkpoint in \(store.directory): starting at round 0")
+                log("no checkpoint in \(store.directory) yet: starting at round 0")
             }
         } else if let existing = try store.checkpoints().first {
-            // Pruning keeps the highest round numbers: a fresh run here would lose its own.
-            throw ValidationError("\(store.directory) holds checkpoints of an earlier run (\(existing.path)): "
-                                  + "pass --resume to continue it, or use another --checkpoint-dir")
+            guard options.fresh else {
+                // Pruning keeps the highest round numbers: a fresh run here would lose its own.
+                throw ValidationError("\(store.directory) holds checkpoints of an earlier run (\(existing.path)): pass --resume to "
+                                      + "continue it, --fresh to set them aside and start again, or use another --checkpoint-dir")
+            }
+            if let aside = try INRTrainer.setAside(store) { log("--fresh: moved the earlier run's checkpoints to \(aside)") }
         }
     }
 

@@ -36,7 +36,10 @@ struct ExperimentOptions: ParsableArguments {
 
     @Option(help: "Checkpoint directory (overrides checkpoints.directory).") var checkpointDir: String?
     @Option(help: "Checkpoint every this many rounds (overrides checkpoints.every_rounds).") var checkpointEvery: Int?
-    @Flag(help: "Continue from the newest good checkpoint in the checkpoint directory (none: start at round 0).") var resume = false
+    @Flag(help: "Continue from the newest good checkpoint in the checkpoint directory (an empty one: start at round 0; only unusable ones: refuse).")
+    var resume = false
+    @Flag(help: "Start at round 0 although the checkpoint directory holds checkpoints (with --resume: only if none is usable); they are moved into a previous-<time> subdirectory, not deleted.")
+    var fresh = false
     @Option(help: "Where to save the trained INR (overrides output.inr).") var out: String?
     @Option(help: "JSON-lines metrics file, one line per round (overrides output.metrics).") var metrics: String?
     @Option(help: "Stop after this many rounds of this invocation (smoke runs, tests; --resume continues).") var rounds: Int?

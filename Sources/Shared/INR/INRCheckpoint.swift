@@ -45,6 +45,16 @@ public struct INRCheckpoint {
         base = target.base
     }
 
+    /// The first of the state's buffers that holds a NaN or an infinity ("parameters", "EMA
+    /// parameters", "AdamW moments"), or nil when all are finite.
+    public var nonFinitePart: String? {
+        func finite(_ s: FloatStorage) -> Bool { UnsafeBufferPointer(s.buffer).allSatisfy(\.isFinite) }
+        if !finite(raw) { return "parameters" }
+        if !finite(ema) { return "EMA parameters" }
+        if !finite(adamM) || !finite(adamV) { return "AdamW moments" }
+        return nil
+    }
+
     static func encode<T: Encodable>(_ value: T) -> String {
         let e = JSONEncoder(); e.outputFormatting = [.sortedKeys]
         return String(decoding: try! e.encode(value), as: UTF8.self)

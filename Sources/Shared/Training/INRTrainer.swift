@@ -177,41 +177,92 @@ public final class INRTrainer {
     }
 
     /// Writes the current state to `policy.store` under the round number and prunes old ones.
-    /// Returns the path written.
+    /// Returns the path written. A state that is not finite is never written (a diverged run
+    /// must not replace its last good checkpoint): `Refusal.nonFiniteState`.
     @discardableResult
     public func saveCheckpoint(_ policy: CheckpointPolicy) throws -> String {
+        let state = checkpoint()
+        if let part = state.nonFinitePart { throw Refusal.nonFiniteState(round: round, part: part) }
         try FileManager.default.createDirectory(atPath: policy.store.directory, withIntermediateDirectories: true)
         let path = policy.store.path(step: round)
-        try checkpoint().save(to: path)
+        try state.save(to: path)
         try policy.store.prune(keep: policy.keep)
         return path
     }
 
-    /// What `resume` did: the checkpoint it continued from (nil: none usable, round 0), and the
-    /// ones it skipped as unreadable (renamed to `.corrupt`, so they no longer count).
+    /// What `resume` did: the checkpoint it continued from (nil: the store holds none, round
+    /// 0), and the newer ones it set aside as unusable (renamed to `.corrupt`, so that they no
+    /// longer count).
     public struct Resumption {
         public var path: String?
         public var skipped: [(path: String, problem: String)] = []
     }
 
-    /// Continues from the newest checkpoint in `store` that loads. A corrupt one is renamed
-    /// aside and the one before it tried; one of another run (other INR, plan, optimizer or
-    /// base network) is an error, never skipped.
+    /// Why a run cannot resume or checkpoint.
+    public enum Refusal: Error, CustomStringConvertible {
+        /// The store holds checkpoints but none is usable (unreadable, or non-finite values).
+        case noUsableCheckpoint(directory: String, problems: [(path: String, problem: String)])
+        /// The state to be checkpointed is not finite: training diverged.
+        case nonFiniteState(round: Int, part: String)
+
+        public var description: String {
+            switch self {
+            case let .noUsableCheckpoint(directory, problems):
+                "no checkpoint in \(directory) can be resumed: " + problems.map { "\($0.path): \($0.problem)" }.joined(separator: "; ")
+                    + " — restore one, or start again from round 0 with --fresh (the unusable files are set aside, not deleted)"
+            case let .nonFiniteState(round, part):
+                "round \(round): the \(part) are not finite — training diverged; it was not checkpointed, so the last checkpoint is intact"
+            }
+        }
+    }
+
+    /// Continues from the newest checkpoint in `store` that loads and holds finite values;
+    /// newer unusable ones are renamed aside. A checkpoint of another run (other INR, plan,
+    /// optimizer or base network) is an error, never skipped. When the store holds checkpoints
+    /// and none is usable it throws `Refusal.noUsableCheckpoint` and changes nothing — a
+    /// supervisor that always passes --resume must not silently start over.
     public func resume(from store: CheckpointStore) throws -> Resumption {
         var resumption = Resumption()
         for (_, path) in try store.checkpoints() {
             let checkpoint: INRCheckpoint
             do { checkpoint = try INRCheckpoint.load(path: path) } catch {
-                let aside = path + ".corrupt"
-                let moved = (try? FileManager.default.moveItem(atPath: path, toPath: aside)) != nil
-                resumption.skipped.append((path, "\(error)" + (moved ? " (renamed to \(aside))" : "")))
+                resumption.skipped.append((path, "\(error)"))
+                continue
+            }
+            if let part = checkpoint.nonFinitePart {
+                resumption.skipped.append((path, "its \(part) are not finite"))
                 continue
             }
             try restore(from: checkpoint, path: path)
             resumption.path = path
             break
         }
+        if resumption.path == nil && !resumption.skipped.isEmpty {
+            throw Refusal.noUsableCheckpoint(directory: store.directory, problems: resumption.skipped)
+        }
+        for (i, skipped) in resumption.skipped.enumerated() {
+            let aside = skipped.path + ".corrupt"
+            if (try? FileManager.default.moveItem(atPath: skipped.path, toPath: aside)) != nil {
+                resumption.skipped[i].problem += " (renamed to \(aside))"
+            }
+        }
         return resumption
+    }
+
+    /// Moves every checkpoint of `store` into a new subdirectory `previous-<time>` (nothing is
+    /// deleted), so that a run starts again from round 0. Returns that directory, or nil when
+    /// the store holds none.
+    @discardableResult
+    public static func setAside(_ store: CheckpointStore) throws -> String? {
+        let existing = try store.checkpoints()
+        guard !existing.isEmpty else { return nil }
+        let stamp = Int(Date().timeIntervalSince1970)
+        let aside = (store.directory as NSString).appendingPathComponent("previous-\(stamp)")
+        try FileManager.default.createDirectory(atPath: aside, withIntermediateDirectories: true)
+        for (_, path) in existing {
+            try FileManager.default.moveItem(atPath: path, toPath: (aside as NSString).appendingPathComponent((path as NSString).lastPathComponent))
+        }
+        return aside
     }
 
     /// Continues from a checkpoint of the same run: raw parameters, EMA, AdamW moments and step,

@@ -166,6 +166,27 @@ import Testing
         #expect(resumed.stderr.contains("resumed from"))
         #expect(ClusterFixture.summary(of: resumed)?["params_digest"] as? String == digest)
         #expect(ClusterFixture.summary(of: resumed)?["ema_digest"] as? String == ClusterFixture.summary(of: straight)?["ema_digest"] as? String)
+
+        // Every checkpoint corrupt: --resume refuses (non-zero exit, naming the files), nothing is
+        // lost; --resume --fresh sets them aside and trains from round 0 to the same bits.
+        let store = fixture.directory.appendingPathComponent("killed")
+        let files = try FileManager.default.contentsOfDirectory(atPath: store.path).filter { $0.hasPrefix("inr-") && $0.hasSuffix(".safetensors") }
+        #expect(!files.isEmpty)
+        for file in files {
+            let url = store.appendingPathComponent(file)
+            var bytes = try Data(contentsOf: url)
+            bytes[bytes.count - 1] ^= 0xFF
+            try bytes.write(to: url)
+        }
+        let refused = try train("killed", ["--resume"])
+        let status = refused.wait(timeout: 120)
+        #expect(status != nil && status != 0)
+        #expect(refused.stderr.contains("can be resumed") && refused.stderr.contains("--fresh") && refused.stderr.contains(files[0]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.path).filter { files.contains($0) }.count == files.count)
+        let fresh = try train("killed", ["--resume", "--fresh"])
+        #expect(fresh.wait(timeout: 240) == 0, "fresh start failed:\n\(fresh.stderr.suffix(3000))")
+        #expect(fresh.stderr.contains("--fresh: moved the unusable checkpoints to"))
+        #expect(ClusterFixture.summary(of: fresh)?["params_digest"] as? String == digest)
     }
 
     @Test(.timeLimit(.minutes(5))) func unknownKeyAndPlaintextClientsGetNothing() throws {

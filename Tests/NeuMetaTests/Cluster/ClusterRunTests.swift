@@ -100,6 +100,83 @@ import Testing
         #expect(Self.state(cluster) == Self.state(single))
     }
 
+    /// A checkpoint restored into a fresh trainer continues exactly as the uninterrupted run.
+    @Test func resumeFromACheckpointContinuesExactly() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("neumeta-resume-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let job = Job()
+        let (straight, straightSource) = job.trainer()
+        try straight.train(until: 5, source: straightSource)
+        straight.updatePendingEMA()
+
+        let (first, firstSource) = job.trainer()
+        let policy = CheckpointPolicy(store: CheckpointStore(directory: dir, prefix: "inr"), every: 2, keep: 1)
+        try first.train(until: 3, source: firstSource, checkpoints: policy)  // checkpoints at rounds 2 and 3, keeps 3
+        #expect(try policy.store.checkpoints().map(\.step) == [3])
+        try first.checkpoint().save(to: dir + "/inr.safetensors")
+        let (resumed, resumedSource) = job.trainer()
+        try resumed.restore(from: try INRCheckpoint.load(path: dir + "/inr.safetensors"))
+        #expect(resumed.round == 3 && resumed.optimizer.step == 3)
+        try resumed.train(until: 5, source: resumedSource)
+        resumed.updatePendingEMA()
+        #expect(Self.state(resumed) == Self.state(straight))
+
+        // `resume` finds the newest checkpoint of the store.
+        let (again, againSource) = job.trainer()
+        let resumption = try again.resume(from: policy.store)
+        #expect(resumption.path == policy.store.path(step: 3) && again.round == 3)
+        try again.train(until: 5, source: againSource)
+        again.updatePendingEMA()
+        #expect(Self.state(again) == Self.state(straight))
+
+        // A checkpoint of another plan is refused rather than silently mixed in.
+        var other = Job()
+        other.plan.seed = 99
+        #expect(throws: INRCheckpoint.Failure.self) { try other.trainer().0.restore(from: try INRCheckpoint.load(path: dir + "/inr.safetensors")) }
+    }
+
+    /// A store whose checkpoints are all unusable is refused, not silently restarted; a
+    /// checkpoint with non-finite values is never written and never resumed from.
+    @Test func unusableCheckpointsAreRefusedAndNonFiniteStateNeverCheckpointed() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("neumeta-refuse-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let job = Job()
+        let policy = CheckpointPolicy(store: CheckpointStore(directory: dir, prefix: "inr"), every: 2, keep: 3)
+        let (first, source) = job.trainer()
+        try first.train(until: 2, source: source, checkpoints: policy)
+        #expect(try policy.store.checkpoints().map(\.step) == [2])
+
+        // Diverged parameters: the checkpoint is refused and the store keeps round 2.
+        first.inr.parameters.values.base[5] = .nan
+        #expect { try first.saveCheckpoint(policy) } throws: { "\($0)".contains("parameters are not finite") }
+        #expect(try policy.store.checkpoints().map(\.step) == [2])
+        // One written anyway (by another build, say) is skipped on resume and set aside.
+        var poisoned = first.checkpoint()
+        poisoned.round = 3
+        try poisoned.save(to: policy.store.path(step: 3))
+        let (resumed, _) = job.trainer()
+        let resumption = try resumed.resume(from: policy.store)
+        #expect(resumption.path == policy.store.path(step: 2) && resumed.round == 2)
+        #expect(resumption.skipped.map(\.path) == [policy.store.path(step: 3)] && resumption.skipped[0].problem.contains("not finite"))
+        #expect(FileManager.default.fileExists(atPath: policy.store.path(step: 3) + ".corrupt"))
+
+        // Every checkpoint unusable: refused, files untouched; setAside moves them, nothing deleted.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: policy.store.path(step: 2)))
+        var broken = bytes; broken[broken.count - 1] ^= 0xFF
+        try broken.write(to: URL(fileURLWithPath: policy.store.path(step: 2)))
+        let (again, _) = job.trainer()
+        #expect { try again.resume(from: policy.store) } throws: { error in
+            guard case let .noUsableCheckpoint(directory, problems)? = error as? INRTrainer.Refusal else { return false }
+            return directory == dir && problems.map(\.path) == [policy.store.path(step: 2)] && "\(error)".contains("--fresh")
+        }
+        #expect(try policy.store.checkpoints().map(\.step) == [2] && again.round == 0)
+        let aside = try #require(try INRTrainer.setAside(policy.store))
+        #expect(try policy.store.checkpoints().isEmpty)
+        #expect(FileManager.default.fileExists(atPath: (aside as NSString).appendingPathComponent("inr-00000002.safetensors")))
+        // An empty store resumes at round 0.
+        #expect(try again.resume(from: policy.store).path == nil && again.round == 0)
+    }
+
     @Test func workerJobRefusesOtherDataAndMismatchedTensors() throws {
         let job = Job()
         let count = job.trainer().0.inr.parameters.count

@@ -61,7 +61,10 @@ struct TrainingRun {
         var progress = ProgressLine()
         var window = LossTerms(), windowConfigurations = 0
         if trainer.round < lastRound { log("training rounds \(firstRound + 1)…\(lastRound) of \(plan.rounds)") }
-        try trainer.train(until: lastRound, source: source, checkpoints: checkpoints) { report in
+        try trainer.train(until: lastRound, source: source, checkpoints: checkpoints, checkpointFailed: { error in
+            progress.clear()
+            log("checkpoint at round \(trainer.round) failed: \(error); training goes on and the next checkpoint retries")
+        }) { report in
             let record = Self.record(report, round: trainer.round)
             metrics.append(record)
             if options.json { printJSON(record) }

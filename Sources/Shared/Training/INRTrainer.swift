@@ -145,19 +145,41 @@ public final class INRTrainer {
     }
 
     /// Runs rounds until `lastRound` (at most `plan.rounds`), calling `afterRound` with each
-    /// report and checkpointing by `checkpoints`.
+    /// report and checkpointing by `checkpoints`. A checkpoint that fails for a reason that may
+    /// pass (`isTransient`: no file descriptors or disk space, I/O errors) is reported to
+    /// `checkpointFailed` and training goes on — the next checkpoint retries; at the last round
+    /// it is retried with back-off (1, 2, 4 … 60 s, an hour in all) before the error ends the run.
     public func train(until lastRound: Int, source: GradientSource, checkpoints: CheckpointPolicy? = nil,
-                      afterRound: (RoundReport) throws -> Void = { _ in }) throws {
+                      checkpointFailed: (Error) -> Void = { _ in }, afterRound: (RoundReport) throws -> Void = { _ in }) throws {
         let last = min(lastRound, plan.rounds)
         while round < last {
             let report = try runRound(source: source, more: round + 1 < last)
             try source.keepAlive()
             try afterRound(report)
-            if let checkpoints, round % checkpoints.every == 0 || round == last {
-                try saveCheckpoint(checkpoints)
-                try source.keepAlive()
+            guard let checkpoints, round % checkpoints.every == 0 || round == last else { continue }
+            var delay = 1.0, waited = 0.0
+            while true {
+                do {
+                    try saveCheckpoint(checkpoints)
+                    break
+                } catch where Self.isTransient(error) {
+                    checkpointFailed(error)
+                    guard round == last else { break }
+                    guard waited < 3600 else { throw error }
+                    let until = Date().addingTimeInterval(delay)
+                    while Date() < until { try source.keepAlive(); Thread.sleep(forTimeInterval: 0.05) }
+                    waited += delay; delay = min(delay * 2, 60)
+                }
             }
+            try source.keepAlive()
         }
+    }
+
+    /// Whether a checkpoint error may pass by itself: out of file descriptors (EMFILE, ENFILE),
+    /// of space or quota (ENOSPC, EDQUOT), an I/O error, or a call to try again.
+    public static func isTransient(_ error: Error) -> Bool {
+        guard case let .io(_, _, code)? = error as? CheckpointError else { return false }
+        return [EMFILE, ENFILE, ENOSPC, EDQUOT, EIO, EAGAIN, EINTR].contains(code)
     }
 
     /// Brings the EMA up to the current parameters if the last step left it pending (before a

@@ -177,6 +177,48 @@ import Testing
         #expect(try again.resume(from: policy.store).path == nil && again.round == 0)
     }
 
+    /// A checkpoint that fails for want of space does not end the run: training goes on, the
+    /// next checkpoint retries, and the last one is retried until it is written. Needs root to
+    /// mount a tiny tmpfs (skipped otherwise, as CI and developer machines run as root).
+    @Test(.enabled(if: getuid() == 0)) func checkpointsOnAFullDiskAreRetried() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("neumeta-full-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        func mount(_ options: String) -> Bool {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/mount")
+            p.arguments = ["-t", "tmpfs", "-o", options, "tmpfs", dir]
+            guard (try? p.run()) != nil else { return false }
+            p.waitUntilExit()
+            return p.terminationStatus == 0
+        }
+        guard mount("size=8k") else { Issue.record("cannot mount a tmpfs at \(dir)"); return }
+        defer {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/umount"); p.arguments = [dir]
+            try? p.run(); p.waitUntilExit()
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        let job = Job()
+        let (straight, straightSource) = job.trainer()
+        try straight.train(until: 5, source: straightSource)
+        straight.updatePendingEMA()
+
+        let (trainer, source) = job.trainer()
+        let policy = CheckpointPolicy(store: CheckpointStore(directory: dir, prefix: "inr"), every: 2, keep: 3)
+        var failedAt: [Int] = []
+        try trainer.train(until: 5, source: source, checkpoints: policy, checkpointFailed: { error in
+            #expect(INRTrainer.isTransient(error), "\(error)")
+            failedAt.append(trainer.round)
+            if failedAt.count == 3 { #expect(mount("remount,size=4m")) }  // space comes back
+        })
+        #expect(failedAt == [2, 4, 5], "rounds 2 and 4 go on without a checkpoint; round 5 waits for one")
+        #expect(try policy.store.checkpoints().map(\.step) == [5])
+        trainer.updatePendingEMA()
+        #expect(Self.state(trainer) == Self.state(straight))
+        // Not every error is transient: a malformed file is not.
+        #expect(!INRTrainer.isTransient(CheckpointError.digestMissing(path: "x")))
+    }
+
     @Test func workerJobRefusesOtherDataAndMismatchedTensors() throws {
         let job = Job()
         let count = job.trainer().0.inr.parameters.count

@@ -67,6 +67,7 @@ final class ClusterServer: GradientSource {
     /// job whose parameters are `parameters` (the trainer's) in `heads` (`HyperNetwork.headRanges`).
     init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor, parameters: FloatStorage,
          heads: [Range<Int>], parent: pid_t?) throws {
+        Self.raiseDescriptorLimit()
         precondition(heads.first?.lowerBound == 0 && heads.last?.upperBound == spec.parameterCount && parameters.count == spec.parameterCount
                      && zip(heads, heads.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }, "heads must tile the parameters")
         self.parent = parent
@@ -83,6 +84,9 @@ final class ClusterServer: GradientSource {
         socket = try ZMQ.Socket(context, .router)
         try socket.makeCurveServer(keys: keys)
         try socket.setRouterMandatory(true)
+        // A connection that has not finished its CURVE handshake within this is closed, so idle
+        // connections cannot pile up (libzmq's default is 30 s).
+        try socket.setHandshakeTimeout(WireProtocol.handshakeTimeout)
         // The largest message a worker sends is one gradient head.
         let largestHead = heads.map(\.count).max() ?? 0
         try socket.setMaxMessageSize(max(1 << 20, 4 * largestHead + 4096))
@@ -96,6 +100,19 @@ final class ClusterServer: GradientSource {
     }
 
     private var now: Duration { ContinuousClock.now - start }
+
+    /// Raises this process's soft limit on open files to its hard limit: every worker
+    /// connection is a descriptor, and so is every checkpoint written. Logs the limit in force.
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        log("open-file limit \(limit.rlim_cur) (hard \(limit.rlim_max)): about that many worker connections and checkpoint files at once")
+    }
 
     // MARK: GradientSource
 

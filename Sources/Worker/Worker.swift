@@ -78,6 +78,13 @@ struct Worker: ParsableCommand {
         }
     }
 
+    /// host-pid, with any character outside the worker-name alphabet replaced by "-".
+    static func defaultName() -> String {
+        let host = String(ProcessInfo.processInfo.hostName.map { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) ? $0 : "-" })
+        let name = String(host.drop { $0 == "." }.prefix(50)) + "-\(getpid())"
+        return KeyStore.isValidWorkerName(name) ? name : "worker-\(getpid())"
+    }
+
     func run() throws {
         let file = try config.map { try ClusterConfig.load(path: $0) }
         guard let connect = connect ?? file?.coordinator.connectEndpoint else {
@@ -86,7 +93,12 @@ struct Worker: ParsableCommand {
         guard let keys = keys ?? file?.keys.directory else { throw ValidationError("give --keys DIR (or --config cluster.yaml)") }
         let data = data ?? file?.experiment.data ?? FashionMNIST.defaultDirectory
         BLASRuntime.configureThreads(threads: threads ?? file?.workers.threads, blasThreads: blasThreads)
-        let name = self.name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        let name = try self.name.map { given in
+            guard KeyStore.isValidWorkerName(given) else {
+                throw ValidationError("--name \"\(given)\": use 1–64 of A–Z a–z 0–9 - _ . (not starting with a dot)")
+            }
+            return given
+        } ?? Self.defaultName()
         let directory = URL(fileURLWithPath: keys)
         let pair = try KeyStore.loadSecret(directory.appendingPathComponent("\(keyName).key"))
         let server = try KeyStore.loadPublic(directory.appendingPathComponent("\(KeyStore.coordinatorName).pub"))

@@ -40,6 +40,11 @@ import Testing
         let refused = Self.hello(&m, "other", fingerprint: otherData.text)
         #expect(refused.contains { if case let .refuse(_, reason) = $0 { reason.contains("images has 11 bytes, expected 10") } else { false } })
         #expect(Self.hello(&m, "garbled", fingerprint: "x;a b").contains(.refuse("garbled", reason: "malformed data fingerprint")))
+        // Names are restricted to a safe alphabet; a refused one reaches the log escaped.
+        let bidi = "w\u{202E}1\n"
+        let named = Self.hello(&m, bidi)
+        #expect(named.contains(.refuse(bidi, reason: "the worker name must be 1–64 of A–Z a–z 0–9 - _ . (not starting with a dot)")))
+        #expect(named.contains { if case let .logLimited(.refused, line) = $0 { line.contains("w\\u{202e}1\\u{a}") } else { false } })
         #expect(m.liveWorkers.isEmpty)
 
         let welcomed = Self.hello(&m, "w1", key: "A")

@@ -61,4 +61,24 @@ import Testing
         }
         #expect(throws: KeyError.invalidWorkerName("../evil")) { try KeyStore.generate(into: dir, workers: ["../evil"]) }
     }
+
+    /// Operator mistakes get errors that name the cause: a secret key behind a symbolic link is
+    /// judged by its target's mode; a public key pasted into the secret file, or a secret key
+    /// that does not match its .pub, is named as such.
+    @Test func secretKeyMistakesAreNamed() throws {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (_, workers) = try KeyStore.generate(into: dir, workers: ["node1", "node2"])
+        let key = dir.appendingPathComponent("node1.key"), link = dir.appendingPathComponent("link.key")
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: key)
+        #expect(try KeyStore.loadSecret(link) == workers["node1"])
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: key.path)
+        #expect { try KeyStore.loadSecret(link) } throws: { "\($0)".contains("→ \(key.path)") && "\($0)".contains("chmod 600 \(key.path)") }
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: key.path)
+
+        try (workers["node1"]!.public.z85 + "\n").write(to: key, atomically: false, encoding: .utf8)
+        #expect { try KeyStore.loadSecret(key) } throws: { "\($0)".contains("holds the public key (the same as node1.pub)") }
+        try (workers["node2"]!.secret.z85 + "\n").write(to: key, atomically: false, encoding: .utf8)
+        #expect { try KeyStore.loadSecret(key) } throws: { "\($0)".contains("does not belong to the public key in node1.pub") }
+    }
 }

@@ -9,7 +9,12 @@ extension ClusterConfig {
         let root: Node?
         do { root = try Yams.compose(yaml: yaml) } catch let error as YamlError { throw ConfigError(file: file, yaml: error) }
         var c = ClusterConfig()
-        guard let root else { return c }  // empty, or comments only
+        // An empty file is almost always a mistake (a failed copy, a wrong path in a ConfigMap):
+        // the built-in defaults are what no --config gives, not what an empty one does.
+        guard let root else {
+            throw ConfigError(file: file, line: nil, message: "the file holds no settings (empty, or comments only); "
+                              + "write the keys to change, or leave out --config to use the built-in defaults")
+        }
         try ConfigNode(node: root, path: "", file: file).fields([
             ("experiment", { c.experiment = try .read($0) }),
             ("base", { n in try n.fields([

@@ -1,8 +1,9 @@
 import Foundation
 
 /// The experiment and cluster description read from `cluster.yaml` (see the file at the
-/// repository root, whose comments document every key). Every key is optional; an empty file
-/// gives `defaults`. Optionals left nil mean "the recipe decides". The fields are `var`s so
+/// repository root, whose comments document every key). Every key is optional (an absent one
+/// takes its value from `defaults`), but a file with no settings at all is refused as a
+/// likely mistake. Optionals left nil mean "the recipe decides". The fields are `var`s so
 /// that command-line options can override a loaded file.
 public struct ClusterConfig: Sendable, Equatable {
     /// What is trained, and how.
@@ -24,10 +25,10 @@ public struct ClusterConfig: Sendable, Equatable {
     /// Coordinator compute threads; nil: one per core.
     public var threads: Int?
 
-    /// The defaults (what an empty file gives), paths as written.
+    /// The defaults (what a file that sets nothing would mean), paths as written.
     public init() {}
 
-    /// What an empty file gives, relative paths not yet resolved.
+    /// The built-in defaults (no --config), relative paths not yet resolved.
     public static let defaults = ClusterConfig()
 
     /// Datasets by their `experiment.dataset` names.

@@ -122,7 +122,10 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// says hello again when no welcome comes).
     public mutating func hello(from id: WorkerID, name: String, key: String, version: UInt16, fingerprint: String, now: Duration) -> [Action] {
         func refuse(_ reason: String) -> [Action] {
-            [.logLimited(.refused, "refused worker \(name): \(reason)"), .refuse(id, reason: reason)]
+            [.logLimited(.refused, "refused worker \(Self.printable(name)): \(reason)"), .refuse(id, reason: reason)]
+        }
+        guard KeyStore.isValidWorkerName(name) else {
+            return refuse("the worker name must be 1–64 of A–Z a–z 0–9 - _ . (not starting with a dot)")
         }
         guard version == WireProtocol.version else {
             return refuse("protocol version \(version); this coordinator speaks \(WireProtocol.version)")
@@ -243,6 +246,17 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     }
 
     private func describe(_ id: WorkerID) -> String { name(of: id) ?? "an unadmitted peer" }
+
+    /// `text` for a log line: printable ASCII kept, everything else as \u{…} escapes, at most
+    /// 80 characters — a refused peer's name must not carry control or bidirectional
+    /// characters into the log.
+    static func printable(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars.prefix(80) {
+            out += (0x20..<0x7F).contains(scalar.value) ? String(scalar) : "\\u{\(String(scalar.value, radix: 16))}"
+        }
+        return out
+    }
 
     /// The scheduler's actions in protocol terms.
     private mutating func translate(_ actions: [Scheduler<WorkerID, Result>.Action]) -> [Action] {

@@ -80,7 +80,7 @@ public enum KeyError: Error, Equatable, CustomStringConvertible {
         case let .unreadable(p, r): "\(p): \(r)"
         case let .malformed(p, l, r): "\(p):\(l): \(r)"
         case let .permissionsTooOpen(p, m):
-            "\(p): secret key has mode \(String(m, radix: 8)); it must not be readable by group or others (chmod 600 \(p))"
+            "\(p): secret key has mode \(String(m, radix: 8)); it must not be readable by group or others (chmod 600 \(p.components(separatedBy: " → ").last ?? p))"
         case let .exists(p): "\(p) already exists; refusing to overwrite a key"
         case let .writeFailed(p, r): "\(p): \(r)"
         case let .invalidWorkerName(n): "invalid or duplicate worker name \"\(n)\" (use 1–64 of A–Z a–z 0–9 - _ .)"
@@ -164,19 +164,38 @@ public enum KeyStore {
     }
 
     /// Worker names become file names: 1…64 of A–Z a–z 0–9 - _ . (not leading).
-    static func isValidWorkerName(_ name: String) -> Bool {
+    /// Whether `name` is a safe worker name: 1…64 of A–Z a–z 0–9 - _ . and not starting with
+    /// a dot — what key files are named after and what the coordinator admits in a hello (no
+    /// control, format, line-separator or bidirectional characters can reach a log).
+    public static func isValidWorkerName(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 64 && !name.hasPrefix(".")
             && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
     }
 
     /// The key pair of the secret key file at `url`.
+    /// A symbolic link (as Kubernetes mounts secrets) is followed: the mode checked is the
+    /// target's. When `NAME.pub` lies beside `NAME.key`, the pair must match — a public key
+    /// pasted into the secret file is named as such instead of failing later at the handshake.
     public static func loadSecret(_ url: URL) throws -> CurveKeyPair {
+        let target = url.resolvingSymlinksInPath()
         let attributes: [FileAttributeKey: Any]
-        do { attributes = try FileManager.default.attributesOfItem(atPath: url.path) } catch { throw KeyError.missing(path: url.path) }
+        do { attributes = try FileManager.default.attributesOfItem(atPath: target.path) } catch { throw KeyError.missing(path: url.path) }
         let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue ?? 0
-        guard mode & 0o077 == 0 else { throw KeyError.permissionsTooOpen(path: url.path, mode: mode) }
+        guard mode & 0o077 == 0 else {
+            throw KeyError.permissionsTooOpen(path: target.path == url.path ? url.path : "\(url.path) → \(target.path)", mode: mode)
+        }
         let key = try singleKey(url)
-        return try CurveKeyPair(secret: key)
+        let pair = try CurveKeyPair(secret: key)
+        let sibling = url.deletingPathExtension().appendingPathExtension("pub")
+        if url.pathExtension == "key", FileManager.default.fileExists(atPath: sibling.path), let published = try? loadPublic(sibling) {
+            guard published != key else {
+                throw KeyError.malformed(path: url.path, line: 1, reason: "holds the public key (the same as \(sibling.lastPathComponent)), not the secret key")
+            }
+            guard published == pair.public else {
+                throw KeyError.malformed(path: url.path, line: 1, reason: "this secret key does not belong to the public key in \(sibling.lastPathComponent)")
+            }
+        }
+        return pair
     }
 
     /// The public key in the file at `url`.

@@ -114,6 +114,9 @@ public enum WireProtocol {
     /// work reassigned, even though its heartbeats keep coming (it is stuck, or its work or
     /// result was lost). Generous: one LeNet configuration takes a fraction of a second.
     public static let progressTimeout: Duration = .seconds(60)
+    /// A connection must complete its CURVE handshake within this (`ZMQ_HANDSHAKE_IVL` on the
+    /// coordinator's socket), so idle unauthenticated connections are closed quickly.
+    public static let handshakeTimeout: Duration = .seconds(5)
     /// The coordinator logs a stalled round (naming the workers it waits for) after this long
     /// without an accepted result, and again every such interval.
     public static let stallReportInterval: Duration = .seconds(10)

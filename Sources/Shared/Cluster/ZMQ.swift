@@ -189,6 +189,8 @@ extension ZMQ {
 
         /// How long `close` may wait to flush unsent messages (default 0).
         public func setLinger(_ duration: Duration) throws { try setOption(ZMQ_LINGER, Self.milliseconds(duration)) }
+        /// Closes a connection whose security handshake has not finished within `duration` (ZMQ_HANDSHAKE_IVL).
+        public func setHandshakeTimeout(_ duration: Duration) throws { try setOption(ZMQ_HANDSHAKE_IVL, Self.milliseconds(duration)) }
 
         /// `d` in whole milliseconds, clamped to 0…Int32.max; nil → −1 (libzmq's "forever").
         static func milliseconds(_ d: Duration?) -> Int32 {

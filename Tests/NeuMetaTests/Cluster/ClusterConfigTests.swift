@@ -13,9 +13,11 @@ import Yams
     static let experimentKeys = "family, dataset, data, recipe, widths, epochs, configurations_per_round, shared_batch, batch_size, noise, seed, inr, optimizer, reconstruction"
     static let topKeys = "experiment, base, evaluation, coordinator, keys, workers, checkpoints, output, threads"
 
-    @Test func emptyFileCommentsAndNullSectionsGiveTheDefaults() throws {
-        for yaml in ["", "# nothing but a comment\n", "experiment:\nbase: ~\nthreads: null\n"] {
-            #expect(try Self.parse(yaml) == ClusterConfig.defaults, "\(yaml.debugDescription)")
+    @Test func nullSectionsGiveTheDefaultsAndAnEmptyFileIsRefused() throws {
+        #expect(try Self.parse("experiment:\nbase: ~\nthreads: null\n") == ClusterConfig.defaults)
+        for yaml in ["", "# nothing but a comment\n"] {
+            #expect(throws: ConfigError.self, "\(yaml.debugDescription)") { try Self.parse(yaml) }
+            #expect { try Self.parse(yaml) } throws: { "\($0)".contains("holds no settings") && "\($0)".contains("leave out --config") }
         }
         #expect(ClusterConfig.defaults.experiment.widths.min == 8 && ClusterConfig.defaults.evaluation.widths.count == 12)
     }

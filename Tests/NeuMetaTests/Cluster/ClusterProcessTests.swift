@@ -189,6 +189,41 @@ import Testing
         #expect(ClusterFixture.summary(of: fresh)?["params_digest"] as? String == digest)
     }
 
+    /// A TCP connection that never completes the CURVE handshake is closed by the coordinator
+    /// after `WireProtocol.handshakeTimeout`, not left open to use up descriptors.
+    @Test(.timeLimit(.minutes(2))) func idleConnectionsAreClosedAfterTheHandshakeTimeout() throws {
+        let fixture = try ClusterFixture("handshake")
+        defer { fixture.remove() }
+        let coordinator = try fixture.coordinator()
+        defer { coordinator.kill() }
+        let endpoint = try #require(ClusterFixture.endpoint(of: coordinator), "coordinator did not start:\n\(coordinator.stderr)")
+        #expect(coordinator.stderr.contains("open-file limit"))
+        let port = try #require(endpoint.split(separator: ":").last.flatMap { UInt16($0) })
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(connected == 0)
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let start = Date()
+        var buffer = [UInt8](repeating: 0, count: 256), closed = false
+        while Date().timeIntervalSince(start) < 20 {
+            let n = recv(fd, &buffer, buffer.count, 0)  // the server's greeting, then end of stream
+            if n == 0 { closed = true; break }
+            if n < 0 { break }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        #expect(closed, "the idle connection was not closed within 20 s")
+        #expect(seconds < 12, "closed after \(seconds) s; the handshake timeout is \(WireProtocol.handshakeTimeout)")
+        print(String(format: "idle connection closed after %.1f s", seconds))
+    }
+
     @Test(.timeLimit(.minutes(5))) func unknownKeyAndPlaintextClientsGetNothing() throws {
         let fixture = try ClusterFixture("security")
         defer { fixture.remove() }

@@ -27,6 +27,8 @@ final class WorkerLoop {
     private let wakeEndpoint: String
     private let start = ContinuousClock.now
     private var socket: ZMQ.Socket?
+    /// The connection events of `socket` (its monitor), for `WorkerState.transport`.
+    private var monitor: ZMQ.Socket?
     private var connections = 0
     private var welcomed = false
 
@@ -64,6 +66,7 @@ final class WorkerLoop {
         defer {
             shared.stop()
             socket?.close()
+            monitor?.close()
             wake.close()
         }
 
@@ -80,6 +83,11 @@ final class WorkerLoop {
             if ready[0] { while (try? wake.receive(timeout: .zero)) ?? nil != nil {} }
             if let failure = shared.failure { return .failed(failure) }
             sendResults(state: &state)  // every turn, so a missed wake-up costs at most one poll
+            while let monitor, let event = try? monitor.receiveEvent(timeout: .zero) {
+                for action in state.transport(event) {
+                    if let outcome = perform(action, state: &state) { return outcome }
+                }
+            }
             if ready.count > 1, ready[1], let socket {
                 while let frames = try? socket.receive(timeout: .zero) {
                     if let outcome = handle(frames, state: &state) { return outcome }
@@ -107,6 +115,7 @@ final class WorkerLoop {
         switch action {
         case .connectAndSendHello:
             socket?.close()
+            monitor?.close()
             shared.newSession()
             connections += 1
             if connections > 1 { log("reconnecting to \(endpoint) (attempt \(connections))") }
@@ -114,6 +123,7 @@ final class WorkerLoop {
                 let s = try ZMQ.Socket(context, .dealer)
                 try s.makeCurveClient(server: server, keys: keys)
                 try s.setMaxMessageSize(WireProtocol.maxHeaderBytes + 4 * WireProtocol.maxTensorElements)
+                monitor = try s.monitor()
                 try s.connect(endpoint)
                 socket = s
                 try s.send(.hello(workerName: name, protocolVersion: WireProtocol.version, dataFingerprint: fingerprint.text))
@@ -127,6 +137,8 @@ final class WorkerLoop {
             if case let .connecting(retryAt) = state.phase { log("\(reason); reconnecting in \(retryAt - now)") }
             socket?.close()
             socket = nil
+            monitor?.close()
+            monitor = nil
             shared.newSession()
         case .sendHeartbeat:
             send(.heartbeat, state: &state)
@@ -153,6 +165,8 @@ final class WorkerLoop {
             shared.enqueue(round: round, configurations: configurations)
         case let .log(line):
             log(line)
+        case let .fail(reason):
+            return finish(.failed(reason))
         case let .stop(reason):
             if reason.hasPrefix("refused: ") { return finish(.refused(String(reason.dropFirst("refused: ".count)))) }
             return finish(.finished)

@@ -278,4 +278,28 @@ private struct Simulation {
         w.jobStarted(parameterCount: 5)
         #expect(head(6, 2, [3, 4, 5]).isEmpty, "the head staged before the reconnect does not count")
     }
+
+    /// Failed CURVE handshakes in a row stop the worker with the likely cause; a successful one
+    /// resets the count; a coordinator that is not up (no TCP connection) never counts.
+    @Test func workerStopsAfterRepeatedHandshakeFailures() {
+        var w = WorkerState(now: .zero)
+        _ = w.tick(now: .zero)
+        for _ in 0..<20 { #expect(w.transport(.disconnected).isEmpty) }  // refused TCP: not a handshake
+        #expect(w.handshakeFailures == 0)
+        for _ in 0..<(WireProtocol.maxHandshakeFailures - 1) {
+            _ = w.transport(.connected)
+            #expect(w.transport(.disconnected).isEmpty)
+        }
+        _ = w.transport(.connected)
+        #expect(w.transport(.handshakeSucceeded).isEmpty)
+        #expect(w.handshakeFailures == 0, "a successful handshake resets the count")
+        var last: [WorkerState.Action] = []
+        for _ in 0..<WireProtocol.maxHandshakeFailures {
+            _ = w.transport(.connected)
+            last = w.transport(.handshakeFailed(reason: "authentication refused (status 400)"))
+        }
+        guard case let .fail(reason)? = last.first else { Issue.record("no failure after \(WireProtocol.maxHandshakeFailures) handshakes"); return }
+        #expect(reason.contains("status 400") && reason.contains("authorized_workers") && reason.contains("coordinator.pub"))
+        #expect(w.tick(now: .seconds(100)).isEmpty, "stopped")
+    }
 }

@@ -117,6 +117,9 @@ public enum WireProtocol {
     /// A connection must complete its CURVE handshake within this (`ZMQ_HANDSHAKE_IVL` on the
     /// coordinator's socket), so idle unauthenticated connections are closed quickly.
     public static let handshakeTimeout: Duration = .seconds(5)
+    /// A worker whose CURVE handshake with the coordinator fails this many times in a row stops
+    /// with an error naming the likely cause (keys), instead of retrying forever.
+    public static let maxHandshakeFailures = 5
     /// The coordinator logs a stalled round (naming the workers it waits for) after this long
     /// without an accepted result, and again every such interval.
     public static let stallReportInterval: Duration = .seconds(10)

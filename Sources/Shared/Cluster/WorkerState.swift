@@ -45,6 +45,8 @@ public struct WorkerState: Sendable {
         case log(String)
         /// Exit with this reason.
         case stop(reason: String)
+        /// Exit with an error: the worker cannot work (e.g. its keys do not match the coordinator's).
+        case fail(reason: String)
     }
 
     /// One head of a round's parameters: parameters[offset ..< offset + values.count].
@@ -63,6 +65,10 @@ public struct WorkerState: Sendable {
     public private(set) var parameterCount: Int?
     /// Parameter heads of a round until they cover the parameters.
     var staging: (round: Int, heads: [ParameterHead], covered: Int)?
+    /// Connections in a row whose security handshake failed (reset by a successful one), and
+    /// whether the current connection is between its TCP connect and its handshake.
+    public private(set) var handshakeFailures = 0
+    var handshaking = false
 
     /// Starts disconnected, due to connect at `now`.
     public init(now: Duration, heartbeatInterval: Duration = WireProtocol.heartbeatInterval,
@@ -78,7 +84,7 @@ public struct WorkerState: Sendable {
         case let .connecting(retryAt) where now >= retryAt:
             phase = .awaitingWelcome(since: now)
             lastHeard = now; lastSent = now
-            parameterCount = nil; staging = nil
+            parameterCount = nil; staging = nil; handshaking = false
             return [.connectAndSendHello]
         case let .awaitingWelcome(since) where now - since > heartbeatTimeout:
             return reconnect("no welcome within \(heartbeatTimeout)", now: now)
@@ -150,6 +156,33 @@ public struct WorkerState: Sendable {
         staging = nil
         phase = .working(round: round)
         return [.useParameters(round: round, heads: heads)]
+    }
+
+    /// A connection event of the socket (its monitor). A handshake that fails, or a connection
+    /// closed before its handshake completed, counts; after `WireProtocol.maxHandshakeFailures`
+    /// in a row the worker fails: the coordinator is there but will not talk to it — its key is
+    /// not allow-listed, or its `coordinator.pub` is not the coordinator's key. (A coordinator
+    /// that is not up yet refuses the TCP connection and does not count: workers may start first.)
+    public mutating func transport(_ event: ZMQ.Socket.Event) -> [Action] {
+        if case .stopped = phase { return [] }
+        var failure: String?
+        switch event {
+        case .connected:
+            handshaking = true
+        case .handshakeSucceeded:
+            handshaking = false; handshakeFailures = 0
+        case let .handshakeFailed(reason):
+            handshaking = false; failure = reason
+        case .disconnected:
+            if handshaking { handshaking = false; failure = "the coordinator closed the connection during the handshake" }
+        }
+        guard let failure else { return [] }
+        handshakeFailures += 1
+        guard handshakeFailures >= WireProtocol.maxHandshakeFailures else { return [] }
+        let reason = "\(handshakeFailures) CURVE handshakes with the coordinator failed in a row (last: \(failure)): check that this "
+            + "worker's public key is in the coordinator's authorized_workers and that coordinator.pub holds the coordinator's public key"
+        phase = .stopped(reason: reason)
+        return [.fail(reason: reason)]
     }
 
     /// The worker sent something (a result counts as a heartbeat).

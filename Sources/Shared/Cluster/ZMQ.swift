@@ -205,6 +205,48 @@ extension ZMQ {
         public func connect(_ endpoint: String) throws { try check(zmq_connect(handle, endpoint), "zmq_connect(\(endpoint))") }
         public func disconnect(_ endpoint: String) throws { try check(zmq_disconnect(handle, endpoint), "zmq_disconnect(\(endpoint))") }
 
+        /// Connection events of this socket, as its monitor reports them.
+        public enum Event: Equatable, Sendable {
+            /// The transport connected (TCP); the security handshake follows.
+            case connected
+            case handshakeSucceeded
+            /// The handshake failed: `reason` says how (for an authentication failure, the
+            /// ZAP status code the peer sent, e.g. 400).
+            case handshakeFailed(reason: String)
+            case disconnected
+        }
+
+        /// Starts a monitor of this socket's connection events (call before `connect`) and
+        /// returns the PAIR socket they arrive on; read them with `receiveEvent`.
+        public func monitor() throws -> Socket {
+            let endpoint = "inproc://monitor-\(UInt(bitPattern: handle))-\(UInt32.random(in: 0...UInt32.max))"
+            let events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+                | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+            try check(zmq_socket_monitor(handle, endpoint, events), "zmq_socket_monitor")
+            let pair = try Socket(context, .pair)
+            try pair.connect(endpoint)
+            return pair
+        }
+
+        /// The next event on a monitor socket (from `monitor`), waiting at most `timeout`.
+        public func receiveEvent(timeout: Duration) throws -> Event? {
+            while let frames = try receive(timeout: timeout) {
+                // Frame 1: u16 event, u32 value (native byte order); frame 2: the endpoint.
+                guard let first = frames.first, first.bytes.count >= 6 else { continue }
+                let event = Int32(first.bytes.loadUnaligned(as: UInt16.self)), value = first.bytes.loadUnaligned(fromByteOffset: 2, as: UInt32.self)
+                switch event {
+                case ZMQ_EVENT_CONNECTED: return .connected
+                case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: return .handshakeSucceeded
+                case ZMQ_EVENT_DISCONNECTED: return .disconnected
+                case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: return .handshakeFailed(reason: "authentication refused (status \(value))")
+                case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: return .handshakeFailed(reason: "protocol error (code \(value))")
+                case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL: return .handshakeFailed(reason: "no detail (errno \(value))")
+                default: continue
+                }
+            }
+            return nil
+        }
+
         /// The endpoint actually bound last (resolves "tcp://127.0.0.1:*" to the chosen port).
         public func lastEndpoint() throws -> String { try stringOption(ZMQ_LAST_ENDPOINT) }
 

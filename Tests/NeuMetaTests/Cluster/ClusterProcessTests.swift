@@ -252,11 +252,29 @@ import Testing
         plain.close()
         #expect(!coordinator.stderr.contains("joined"), "\(coordinator.stderr.suffix(3000))")
 
+        // The stranger is never welcomed: after a few refused handshakes it stops with an error
+        // naming the cause (while the coordinator is up; one that is not up yet does not count).
+        #expect(stranger.wait(timeout: 60) == 1, "\(stranger.stderr.suffix(2000))")
+        #expect(stranger.stderr.contains("authentication refused") && stranger.stderr.contains("authorized_workers"))
+
         // The coordinator still serves an allow-listed worker.
         let worker = try fixture.worker("w1", endpoint: endpoint)
         defer { worker.kill() }
         #expect(coordinator.wait(timeout: 120) == 0, "\(coordinator.stderr.suffix(3000))")
-        #expect(stranger.process.isRunning, "the stranger was never welcomed, so it keeps retrying")
+        // A worker whose coordinator.pub holds another key stops the same way.
+        let wrongServer = fixture.directory.appendingPathComponent("wrong-server")
+        try KeyStore.generate(into: wrongServer, workers: ["worker"])
+        try FileManager.default.removeItem(at: wrongServer.appendingPathComponent("worker.key"))
+        try FileManager.default.copyItem(at: fixture.keys.appendingPathComponent("worker.key"), to: wrongServer.appendingPathComponent("worker.key"))
+        try FileManager.default.removeItem(at: wrongServer.appendingPathComponent("worker.pub"))
+        try FileManager.default.copyItem(at: fixture.keys.appendingPathComponent("worker.pub"), to: wrongServer.appendingPathComponent("worker.pub"))
+        let second = try fixture.coordinator(["--rounds", "2", "--checkpoint-dir", "checkpoints-2", "--out", "inr-2.safetensors"], label: "coordinator-2")
+        defer { second.kill() }
+        let secondEndpoint = try #require(ClusterFixture.endpoint(of: second))
+        let misled = try fixture.worker("misled", endpoint: secondEndpoint, keys: wrongServer)
+        defer { misled.kill() }
+        #expect(misled.wait(timeout: 60) == 1, "\(misled.stderr.suffix(2000))")
+        #expect(misled.stderr.contains("CURVE handshakes with the coordinator failed") && misled.stderr.contains("coordinator.pub"))
     }
 
     @Test(.timeLimit(.minutes(5))) func hostilePeersAreDroppedAndTheRunFinishes() throws {

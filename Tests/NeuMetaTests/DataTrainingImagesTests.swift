@@ -159,3 +159,47 @@ import Testing
         #expect(throws: BaseTrainer.ShapeMismatch.self) { try BaseTrainer(network: network, train: train, test: train, config: config) }
     }
 }
+
+/// The data fingerprint of an image folder: per class, so differences are named by class, and
+/// small enough for a thousand-class folder in a hello message.
+@Suite struct DataFolderFingerprintTests {
+    @Test func folderFingerprintsNameTheClassesThatDiffer() throws {
+        let directory = try DataTestDirectory()
+        defer { directory.remove() }
+        _ = try DataTrainingImagesTests.makeFolder(directory)
+        try directory.write(try ImageTestFiles.png(ImageTestFiles.gradient(width: 9, height: 9)), to: "train/odd name;1/0.png")
+        let reference = try DataFingerprint.imageFolder(root: directory.path)
+        #expect(reference.files.map(\.name) == ["train/class0", "train/class1", "train/class2", "train/odd%20name%3B1"])
+        #expect(DataFingerprint(text: reference.text) == reference)
+        #expect(try DataFingerprint.imageFolder(root: directory.path) == reference)
+
+        // A renamed image (same bytes): the class's manifest differs; a resized class's bytes differ.
+        try FileManager.default.moveItem(atPath: directory.path + "/train/class1/2.png", toPath: directory.path + "/train/class1/9.png")
+        try directory.write(try ImageTestFiles.png(ImageTestFiles.gradient(width: 30, height: 30)), to: "train/class2/0.png")
+        let changed = try DataFingerprint.imageFolder(root: directory.path)
+        let differences = reference.differences(from: changed)
+        #expect(differences.count == 2)
+        #expect(differences[0].hasPrefix("train/class1 has other contents") && differences[0].contains("other file names or file sizes"))
+        #expect(differences[1].hasPrefix("train/class2 has ") && differences[1].contains("bytes, expected"))
+
+        // Same names and sizes, other bytes: only the content fingerprint sees it.
+        let path = directory.path + "/train/class0/1.png"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let before = try DataFingerprint.imageFolder(root: directory.path, contentHashes: true)
+        bytes[bytes.count - 5] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: path))
+        #expect(try DataFingerprint.imageFolder(root: directory.path) == changed)
+        let after = try DataFingerprint.imageFolder(root: directory.path, contentHashes: true)
+        #expect(before.differences(from: after) == ["train/class0 has other contents (blake2b \(after.files[0].digest.prefix(12))…, "
+                                                     + "expected \(before.files[0].digest.prefix(12))…: other file names, sizes or bytes)"])
+        #expect(reference.differences(from: after).first == "data set is image-folder+contents, expected image-folder")
+    }
+
+    /// A thousand ImageNet-style classes (WordNet ids, 1,300 images of ~110 KB each) fit the hello.
+    @Test func aThousandClassesFitTheHello() {
+        let files = (0..<1000).map { DataFingerprint.File(name: "train/n0\(1_440_764 + $0)", size: 143_000_000, digest: String(repeating: "f", count: 16)) }
+        let fingerprint = DataFingerprint(dataset: "image-folder", files: files)
+        #expect(fingerprint.text.utf8.count <= WireProtocol.maxFingerprintBytes)
+        #expect(throws: Never.self) { try Message.hello(workerName: "w", protocolVersion: WireProtocol.version, dataFingerprint: fingerprint.text).encoded() }
+    }
+}

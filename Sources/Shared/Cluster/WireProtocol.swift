@@ -77,8 +77,9 @@ public enum WireProtocol {
 
     /// Longest worker name (bytes of UTF-8).
     public static let maxNameBytes = 256
-    /// Longest data fingerprint (bytes of UTF-8; `DataFingerprint.text`).
-    public static let maxFingerprintBytes = 2048
+    /// Longest data fingerprint (bytes of UTF-8; `DataFingerprint.text`): the u16 length's
+    /// maximum, room for an image folder of about 1,500 classes (`DataFingerprint.imageFolder`).
+    public static let maxFingerprintBytes = 65_535
     /// Longest refusal reason (bytes of UTF-8).
     public static let maxReasonBytes = 4096
     /// Largest job spec (bytes of JSON).

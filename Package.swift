@@ -41,9 +41,15 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             path: "Sources/Shared"
         ),
+        // What the command-line programs share: BLAS options, progress lines, JSON output.
+        .target(
+            name: "CommandLineSupport",
+            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/CommandLineSupport"
+        ),
         .executableTarget(
             name: "Coordinator",
-            dependencies: ["NeuMeta", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["NeuMeta", "CommandLineSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")],
             path: "Sources/Coordinator"
         ),
@@ -56,7 +62,8 @@ let package = Package(
         // `neumeta-bench`: sgemm, the training steps, SHP, the wire and cluster rounds (docs/benchmarks.md).
         .executableTarget(
             name: "Benchmarks",
-            dependencies: ["NeuMeta", "CSodium", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["NeuMeta", "CommandLineSupport", "CSodium", "CAllocationCounter",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Benchmarks"
         ),
         .testTarget(name: "NeuMetaTests", dependencies: ["NeuMeta", "Benchmarks", "CAllocationCounter", .product(name: "Yams", package: "Yams"),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import CommandLineSupport
 import NeuMeta
 
 struct ExportFolder: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CommandLineSupport
 import NeuMeta
 
 struct Run: ParsableCommand {

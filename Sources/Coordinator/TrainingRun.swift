@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CommandLineSupport
 import NeuMeta
 
 /// What `train` and `run` do once their gradient source exists: resume (or refuse a checkpoint

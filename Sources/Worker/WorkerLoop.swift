@@ -45,8 +45,11 @@ final class WorkerLoop {
     private static let logger = Logger(label: "neumeta-worker")
 
     /// Logs a line at `.info`, prefixed with this worker's name.
-    func log(_ text: String) {
-        Self.logger.info("\(text)", metadata: ["name": "\(name)"])
+    func log(_ text: String) { Self.log(text, name: name) }
+
+    /// Logs a line at `.info` for worker `name` (from any thread: swift-log's handler is).
+    static func log(_ text: String, name: String) {
+        logger.info("\(text)", metadata: ["name": "\(name)"])
     }
 
     private var now: Duration { ContinuousClock.now - start }
@@ -299,7 +302,7 @@ final class ComputeShared: @unchecked Sendable {
 
             guard let setup, setup.session == item.session, let parameters, parameters.round == item.round else {
                 if verbose {
-                    FileHandle.standardError.write(Data("[\(name)] skipped round \(item.round) configuration \(item.configuration): superseded\n".utf8))
+                    WorkerLoop.log("skipped round \(item.round) configuration \(item.configuration): superseded", name: name)
                 }
                 continue
             }
@@ -320,8 +323,7 @@ final class ComputeShared: @unchecked Sendable {
                 let elapsed = ContinuousClock.now - started
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 if verbose {
-                    let line = "[\(name)] round \(item.round) configuration \(item.configuration): loss \(terms.total) in \(elapsed)\n"
-                    FileHandle.standardError.write(Data(line.utf8))
+                    WorkerLoop.log("round \(item.round) configuration \(item.configuration): loss \(terms.total) in \(elapsed)", name: name)
                 }
                 hand(.result(round: item.round, configuration: item.configuration, terms: terms,
                              seconds: min(max(seconds, 0), WireProtocol.maxComputeSeconds)),

@@ -221,8 +221,8 @@ final class ClusterServer: GradientSource {
         }
         guard state.wantsGradientHead(from: id, round: head.round, configuration: head.configuration, head: h) else { return }
         let destination = UnsafeMutableBufferPointer(start: gradients[head.configuration].base + heads[h].lowerBound, count: head.count)
-        let finite = head.decode(into: destination)
-        perform(state.storedGradientHead(from: id, configuration: head.configuration, head: h, finite: finite))
+        let norm = head.decode(into: destination)
+        perform(state.storedGradientHead(from: id, configuration: head.configuration, head: h, norm: norm))
     }
 
     // MARK: Actions
@@ -257,6 +257,7 @@ final class ClusterServer: GradientSource {
             case let .logLimited(noise, line):
                 if noise == .malformed { stats.malformed += 1 }
                 if noise == .discarded { stats.discarded += 1 }
+                if noise == .rejected { stats.rejected += 1 }
                 limiter.note(noise.rawValue, line)
             case let .diverged(round, configuration, workers):
                 failure = .diverged(round: round, configuration: configuration, workers: workers)

@@ -113,6 +113,7 @@ struct TrainingRun {
             "compute_seconds": r.stats.computeSeconds, "overhead_share": r.overheadShare, "configurations_per_s": n / max(r.seconds, 1e-9),
             "workers_alive": r.stats.workersAlive, "stragglers": r.stats.stragglers, "bytes_sent": r.stats.bytesSent,
             "bytes_received": r.stats.bytesReceived, "discarded_results": r.stats.discarded, "malformed_messages": r.stats.malformed,
+            "rejected_gradients": r.stats.rejected,
         ]
     }
 

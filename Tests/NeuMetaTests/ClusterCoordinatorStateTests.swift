@@ -71,9 +71,9 @@ import Testing
         #expect(!m.wantsGradientHead(from: "w2", round: 0, configuration: 0, head: 2), "not its configuration")
         #expect(!m.wantsGradientHead(from: "w1", round: 1, configuration: 0, head: 2), "another round")
         #expect(!m.wantsGradientHead(from: "w1", round: 0, configuration: 0, head: 3), "no such head")
-        #expect(m.storedGradientHead(from: "w1", configuration: 0, head: 2, finite: true).isEmpty)
+        #expect(m.storedGradientHead(from: "w1", configuration: 0, head: 2, norm: 1).isEmpty)
         #expect(!m.wantsGradientHead(from: "w1", round: 0, configuration: 0, head: 2), "already in")
-        #expect(m.storedGradientHead(from: "w1", configuration: 1, head: 2, finite: true)
+        #expect(m.storedGradientHead(from: "w1", configuration: 1, head: 2, norm: 1)
                 == [.stepHead(2), .broadcastHead(round: 1, head: 2, to: ["w1", "w2"])])
         // A result before all its heads is malformed: the worker is dropped, its work reassigned.
         let early = m.result(from: "w1", round: 0, configuration: 0, result: .init(terms: Self.terms(), seconds: 0.1), now: .zero)
@@ -81,7 +81,7 @@ import Testing
         #expect(m.liveWorkers == ["w2"] && m.scheduler.outstanding(of: "w2") == [0, 1])
         for h in 0..<3 {
             for c in 0..<2 where m.wantsGradientHead(from: "w2", round: 0, configuration: c, head: h) {
-                _ = m.storedGradientHead(from: "w2", configuration: c, head: h, finite: true)
+                _ = m.storedGradientHead(from: "w2", configuration: c, head: h, norm: 1)
             }
         }
         _ = m.result(from: "w2", round: 0, configuration: 1, result: .init(terms: Self.terms(2), seconds: 0.3), now: .seconds(1))
@@ -96,8 +96,8 @@ import Testing
         #expect(!start.contains { if case .sendParameterHeads(_, _, "w2") = $0 { true } else { false } })
         #expect(Self.work(start) == ["w2": [0], "w3": [1]])
         // The last round of a run steps without broadcasting.
-        #expect(m.storedGradientHead(from: "w2", configuration: 0, head: 0, finite: true).isEmpty)
-        #expect(m.storedGradientHead(from: "w3", configuration: 1, head: 0, finite: true) == [.stepHead(0)])
+        #expect(m.storedGradientHead(from: "w2", configuration: 0, head: 0, norm: 1).isEmpty)
+        #expect(m.storedGradientHead(from: "w3", configuration: 1, head: 0, norm: 1) == [.stepHead(0)])
     }
 
     /// A non-finite head or loss drops that worker and its configuration is recomputed
@@ -106,10 +106,10 @@ import Testing
         var m = Self.machine(configurations: 1, heads: 1)
         _ = m.startRound(0, more: true, now: .zero)
         _ = Self.hello(&m, "w1"); _ = Self.hello(&m, "w2")
-        let first = m.storedGradientHead(from: "w1", configuration: 0, head: 0, finite: false)
+        let first = m.storedGradientHead(from: "w1", configuration: 0, head: 0, norm: .nan)
         #expect(first.contains { if case let .log(line) = $0 { line.contains("worker w1 returned a non-finite result") } else { false } })
         #expect(m.liveWorkers == ["w2"] && m.scheduler.outstanding(of: "w2") == [0])
-        _ = m.storedGradientHead(from: "w2", configuration: 0, head: 0, finite: true)
+        _ = m.storedGradientHead(from: "w2", configuration: 0, head: 0, norm: 1)
         var nan = Self.terms(); nan.total = .nan
         let second = m.result(from: "w2", round: 0, configuration: 0, result: .init(terms: nan, seconds: 0.1), now: .zero)
         #expect(second == [.diverged(round: 0, configuration: 0, workers: ["w1", "w2"])])
@@ -123,5 +123,44 @@ import Testing
         #expect(actions.first == .logLimited(.malformed, "dropped malformed message from w1: a work message, which only the coordinator sends"))
         #expect(m.liveWorkers.isEmpty, "it held work: dropped")
         #expect(m.malformed(from: "stranger", "bad magic") == [.logLimited(.malformed, "dropped malformed message from an unadmitted peer: bad magic")])
+    }
+
+    /// After a warm-up, a gradient head far above its recent norms is not summed: the worker
+    /// is dropped and the configuration recomputed; an honest recomputation is taken, and so is
+    /// the same norm from an independent computation (a genuine spike).
+    @Test func implausibleGradientsAreRecomputedElsewhere() {
+        var m = Self.machine(configurations: 1, heads: 1)
+        var round = 0
+        func completeRound(_ worker: String, norm: Double) -> [State.Action] {
+            let stored = m.storedGradientHead(from: worker, configuration: 0, head: 0, norm: norm)
+            return stored + m.result(from: worker, round: round, configuration: 0, result: .init(terms: Self.terms(), seconds: 0.1), now: .zero)
+        }
+        _ = m.startRound(0, more: true, now: .zero)
+        _ = Self.hello(&m, "w1"); _ = Self.hello(&m, "w2")
+        for r in 0..<State.normWarmUp {
+            round = r
+            if r > 0 { _ = m.startRound(r, more: true, now: .zero) }
+            #expect(m.normBound(head: 0) == nil, "no bound during the warm-up")
+            let owner = m.scheduler.outstanding(of: "w1").isEmpty ? "w2" : "w1"
+            #expect(completeRound(owner, norm: 1 + Double(r) / 100).contains { if case .roundComplete = $0 { true } else { false } })
+        }
+        round = State.normWarmUp
+        _ = m.startRound(round, more: true, now: .zero)
+        let bound = try! #require(m.normBound(head: 0))
+        #expect(abs(bound - 1.04 * State.normFactor) < 1e-9)
+        let owner = m.scheduler.outstanding(of: "w1").isEmpty ? "w2" : "w1", other = owner == "w1" ? "w2" : "w1"
+        let rejected = m.storedGradientHead(from: owner, configuration: 0, head: 0, norm: 1e20)
+        #expect(rejected.contains { if case let .logLimited(.rejected, line) = $0 { line.contains("norm 1e+20 exceeds 1.04e+03") } else { false } })
+        #expect(!rejected.contains(.stepHead(0)) && m.liveWorkers == [other] && m.scheduler.outstanding(of: other) == [0])
+        #expect(m.storedGradientHead(from: other, configuration: 0, head: 0, norm: 1.5) == [.stepHead(0), .broadcastHead(round: round + 1, head: 0, to: [other])])
+
+        // A genuine spike: rejected once, then confirmed by the same norm from another worker.
+        _ = m.result(from: other, round: round, configuration: 0, result: .init(terms: Self.terms(), seconds: 0.1), now: .zero)
+        round += 1
+        _ = Self.hello(&m, owner)
+        _ = m.startRound(round, more: false, now: .zero)
+        let first = m.scheduler.outstanding(of: other).isEmpty ? owner : other, second = first == owner ? other : owner
+        #expect(m.storedGradientHead(from: first, configuration: 0, head: 0, norm: 5000).contains { if case .logLimited(.rejected, _) = $0 { true } else { false } })
+        #expect(m.storedGradientHead(from: second, configuration: 0, head: 0, norm: 5000) == [.stepHead(0)])
     }
 }

@@ -61,8 +61,17 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
 
     /// Kinds of peer misbehaviour the coordinator counts and logs rate-limited.
     public enum Noise: String, Sendable {
-        case refused, malformed, discarded
+        case refused, malformed, discarded, rejected
     }
+
+    /// The plausibility bound of a gradient head: once `normWarmUp` norms of a head were
+    /// accepted, a gradient head whose L2 norm exceeds `normFactor` × the median of the last
+    /// `normHistory` is not summed. A single finite but absurd gradient (1e20) would otherwise
+    /// wreck AdamW's moments for good. Such a head is recomputed on another worker; the same
+    /// norm from an independent computation confirms it (a genuine spike) and it is taken.
+    public static var normFactor: Double { 1000 }
+    public static var normWarmUp: Int { 8 }
+    public static var normHistory: Int { 32 }
 
     /// The job every worker must match.
     public let dataFingerprint: DataFingerprint
@@ -84,6 +93,10 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     var keys: [WorkerID: String] = [:]
     /// Configurations of the round in progress that one worker already returned non-finite.
     var nonFinite: [Int: String] = [:]
+    /// Recently accepted gradient-head norms, per head (oldest first).
+    var recentNorms: [[Double]]
+    /// Norms of implausible heads already seen this round, by configuration and head.
+    var implausible: [Int: [Int: Double]] = [:]
     var roundStart: Duration = .zero
     var computeByWorker: [WorkerID: Double] = [:]
     var lastResult: [WorkerID: Duration] = [:]
@@ -98,6 +111,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         scheduler = Scheduler(configurationsPerRound: configurationsPerRound, heartbeatInterval: heartbeatInterval,
                               heartbeatTimeout: heartbeatTimeout, stallReportInterval: stallReportInterval, progressTimeout: progressTimeout)
         headsIn = Array(repeating: Array(repeating: false, count: headCount), count: configurationsPerRound)
+        recentNorms = Array(repeating: [], count: headCount)
     }
 
     /// Live workers in join order.
@@ -112,7 +126,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         self.round = round; inProgress = true; self.more = more
         for c in headsIn.indices { headsIn[c] = Array(repeating: false, count: headCount) }
         headsComplete = 0
-        nonFinite = [:]; computeByWorker = [:]; lastResult = [:]
+        nonFinite = [:]; implausible = [:]; computeByWorker = [:]; lastResult = [:]
         roundStart = now
         return translate(scheduler.startRound(round, now: now))
     }
@@ -158,11 +172,32 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
             && scheduler.outstanding(of: id).contains(configuration) && !headsIn[configuration][head]
     }
 
-    /// A wanted gradient head is in the round's buffer (`finite`: every value finite). Once
-    /// every configuration has head h, it is stepped and, if a round follows, broadcast.
-    public mutating func storedGradientHead(from id: WorkerID, configuration: Int, head: Int, finite: Bool) -> [Action] {
+    /// The largest plausible norm of head `head`'s gradient now (nil during the warm-up).
+    public func normBound(head: Int) -> Double? {
+        let recent = recentNorms[head]
+        guard recent.count >= Self.normWarmUp else { return nil }
+        return recent.sorted()[recent.count / 2] * Self.normFactor
+    }
+
+    /// A wanted gradient head is in the round's buffer, with L2 norm `norm` (NaN or infinite
+    /// when a value is not finite). A non-finite head follows the non-finite rule; an implausible
+    /// one (`normBound`) is rejected and recomputed elsewhere unless an independent computation
+    /// gave the same norm. Once every configuration has head h, it is stepped and, if a round
+    /// follows, broadcast.
+    public mutating func storedGradientHead(from id: WorkerID, configuration: Int, head: Int, norm: Double) -> [Action] {
         guard let round else { return [] }
-        guard finite else { return nonFiniteResult(from: id, configuration: configuration) }
+        guard norm.isFinite else { return nonFiniteResult(from: id, configuration: configuration) }
+        if let bound = normBound(head: head), norm > bound, implausible[configuration]?[head] != norm {
+            implausible[configuration, default: [:]][head] = norm
+            let name = name(of: id) ?? "?"
+            for h in 0..<headCount where headsIn[configuration][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[configuration][h] = false }
+            return [.logLimited(.rejected, "rejected a gradient of worker \(name) for round \(round) configuration \(configuration) head "
+                                + "\(head): norm \(Self.scientific(norm)) exceeds \(Self.scientific(bound)) (\(Int(Self.normFactor))× the recent "
+                                + "median); recomputing elsewhere")]
+                + translate(scheduler.workerFailed(id, reason: "implausible gradient"))
+        }
+        recentNorms[head].append(norm)
+        if recentNorms[head].count > Self.normHistory { recentNorms[head].removeFirst() }
         headsIn[configuration][head] = true
         guard headsIn.allSatisfy({ $0[head] }) else { return [] }
         headsComplete += 1
@@ -306,6 +341,8 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         let median = finish.values.sorted()[finish.count / 2]
         return finish.filter { $0.value > median * 1.5 }.keys.compactMap { name(of: $0) }.sorted()
     }
+
+    static func scientific(_ x: Double) -> String { String(format: "%.3g", x) }
 
     static func format(_ d: Duration, digits: Int) -> String {
         let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18

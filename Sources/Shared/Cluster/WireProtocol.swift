@@ -533,14 +533,19 @@ public struct ReceivedGradientHead {
     /// The values in frames.
     public var byteCount: Int { count * encoding.bytesPerElement }
 
-    /// Writes the `count` values to `destination` (exactly `count` long); returns whether every
-    /// one is finite.
-    public func decode(into destination: UnsafeMutableBufferPointer<Float>) -> Bool {
+    /// Writes the `count` values to `destination` (exactly `count` long); returns their L2
+    /// norm (accumulated in Double; NaN or infinite when a value is not finite).
+    public func decode(into destination: UnsafeMutableBufferPointer<Float>) -> Double {
         precondition(destination.count == count, "decoding \(count) values into a buffer of \(destination.count)")
-        guard let out = destination.baseAddress else { return true }
+        guard let out = destination.baseAddress else { return 0 }
         withExtendedLifetime(frames) {
             WireTensor.decode(frames[tensorFrames].map(\.bytes), encoding, into: out)
         }
-        return UnsafeBufferPointer(destination).allSatisfy(\.isFinite)
+        var squares = 0.0
+        for v in UnsafeBufferPointer(destination) {
+            guard v.isFinite else { return v.isNaN ? .nan : .infinity }
+            squares += Double(v) * Double(v)
+        }
+        return squares.squareRoot()
     }
 }

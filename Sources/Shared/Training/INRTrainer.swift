@@ -37,8 +37,9 @@ public struct RoundStats: Sendable {
     public var workersAlive = 0
     public var stragglers: [String] = []
     public var bytesSent = 0, bytesReceived = 0
-    /// Results discarded (late, duplicate, not assigned) and messages dropped as malformed.
-    public var discarded = 0, malformed = 0
+    /// Results discarded (late, duplicate, not assigned), messages dropped as malformed, and
+    /// gradient heads rejected as implausible (far above the recent norms of their head).
+    public var discarded = 0, malformed = 0, rejected = 0
     public init() {}
 }
 

@@ -277,6 +277,55 @@ import Testing
         #expect(misled.stderr.contains("CURVE handshakes with the coordinator failed") && misled.stderr.contains("coordinator.pub"))
     }
 
+    /// A key holder that joins mid-run and answers its work with finite but absurd gradients
+    /// (every value 1e20): each is rejected against the recent norms, its configurations are
+    /// recomputed by an honest worker, and the run ends with the fault-free parameters.
+    @Test(.timeLimit(.minutes(5))) func implausibleGradientsAreRejectedAndTheRunIsUnchanged() throws {
+        let fixture = try ClusterFixture("giant")
+        defer { fixture.remove() }
+        let (coordinator, endpoint, honest) = try Self.start(fixture, workers: 1, until: 12)
+        defer { coordinator.kill(); honest.forEach { $0.kill() } }
+        let giant = try ZMQ.Socket(try ZMQ.Context(), .dealer)
+        try giant.makeCurveClient(server: try KeyStore.loadPublic(fixture.keys.appendingPathComponent("coordinator.pub")),
+                                  keys: try KeyStore.loadSecret(fixture.keys.appendingPathComponent("worker.key")))
+        try giant.setSendTimeout(.milliseconds(500))
+        try giant.connect(endpoint)
+        try giant.send(.hello(workerName: "giant", protocolVersion: WireProtocol.version,
+                              dataFingerprint: try DataFingerprint.fashionMNIST(directory: FashionMNIST.defaultDirectory).text))
+        var heads: [Range<Int>] = [], sent = 0
+        let deadline = Date().addingTimeInterval(60)
+        while sent == 0 && Date() < deadline, let frames = try giant.receive(timeout: .seconds(5)) {
+            switch try Message.decode(frames) {
+            case let .welcome(spec, _, _):
+                let job = try JobSpec.decode(spec)
+                let network = try NetworkFamily.make(job.family, widths: [job.pretrainedWidth])
+                heads = HyperNetwork(config: job.inr, targetSpecs: network.trainableSpecs, seed: 0).headRanges
+            case let .work(round, configurations):
+                for c in configurations {
+                    for range in heads {
+                        try giant.send(.gradientHead(round: round, configuration: c, offset: range.lowerBound,
+                                                     values: WireTensor([Float](repeating: 1e20, count: range.count))))
+                    }
+                    var terms = LossTerms(); terms.samples = 16; terms.total = 1
+                    try giant.send(.result(round: round, configuration: c, terms: terms, seconds: 0.01))
+                    sent += 1
+                }
+            default: break
+            }
+        }
+        #expect(sent > 0, "the giant got no work")
+        #expect(coordinator.waitForLog(timeout: 30) { $0.contains("rejected a gradient of worker giant") },
+                "\(coordinator.stderr.suffix(3000))")
+        #expect(coordinator.wait(timeout: 240) == 0, "\(coordinator.stderr.suffix(3000))")
+        let summary = try #require(ClusterFixture.summary(of: coordinator))
+        #expect(summary["params_digest"] as? String == (try Self.reference.value()))
+        let metrics = try String(contentsOf: fixture.directory.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        let rejected = metrics.split(separator: "\n").compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["rejected_gradients"] as? Int
+        }.reduce(0, +)
+        #expect(rejected >= 1, "the metrics count the rejections")
+    }
+
     @Test(.timeLimit(.minutes(5))) func hostilePeersAreDroppedAndTheRunFinishes() throws {
         let fixture = try ClusterFixture("fuzz")
         defer { fixture.remove() }

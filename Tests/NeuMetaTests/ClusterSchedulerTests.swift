@@ -194,7 +194,9 @@ private struct Simulation {
             return s.tick(now: .seconds(seconds)).filter { if case .stalled = $0 { true } else { false } }
         }
         #expect(stalls(at: 10).isEmpty)
-        #expect(stalls(at: 11) == [.stalled(round: 0, waitingFor: ["node-alpha", "node-gamma"], unassigned: 0, silentFor: .seconds(10))])
+        // beta, idle since its result, holds a speculative copy of alpha's configuration 0 by now.
+        #expect(stalls(at: 11) == [.stalled(round: 0, waitingFor: ["node-alpha", "node-beta", "node-gamma"], unassigned: 0,
+                                            silentFor: .seconds(10))])
         #expect(stalls(at: 15).isEmpty)
         #expect(stalls(at: 21).count == 1)
 
@@ -301,5 +303,43 @@ private struct Simulation {
         guard case let .fail(reason)? = last.first else { Issue.record("no failure after \(WireProtocol.maxHandshakeFailures) handshakes"); return }
         #expect(reason.contains("status 400") && reason.contains("authorized_workers") && reason.contains("coordinator.pub"))
         #expect(w.tick(now: .seconds(100)).isEmpty, "stopped")
+    }
+
+    /// A configuration outstanding 3× the round's median configuration time goes to an idle
+    /// worker too; the first result wins, the other is a duplicate; the round's results are in
+    /// configuration order as ever, and a dropped worker's speculated configuration stays with
+    /// its twin instead of being assigned a third time.
+    @Test func lateConfigurationsAreSpeculatedOnIdleWorkers() {
+        typealias S = Scheduler<String, Int>
+        var s = S(configurationsPerRound: 3)
+        for id in ["a", "b", "c"] { _ = s.workerJoined(id, name: id, now: .zero) }
+        _ = s.startRound(0, now: .zero)  // a 0, b 1, c 2
+        _ = s.result(from: "b", round: 0, configuration: 1, payload: 10, now: .seconds(1))
+        _ = s.result(from: "c", round: 0, configuration: 2, payload: 20, now: .seconds(2))  // median 2 s → patience 6 s
+        func heardAll(_ t: Duration) { for id in ["a", "b", "c"] { s.heard(from: id, now: t) } }
+        heardAll(.seconds(5))
+        #expect(!s.tick(now: .seconds(5)).contains { if case .sendWork = $0 { true } else { false } }, "not late yet")
+        heardAll(.milliseconds(6500))
+        let speculation = s.tick(now: .milliseconds(6500)).filter { if case .sendWork = $0 { true } else { false } }
+        #expect(speculation == [.sendWork(to: "b", round: 0, configurations: [0])], "the first idle worker in join order")
+        #expect(s.outstanding(of: "a") == [0] && s.outstanding(of: "b") == [0])
+        heardAll(.seconds(7))
+        #expect(!s.tick(now: .seconds(7)).contains { if case .sendWork = $0 { true } else { false } }, "one extra copy only")
+        let done = s.result(from: "b", round: 0, configuration: 0, payload: 0, now: .seconds(8))
+        #expect(done == [.roundComplete(round: 0, results: [0, 10, 20])])
+        #expect(s.outstanding(of: "a").isEmpty, "the slow twin need not finish")
+        #expect(s.result(from: "a", round: 0, configuration: 0, payload: 0, now: .seconds(9))
+                == [.discardResult(from: "a", round: 0, configuration: 0, reason: .wrongRound(current: nil))])
+
+        // Round 1: a stalls again; its configuration is speculated on b; then a is dropped —
+        // configuration 0 stays with b alone.
+        _ = s.startRound(1, now: .seconds(10))  // a 0, b 1, c 2
+        _ = s.result(from: "b", round: 1, configuration: 1, payload: 11, now: .seconds(11))
+        _ = s.result(from: "c", round: 1, configuration: 2, payload: 21, now: .seconds(11))
+        for id in ["a", "b", "c"] { s.heard(from: id, now: .seconds(15)) }
+        #expect(s.tick(now: .seconds(15)).contains(.sendWork(to: "b", round: 1, configurations: [0])))
+        let dropped = s.workerFailed("a", reason: "test")
+        #expect(!dropped.contains { if case .sendWork = $0 { true } else { false } })
+        #expect(s.outstanding(of: "b") == [0] && s.outstanding(of: "c").isEmpty)
     }
 }

@@ -10,9 +10,16 @@
 /// live worker with the fewest outstanding configurations, ties to the earliest joined. A
 /// worker silent for longer than `heartbeatTimeout`, or gone (goodbye, rejoin), is dropped and
 /// its outstanding configurations are assigned to the others the same way; with no live
-/// worker they wait for the next one to join. A result is accepted only from the worker the
+/// worker they wait for the next one to join. A result is accepted only from a worker the
 /// configuration is currently assigned to, for the round in progress, once; anything else is
 /// discarded with a reason. Time is a monotonic `Duration` since any fixed origin.
+///
+/// **Speculative re-execution**: a configuration still outstanding `speculationFactor` times
+/// the median time the round's accepted configurations took (and at least
+/// `speculationMinimum`) is also given to an idle worker; the first result wins, the other is
+/// discarded as a duplicate. Every computation of a configuration gives the same bits, so this
+/// changes when a round ends, never what it computes: a worker that takes work and stalls costs
+/// a few configuration times, not `progressTimeout`.
 public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     public enum Action {
         /// Send the parameters of `round` to these workers (before their work for it).
@@ -73,6 +80,11 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     public let heartbeatTimeout: Duration
     public let stallReportInterval: Duration
     public let progressTimeout: Duration
+    /// A configuration outstanding this many times the round's median configuration time is
+    /// speculatively given to an idle worker too…
+    public static var speculationFactor: Double { 3 }
+    /// …but never before it has been outstanding this long.
+    public static var speculationMinimum: Duration { .milliseconds(500) }
 
     var workers: [WorkerID: Worker] = [:]
     var nextSequence = 0
@@ -81,6 +93,12 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     /// Configurations of the round in progress assigned to no one (no live worker).
     var unassigned: [Int] = []
     var results: [Int: Payload] = [:]
+    /// When each outstanding configuration of the round was (last) assigned, and how long each
+    /// accepted one took from its assignment.
+    var assignedAt: [Int: Duration] = [:]
+    var took: [Duration] = []
+    /// Configurations of the round given to a second worker already.
+    var speculated: Set<Int> = []
     var lastProgress: Duration = .zero
     var lastStallReport: Duration?
     var lastHeartbeat: Duration?
@@ -118,7 +136,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         clock = max(clock, now)
         precondition(self.round == nil, "round \(self.round ?? -1) is still in progress")
         self.round = round
-        results = [:]; unassigned = []
+        results = [:]; unassigned = []; assignedAt = [:]; took = []; speculated = []
         lastProgress = now; lastStallReport = nil
         for id in workers.keys { workers[id]?.assigned = [] }
         let live = liveWorkers
@@ -177,6 +195,9 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         guard workers[id]?.assigned.remove(configuration) != nil else { return discard(.notAssigned) }
         workers[id]?.progressSince = now
         results[configuration] = payload
+        // A speculative twin of this configuration need not finish it any more.
+        for other in workers.keys where other != id { workers[other]?.assigned.remove(configuration) }
+        if let since = assignedAt.removeValue(forKey: configuration) { took.append(now - since) }
         lastProgress = now; lastStallReport = nil
         guard results.count == configurationsPerRound else { return [] }
         let ordered = (0..<configurationsPerRound).compactMap { results[$0] }
@@ -206,7 +227,10 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
             actions.append(.dropWorker(id, name: worker.name, reason: reason))
             orphaned += worker.assigned
         }
-        actions += assign(orphaned.sorted())
+        // A configuration a dropped worker shared with a speculative twin is still in hand.
+        let held = Set(workers.values.flatMap(\.assigned))
+        actions += assign(orphaned.filter { !held.contains($0) }.sorted())
+        actions += speculate(now: now)
         let live = liveWorkers
         if !live.isEmpty, lastHeartbeat.map({ now - $0 >= heartbeatInterval }) ?? true {
             actions.append(.sendHeartbeat(to: live))
@@ -223,10 +247,31 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
 
     // MARK: Internals
 
-    /// Removes `id` and reassigns its outstanding configurations.
+    /// Removes `id` and reassigns its outstanding configurations (those no other worker holds).
     private mutating func drop(_ id: WorkerID, reason: DropReason) -> [Action] {
         guard let worker = workers.removeValue(forKey: id) else { return [] }
-        return [.dropWorker(id, name: worker.name, reason: reason)] + assign(worker.assigned.sorted())
+        let held = Set(workers.values.flatMap(\.assigned))
+        return [.dropWorker(id, name: worker.name, reason: reason)] + assign(worker.assigned.filter { !held.contains($0) }.sorted())
+    }
+
+    /// Gives idle workers a second copy of configurations outstanding for longer than
+    /// `speculationFactor` × the median time of the round's accepted ones (oldest first; one
+    /// extra copy per configuration).
+    private mutating func speculate(now: Duration) -> [Action] {
+        guard let round, !took.isEmpty else { return [] }
+        let median = took.sorted()[took.count / 2]
+        let patience = max(median * Self.speculationFactor, Self.speculationMinimum)
+        let late = assignedAt.filter { results[$0.key] == nil && !speculated.contains($0.key) && now - $0.value > patience }
+            .sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
+        var actions: [Action] = []
+        for configuration in late {
+            guard let idle = liveWorkers.first(where: { workers[$0]?.assigned.isEmpty == true }) else { break }
+            speculated.insert(configuration)
+            workers[idle]?.assigned.insert(configuration)
+            workers[idle]?.progressSince = now
+            actions.append(.sendWork(to: idle, round: round, configurations: [configuration]))
+        }
+        return actions
     }
 
     /// Assigns `configs` (ascending) balanced across live workers; with none, parks them.
@@ -246,6 +291,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
             guard let target else { continue }
             if workers[target]?.assigned.isEmpty == true { workers[target]?.progressSince = clock }
             workers[target]?.assigned.insert(c)
+            assignedAt[c] = clock
             given[target, default: []].append(c)
         }
         return live.compactMap { id in given[id].map { .sendWork(to: id, round: round, configurations: $0) } }

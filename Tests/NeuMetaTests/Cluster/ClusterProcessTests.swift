@@ -326,6 +326,39 @@ import Testing
         #expect(rejected >= 1, "the metrics count the rejections")
     }
 
+    /// A key holder that takes work and never answers (it keeps heartbeating, so it is not
+    /// dropped for silence): its configurations are re-executed on the idle honest worker after
+    /// a few configuration times, so no round waits for `progressTimeout`, and the result is the
+    /// fault-free one.
+    @Test(.timeLimit(.minutes(5))) func workTakenAndNeverAnsweredIsReexecuted() throws {
+        let fixture = try ClusterFixture("stuck")
+        defer { fixture.remove() }
+        let (coordinator, endpoint, honest) = try Self.start(fixture, workers: 1, until: 5)
+        defer { coordinator.kill(); honest.forEach { $0.kill() } }
+        let stuck = try ZMQ.Socket(try ZMQ.Context(), .dealer)
+        try stuck.makeCurveClient(server: try KeyStore.loadPublic(fixture.keys.appendingPathComponent("coordinator.pub")),
+                                  keys: try KeyStore.loadSecret(fixture.keys.appendingPathComponent("worker.key")))
+        try stuck.setSendTimeout(.milliseconds(500))
+        try stuck.connect(endpoint)
+        try stuck.send(.hello(workerName: "stuck", protocolVersion: WireProtocol.version,
+                              dataFingerprint: try DataFingerprint.fashionMNIST(directory: FashionMNIST.defaultDirectory).text))
+        var taken = 0
+        while coordinator.process.isRunning {
+            if let frames = try stuck.receive(timeout: .milliseconds(500)), case let .work(_, configurations) = try Message.decode(frames) {
+                taken += configurations.count
+            }
+            try? stuck.send(.heartbeat)
+        }
+        #expect(coordinator.wait(timeout: 10) == 0, "\(coordinator.stderr.suffix(3000))")
+        #expect(taken > 0, "the stuck peer got no work")
+        let summary = try #require(ClusterFixture.summary(of: coordinator))
+        #expect(summary["params_digest"] as? String == (try Self.reference.value()))
+        let seconds = try String(contentsOf: fixture.directory.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+            .split(separator: "\n").compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["seconds"] as? Double }
+        #expect((seconds.max() ?? .infinity) < 20, "slowest round \(seconds.max() ?? -1) s; progressTimeout is \(WireProtocol.progressTimeout)")
+        print(String(format: "stuck peer took %d configurations; slowest round %.2f s", taken, seconds.max() ?? -1))
+    }
+
     @Test(.timeLimit(.minutes(5))) func hostilePeersAreDroppedAndTheRunFinishes() throws {
         let fixture = try ClusterFixture("fuzz")
         defer { fixture.remove() }

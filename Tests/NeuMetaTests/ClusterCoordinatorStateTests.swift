@@ -163,4 +163,35 @@ import Testing
         #expect(m.storedGradientHead(from: first, configuration: 0, head: 0, norm: 5000).contains { if case .logLimited(.rejected, _) = $0 { true } else { false } })
         #expect(m.storedGradientHead(from: second, configuration: 0, head: 0, norm: 5000) == [.stepHead(0)])
     }
+
+    /// A worker that returned a non-finite result is quarantined by key and name (its hello
+    /// goes unanswered for a doubling back-off), and cannot end the run alone by coming back:
+    /// only another identity's non-finite result, or a third in all, is divergence.
+    @Test func nonFiniteWorkersAreQuarantinedAndCannotEndTheRunAlone() {
+        var m = Self.machine(configurations: 1, heads: 1)
+        _ = m.startRound(0, more: true, now: .zero)
+        _ = Self.hello(&m, "w1")
+        _ = m.storedGradientHead(from: "w1", configuration: 0, head: 0, norm: .nan)
+        #expect(m.liveWorkers.isEmpty)
+        // The same worker on a new connection: not admitted while quarantined.
+        let early = m.hello(from: "w1-again", name: "w1", key: "K", version: WireProtocol.version, fingerprint: Self.data.text, now: .seconds(10))
+        #expect(early.count == 1 && !early.contains { if case .welcome = $0 { true } else { false } })
+        #expect(early.contains { if case let .logLimited(.refused, line) = $0 { line.contains("quarantined") && line.contains("another 20 s") } else { false } })
+        // Another key with that name is another identity: admitted.
+        #expect(m.hello(from: "w1-other-key", name: "w1", key: "K2", version: WireProtocol.version, fingerprint: Self.data.text, now: .seconds(11))
+            .contains(.welcome("w1-other-key", round: 0)))
+        _ = m.goodbye(from: "w1-other-key")
+        // After the back-off, w1 comes back; a second non-finite result from it is not divergence…
+        #expect(m.hello(from: "w1-late", name: "w1", key: "K", version: WireProtocol.version, fingerprint: Self.data.text, now: .seconds(31))
+            .contains(.welcome("w1-late", round: 0)))
+        let second = m.storedGradientHead(from: "w1-late", configuration: 0, head: 0, norm: .nan)
+        #expect(!second.contains { if case .diverged = $0 { true } else { false } })
+        // …the back-off doubled (60 s)…
+        #expect(!m.hello(from: "w1-x", name: "w1", key: "K", version: WireProtocol.version, fingerprint: Self.data.text, now: .seconds(80))
+            .contains { if case .welcome = $0 { true } else { false } })
+        #expect(m.hello(from: "w1-y", name: "w1", key: "K", version: WireProtocol.version, fingerprint: Self.data.text, now: .seconds(92))
+            .contains(.welcome("w1-y", round: 0)))
+        // …and a third non-finite result for the configuration is.
+        #expect(m.storedGradientHead(from: "w1-y", configuration: 0, head: 0, norm: .nan) == [.diverged(round: 0, configuration: 0, workers: ["w1", "w1"])])
+    }
 }

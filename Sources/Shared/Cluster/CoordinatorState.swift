@@ -91,12 +91,21 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     var held: [WorkerID: (round: Int, heads: Set<Int>)] = [:]
     /// CURVE key (Z85) of each admitted connection.
     var keys: [WorkerID: String] = [:]
+    /// Who a worker is for quarantine: its CURVE key and the name it gives.
+    struct Identity: Hashable, Sendable { let key: String, name: String }
     /// Configurations of the round in progress that one worker already returned non-finite.
-    var nonFinite: [Int: String] = [:]
+    var nonFinite: [Int: (first: Identity, count: Int)] = [:]
+    /// Identities refused until a time, after a non-finite or implausible result, with their
+    /// back-off (doubling from `quarantineInitial` to `quarantineMax` on every repeat).
+    var quarantine: [Identity: (until: Duration, backoff: Duration)] = [:]
+    public static var quarantineInitial: Duration { .seconds(30) }
+    public static var quarantineMax: Duration { .seconds(600) }
+    /// The latest time an event reported.
+    var clock: Duration = .zero
     /// Recently accepted gradient-head norms, per head (oldest first).
     var recentNorms: [[Double]]
-    /// Norms of implausible heads already seen this round, by configuration and head.
-    var implausible: [Int: [Int: Double]] = [:]
+    /// Implausible heads already seen this round, by configuration and head: their norm and who sent them.
+    var implausible: [Int: [Int: (norm: Double, from: Identity)]] = [:]
     var roundStart: Duration = .zero
     var computeByWorker: [WorkerID: Double] = [:]
     var lastResult: [WorkerID: Duration] = [:]
@@ -128,6 +137,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         headsComplete = 0
         nonFinite = [:]; implausible = [:]; computeByWorker = [:]; lastResult = [:]
         roundStart = now
+        clock = max(clock, now)
         return translate(scheduler.startRound(round, now: now))
     }
 
@@ -140,6 +150,13 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         }
         guard KeyStore.isValidWorkerName(name) else {
             return refuse("the worker name must be 1–64 of A–Z a–z 0–9 - _ . (not starting with a dot)")
+        }
+        clock = max(clock, now)
+        // A quarantined worker is not refused (a refused worker exits) but not admitted either:
+        // its hello goes unanswered and it says hello again later.
+        if let q = quarantine[Identity(key: key, name: name)], now < q.until {
+            return [.logLimited(.refused, "not admitting worker \(name) for another \(Self.format(q.until - now, digits: 0)) s: quarantined "
+                                + "after a non-finite or implausible result (the back-off doubles on every repeat)")]
         }
         guard version == WireProtocol.version else {
             return refuse("protocol version \(version); this coordinator speaks \(WireProtocol.version)")
@@ -187,10 +204,14 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     public mutating func storedGradientHead(from id: WorkerID, configuration: Int, head: Int, norm: Double) -> [Action] {
         guard let round else { return [] }
         guard norm.isFinite else { return nonFiniteResult(from: id, configuration: configuration) }
-        if let bound = normBound(head: head), norm > bound, implausible[configuration]?[head] != norm {
-            implausible[configuration, default: [:]][head] = norm
+        if let bound = normBound(head: head), norm > bound, let earlier = implausible[configuration]?[head], earlier.norm == norm {
+            // Confirmed by an independent computation: a genuine spike, and its first sender honest.
+            quarantine[earlier.from] = nil
+        } else if let bound = normBound(head: head), norm > bound {
+            implausible[configuration, default: [:]][head] = (norm, Identity(key: keys[id] ?? "", name: name(of: id) ?? "?"))
             let name = name(of: id) ?? "?"
             for h in 0..<headCount where headsIn[configuration][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[configuration][h] = false }
+            quarantine(id)
             return [.logLimited(.rejected, "rejected a gradient of worker \(name) for round \(round) configuration \(configuration) head "
                                 + "\(head): norm \(Self.scientific(norm)) exceeds \(Self.scientific(bound)) (\(Int(Self.normFactor))× the recent "
                                 + "median); recomputing elsewhere")]
@@ -212,6 +233,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
 
     /// A result (loss terms), after all its gradient heads.
     public mutating func result(from id: WorkerID, round: Int, configuration: Int, result: Result, now: Duration) -> [Action] {
+        clock = max(clock, now)
         let assigned = inProgress && round == self.round && scheduler.outstanding(of: id).contains(configuration)
         if assigned {
             let missing = headsIn[configuration].filter { !$0 }.count
@@ -257,7 +279,8 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
 
     /// Periodic: liveness, heartbeats, stall reports (the `Scheduler`'s housekeeping).
     public mutating func tick(now: Duration) -> [Action] {
-        translate(scheduler.tick(now: now))
+        clock = max(clock, now)
+        return translate(scheduler.tick(now: now))
     }
 
     // MARK: Internals
@@ -265,19 +288,32 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// A non-finite gradient head or loss. A genuine divergence repeats on any worker (the
     /// computation is deterministic); a faulty worker does not. So: drop this one and let
     /// another recompute; the second time the same configuration is non-finite, stop.
+    /// The second strike must come from another identity (key and name) — one connection that
+    /// says hello again cannot end the run — or be the third in all (a one-worker run must still
+    /// stop on a genuine divergence). The identity is quarantined either way.
     private mutating func nonFiniteResult(from id: WorkerID, configuration: Int) -> [Action] {
         let name = name(of: id) ?? "?"
         guard let round else { return [] }
-        if let first = nonFinite[configuration] {
-            return [.diverged(round: round, configuration: configuration, workers: [first, name])]
+        let identity = Identity(key: keys[id] ?? "", name: name)
+        if let earlier = nonFinite[configuration], earlier.first != identity || earlier.count >= 2 {
+            return [.diverged(round: round, configuration: configuration, workers: [earlier.first.name, name])]
         }
-        nonFinite[configuration] = name
+        nonFinite[configuration] = (nonFinite[configuration]?.first ?? identity, (nonFinite[configuration]?.count ?? 0) + 1)
+        quarantine(id)
         // Its heads that are in but not yet stepped came from a worker now known to be faulty:
         // they are taken again from the recomputation.
         for h in 0..<headCount where headsIn[configuration][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[configuration][h] = false }
         return [.log("worker \(name) returned a non-finite result for round \(round) configuration \(configuration); "
                      + "dropping it and recomputing elsewhere")]
             + translate(scheduler.workerFailed(id, reason: "non-finite result"))
+    }
+
+    /// Refuses `id`'s identity for a back-off that doubles on every repeat.
+    private mutating func quarantine(_ id: WorkerID) {
+        guard let name = name(of: id) else { return }
+        let identity = Identity(key: keys[id] ?? "", name: name)
+        let backoff = quarantine[identity].map { min($0.backoff * 2, Self.quarantineMax) } ?? Self.quarantineInitial
+        quarantine[identity] = (clock + backoff, backoff)
     }
 
     private func describe(_ id: WorkerID) -> String { name(of: id) ?? "an unadmitted peer" }

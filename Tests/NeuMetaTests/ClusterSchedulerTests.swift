@@ -342,4 +342,35 @@ private struct Simulation {
         #expect(!dropped.contains { if case .sendWork = $0 { true } else { false } })
         #expect(s.outstanding(of: "b") == [0] && s.outstanding(of: "c").isEmpty)
     }
+
+    /// A worker overtaken by speculative twins twice in a row is benched: no new work for 10 s
+    /// (doubling on repeats), while it stays connected; then it gets work again.
+    @Test func repeatedlyOvertakenWorkersAreBenched() {
+        typealias S = Scheduler<String, Int>
+        var s = S(configurationsPerRound: 3)
+        for id in ["a", "b", "c"] { _ = s.workerJoined(id, name: id, now: .zero) }
+        var t = Duration.zero
+        func heardAll() { for id in ["a", "b", "c"] { s.heard(from: id, now: t) } }
+        func workOf(_ actions: [S.Action]) -> [String: [Int]] {
+            var work: [String: [Int]] = [:]
+            for case let .sendWork(id, _, configurations) in actions { work[id, default: []] += configurations }
+            return work
+        }
+        for round in 0..<2 {  // a holds configuration 0 and never answers; b takes it over and wins
+            #expect(workOf(s.startRound(round, now: t)) == ["a": [0], "b": [1], "c": [2]])
+            _ = s.result(from: "b", round: round, configuration: 1, payload: 1, now: t + .seconds(1))
+            _ = s.result(from: "c", round: round, configuration: 2, payload: 2, now: t + .seconds(1))
+            t += .seconds(5); heardAll()
+            #expect(workOf(s.tick(now: t)) == ["b": [0]])
+            _ = s.result(from: "b", round: round, configuration: 0, payload: 0, now: t + .seconds(1))
+            t += .seconds(2); heardAll()
+        }
+        // Benched until 10 s after its second overtaking: round 2 goes to b and c.
+        #expect(workOf(s.startRound(2, now: t)) == ["b": [0, 2], "c": [1]])
+        for c in [0, 2] { _ = s.result(from: "b", round: 2, configuration: c, payload: c, now: t) }
+        _ = s.result(from: "c", round: 2, configuration: 1, payload: 1, now: t)
+        t += .seconds(10); heardAll()
+        #expect(workOf(s.startRound(3, now: t)) == ["a": [0], "b": [1], "c": [2]], "back after the bench")
+        #expect(s.liveWorkers == ["a", "b", "c"], "benched, never dropped")
+    }
 }

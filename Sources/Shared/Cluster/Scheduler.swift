@@ -73,6 +73,10 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         var assigned: Set<Int> = []
         /// When it last made progress: got work while idle, or had a result accepted.
         var progressSince: Duration
+        /// Configurations in a row that a speculative twin finished first, and until when it
+        /// gets no new work for it.
+        var overtaken = 0
+        var benchedUntil: Duration = .zero
     }
 
     public let configurationsPerRound: Int
@@ -85,6 +89,12 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     public static var speculationFactor: Double { 3 }
     /// …but never before it has been outstanding this long.
     public static var speculationMinimum: Duration { .milliseconds(500) }
+    /// A worker overtaken by speculative twins this many times in a row gets no new work for
+    /// `benchInitial`, doubling with every further overtaking up to `benchMax` (it stays
+    /// connected; a result of its own resets the count).
+    public static var benchAfter: Int { 2 }
+    public static var benchInitial: Duration { .seconds(10) }
+    public static var benchMax: Duration { .seconds(300) }
 
     var workers: [WorkerID: Worker] = [:]
     var nextSequence = 0
@@ -97,8 +107,8 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     /// accepted one took from its assignment.
     var assignedAt: [Int: Duration] = [:]
     var took: [Duration] = []
-    /// Configurations of the round given to a second worker already.
-    var speculated: Set<Int> = []
+    /// Configurations of the round given to a second worker already, and to whom.
+    var speculated: [Int: WorkerID] = [:]
     var lastProgress: Duration = .zero
     var lastStallReport: Duration?
     var lastHeartbeat: Duration?
@@ -136,7 +146,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         clock = max(clock, now)
         precondition(self.round == nil, "round \(self.round ?? -1) is still in progress")
         self.round = round
-        results = [:]; unassigned = []; assignedAt = [:]; took = []; speculated = []
+        results = [:]; unassigned = []; assignedAt = [:]; took = []; speculated = [:]
         lastProgress = now; lastStallReport = nil
         for id in workers.keys { workers[id]?.assigned = [] }
         let live = liveWorkers
@@ -195,8 +205,19 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         guard workers[id]?.assigned.remove(configuration) != nil else { return discard(.notAssigned) }
         workers[id]?.progressSince = now
         results[configuration] = payload
-        // A speculative twin of this configuration need not finish it any more.
-        for other in workers.keys where other != id { workers[other]?.assigned.remove(configuration) }
+        workers[id]?.overtaken = 0
+        // A speculative twin of this configuration need not finish it any more; a twin that had
+        // it first was overtaken (repeat offenders are benched).
+        for other in workers.keys where other != id {
+            guard workers[other]?.assigned.remove(configuration) != nil, speculated[configuration] == id,
+                  let worker = workers[other] else { continue }
+            let strikes = worker.overtaken + 1
+            workers[other]?.overtaken = strikes
+            if strikes >= Self.benchAfter {
+                let doublings = min(strikes - Self.benchAfter, 5)
+                workers[other]?.benchedUntil = now + min(Self.benchInitial * (1 << doublings), Self.benchMax)
+            }
+        }
         if let since = assignedAt.removeValue(forKey: configuration) { took.append(now - since) }
         lastProgress = now; lastStallReport = nil
         guard results.count == configurationsPerRound else { return [] }
@@ -261,12 +282,13 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         guard let round, !took.isEmpty else { return [] }
         let median = took.sorted()[took.count / 2]
         let patience = max(median * Self.speculationFactor, Self.speculationMinimum)
-        let late = assignedAt.filter { results[$0.key] == nil && !speculated.contains($0.key) && now - $0.value > patience }
+        let late = assignedAt.filter { results[$0.key] == nil && speculated[$0.key] == nil && now - $0.value > patience }
             .sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
         var actions: [Action] = []
         for configuration in late {
-            guard let idle = liveWorkers.first(where: { workers[$0]?.assigned.isEmpty == true }) else { break }
-            speculated.insert(configuration)
+            guard let idle = liveWorkers.first(where: { workers[$0]?.assigned.isEmpty == true && (workers[$0]?.benchedUntil ?? .zero) <= now })
+            else { break }
+            speculated[configuration] = idle
             workers[idle]?.assigned.insert(configuration)
             workers[idle]?.progressSince = now
             actions.append(.sendWork(to: idle, round: round, configurations: [configuration]))
@@ -282,9 +304,12 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
             unassigned = (unassigned + configs).sorted()
             return []
         }
+        // Benched workers get work only when every live worker is benched.
+        let rested = live.filter { (workers[$0]?.benchedUntil ?? .zero) <= clock }
+        let candidates = rested.isEmpty ? live : rested
         var given: [WorkerID: [Int]] = [:]
         for c in configs {
-            let target = live.min { a, b in
+            let target = candidates.min { a, b in
                 let (x, y) = (workers[a]?.assigned.count ?? 0, workers[b]?.assigned.count ?? 0)
                 return x != y ? x < y : (workers[a]?.sequence ?? 0) < (workers[b]?.sequence ?? 0)
             }

@@ -101,8 +101,10 @@ import Testing
         let (coordinator, _, workers) = try Self.start(fixture, workers: 3, until: 3)
         defer { workers.forEach { $0.kill() } }
         workers[1].signal(SIGSTOP)
+        // Dropped once silent for the heartbeat timeout — unless the idle workers, re-executing
+        // its configurations speculatively, finish the run first.
         let dropped = coordinator.waitForLog(timeout: 30) { $0.contains("dropped worker w2 (silent for") }
-        #expect(dropped, "\(coordinator.stderr.suffix(3000))")
+        #expect(dropped || !coordinator.process.isRunning, "\(coordinator.stderr.suffix(3000))")
         workers[1].signal(SIGCONT)  // it wakes with stale work: its results must not count
         #expect(coordinator.wait(timeout: 240) == 0, "\(coordinator.stderr.suffix(3000))")
         let summary = try #require(ClusterFixture.summary(of: coordinator))

@@ -57,6 +57,19 @@ import Testing
         return (coordinator, endpoint, processes)
     }
 
+    /// A peer written in the test that holds the fixture's worker key: connected to `endpoint`
+    /// and its hello (as `name`) sent; it speaks the wire protocol as the test decides.
+    static func keyHolder(_ name: String, _ fixture: ClusterFixture, endpoint: String) throws -> ZMQ.Socket {
+        let socket = try ZMQ.Socket(try ZMQ.Context(), .dealer)
+        try socket.makeCurveClient(server: try KeyStore.loadPublic(fixture.keys.appendingPathComponent("coordinator.pub")),
+                                   keys: try KeyStore.loadSecret(fixture.keys.appendingPathComponent("worker.key")))
+        try socket.setSendTimeout(.milliseconds(500))
+        try socket.connect(endpoint)
+        try socket.send(.hello(workerName: name, protocolVersion: WireProtocol.version,
+                               dataFingerprint: try DataFingerprint.fashionMNIST(directory: FashionMNIST.defaultDirectory).text))
+        return socket
+    }
+
     @Test(.timeLimit(.minutes(10))) func oneAndThreeWorkersGiveIdenticalParameters() throws {
         let one = try Self.reference.value()
         let fixture = try ClusterFixture("three")
@@ -287,13 +300,7 @@ import Testing
         defer { fixture.remove() }
         let (coordinator, endpoint, honest) = try Self.start(fixture, workers: 1, until: 12)
         defer { coordinator.kill(); honest.forEach { $0.kill() } }
-        let giant = try ZMQ.Socket(try ZMQ.Context(), .dealer)
-        try giant.makeCurveClient(server: try KeyStore.loadPublic(fixture.keys.appendingPathComponent("coordinator.pub")),
-                                  keys: try KeyStore.loadSecret(fixture.keys.appendingPathComponent("worker.key")))
-        try giant.setSendTimeout(.milliseconds(500))
-        try giant.connect(endpoint)
-        try giant.send(.hello(workerName: "giant", protocolVersion: WireProtocol.version,
-                              dataFingerprint: try DataFingerprint.fashionMNIST(directory: FashionMNIST.defaultDirectory).text))
+        let giant = try Self.keyHolder("giant", fixture, endpoint: endpoint)
         var heads: [Range<Int>] = [], sent = 0
         let deadline = Date().addingTimeInterval(60)
         while sent == 0 && Date() < deadline, let frames = try giant.receive(timeout: .seconds(5)) {
@@ -337,13 +344,7 @@ import Testing
         defer { fixture.remove() }
         let (coordinator, endpoint, honest) = try Self.start(fixture, workers: 1, until: 5)
         defer { coordinator.kill(); honest.forEach { $0.kill() } }
-        let stuck = try ZMQ.Socket(try ZMQ.Context(), .dealer)
-        try stuck.makeCurveClient(server: try KeyStore.loadPublic(fixture.keys.appendingPathComponent("coordinator.pub")),
-                                  keys: try KeyStore.loadSecret(fixture.keys.appendingPathComponent("worker.key")))
-        try stuck.setSendTimeout(.milliseconds(500))
-        try stuck.connect(endpoint)
-        try stuck.send(.hello(workerName: "stuck", protocolVersion: WireProtocol.version,
-                              dataFingerprint: try DataFingerprint.fashionMNIST(directory: FashionMNIST.defaultDirectory).text))
+        let stuck = try Self.keyHolder("stuck", fixture, endpoint: endpoint)
         var taken = 0
         while coordinator.process.isRunning {
             if let frames = try stuck.receive(timeout: .milliseconds(500)), case let .work(_, configurations) = try Message.decode(frames) {

@@ -64,9 +64,12 @@ import Testing
             var gradients: [[Float]] = [], terms: [LossTerms] = []
             for index in 0..<spec.plan.configurationsPerRound {
                 var gradient = [Float](repeating: .nan, count: parameters.count), offsets: [Int] = []
+                let lock = NSLock()  // heads may be reported from several compute threads at once
                 terms.append(try worker.gradient(round: round, configuration: index) { offset, values in
-                    offsets.append(offset)
-                    gradient.replaceSubrange(offset..<(offset + values.count), with: values.array)
+                    lock.withLock {
+                        offsets.append(offset)
+                        gradient.replaceSubrange(offset..<(offset + values.count), with: values.array)
+                    }
                 })
                 #expect(offsets.sorted() == heads.map(\.lowerBound))  // each head once
                 gradients.append(gradient)

@@ -210,7 +210,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         } else if let bound = normBound(head: head), norm > bound {
             implausible[configuration, default: [:]][head] = (norm, Identity(key: keys[id] ?? "", name: name(of: id) ?? "?"))
             let name = name(of: id) ?? "?"
-            for h in 0..<headCount where headsIn[configuration][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[configuration][h] = false }
+            forgetUnsteppedHeads(of: configuration)
             quarantine(id)
             return [.logLimited(.rejected, "rejected a gradient of worker \(name) for round \(round) configuration \(configuration) head "
                                 + "\(head): norm \(Self.scientific(norm)) exceeds \(Self.scientific(bound)) (\(Int(Self.normFactor))× the recent "
@@ -300,12 +300,16 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         }
         nonFinite[configuration] = (nonFinite[configuration]?.first ?? identity, (nonFinite[configuration]?.count ?? 0) + 1)
         quarantine(id)
-        // Its heads that are in but not yet stepped came from a worker now known to be faulty:
-        // they are taken again from the recomputation.
-        for h in 0..<headCount where headsIn[configuration][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[configuration][h] = false }
+        forgetUnsteppedHeads(of: configuration)
         return [.log("worker \(name) returned a non-finite result for round \(round) configuration \(configuration); "
                      + "dropping it and recomputing elsewhere")]
             + translate(scheduler.workerFailed(id, reason: "non-finite result"))
+    }
+
+    /// Forgets the heads of `configuration` that are in but not yet stepped: they came from a
+    /// worker now known to be faulty and are taken again from the recomputation.
+    private mutating func forgetUnsteppedHeads(of configuration: Int) {
+        for h in 0..<headCount where headsIn[configuration][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[configuration][h] = false }
     }
 
     /// Refuses `id`'s identity for a back-off that doubles on every repeat.

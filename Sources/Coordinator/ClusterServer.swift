@@ -5,7 +5,7 @@ import NeuMeta
 /// The coordinator's network side, a `GradientSource`: one CURVE ROUTER socket (workers
 /// admitted by the ZAP allow-list) driven by the `CoordinatorState` machine. This class only
 /// turns socket traffic into the machine's events and performs its actions — sending, decoding
-/// gradient heads into the round's buffers, stepping a head when the machine says so. Every
+/// gradient pieces into the round's buffers, stepping a head when the machine says so. Every
 /// decision (who computes what, when a head is complete, whom to admit, drop or refuse) is the
 /// machine's.
 final class ClusterServer: GradientSource {
@@ -13,13 +13,13 @@ final class ClusterServer: GradientSource {
     typealias State = CoordinatorState<WorkerID>
 
     enum Failure: Error, CustomStringConvertible {
-        case diverged(round: Int, configuration: Int, workers: [String])
+        case diverged(round: Int, block: Int, workers: [String])
         case orphaned
         var description: String {
             switch self {
             case .orphaned: "the parent process is gone (--exit-with-parent); the last checkpoint is intact"
-            case let .diverged(round, configuration, workers):
-                "round \(round) configuration \(configuration) gave a non-finite gradient or loss on \(workers.joined(separator: " and ")): "
+            case let .diverged(round, block, workers):
+                "round \(round) block \(block) gave a non-finite gradient or loss on \(workers.joined(separator: " and ")): "
                     + "training diverged; resume from the last checkpoint (--resume) with a lower learning rate"
             }
         }
@@ -47,9 +47,12 @@ final class ClusterServer: GradientSource {
     /// The trainer's parameters (stepped in place) and the INR heads they travel in.
     private let parameters: FloatStorage
     private let heads: [Range<Int>]
-    private let headIndex: [Int: Int]
-    /// One gradient buffer per configuration of a round, allocated once; gradient heads are
-    /// decoded straight into them. And their addresses, in configuration order.
+    /// Peers may queue this many messages each (`ZMQ_RCVHWM`; a message is at most one
+    /// `WireProtocol.frameBytes` piece), so a flooding peer holds at most this many MiB here.
+    static let receiveHighWaterMark = 16
+
+    /// One gradient buffer per block of a round, allocated once; gradient pieces are decoded
+    /// straight into them. And their addresses, in block order (the order AdamW sums them).
     private let gradients: [FloatStorage]
     private let gradientSources: [UnsafePointer<Float>]
     /// The parameter heads of the round in progress (the values it started with: sent to
@@ -62,6 +65,8 @@ final class ClusterServer: GradientSource {
     private var completion: State.Completion?
     private var stats = RoundStats()
     private var failure: Failure?
+    /// A message over the size bound arrived since the last `service`.
+    private var oversizedReceived = false
 
     /// Binds `endpoint` with `keys` as the CURVE server, admitting `allowed` worker keys, for a
     /// job whose parameters are `parameters` (the trainer's) in `heads` (`HyperNetwork.headRanges`).
@@ -73,9 +78,8 @@ final class ClusterServer: GradientSource {
         self.parent = parent
         self.parameters = parameters
         self.heads = heads
-        headIndex = Dictionary(uniqueKeysWithValues: heads.enumerated().map { ($1.lowerBound, $0) })
-        let configurations = spec.plan.configurationsPerRound
-        gradients = (0..<configurations).map { _ in FloatStorage(count: spec.parameterCount) }
+        let blockSizes = State.blockSizes(of: spec.plan)
+        gradients = blockSizes.map { _ in FloatStorage(count: spec.parameterCount) }
         gradientSources = gradients.map { UnsafePointer($0.base) }
         // One I/O thread per core (up to 4): each worker connection's CURVE work runs on one.
         context = try ZMQ.Context(ioThreads: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)))
@@ -87,16 +91,17 @@ final class ClusterServer: GradientSource {
         // A connection that has not finished its CURVE handshake within this is closed, so idle
         // connections cannot pile up (libzmq's default is 30 s).
         try socket.setHandshakeTimeout(WireProtocol.handshakeTimeout)
-        // The largest message a worker sends is one gradient head.
-        let largestHead = heads.map(\.count).max() ?? 0
-        try socket.setMaxMessageSize(max(1 << 20, 4 * largestHead + 4096))
+        // Every frame a worker sends is at most one gradient piece (libzmq applies the limit per
+        // frame; a message of more frames is refused in `handle`).
+        try socket.setMaxMessageSize(WireProtocol.maxInboundWireFrameBytes)
+        try socket.setReceiveHighWaterMark(Self.receiveHighWaterMark)
         do { try socket.bind(endpoint) } catch {
             throw ValidationError("cannot listen on \(endpoint): \(error) (is another coordinator running, or the address not local?)")
         }
         self.endpoint = (try? socket.lastEndpoint()) ?? endpoint
         jobSpec = spec.json
         self.base = base
-        state = State(dataFingerprint: spec.data, headCount: heads.count, configurationsPerRound: configurations)
+        state = State(dataFingerprint: spec.data, headSizes: heads.map(\.count), blockSizes: blockSizes)
     }
 
     private var now: Duration { ContinuousClock.now - start }
@@ -153,7 +158,7 @@ final class ClusterServer: GradientSource {
         stats.workersAlive = state.liveWorkers.count
         stats.computeSeconds = completion.computeSeconds
         stats.stragglers = completion.stragglers
-        return (completion.results.map(\.terms), stats)
+        return (completion.terms, stats)
     }
 
     /// Handles what arrived (waiting up to `wait` for the first message), then runs the
@@ -167,6 +172,11 @@ final class ClusterServer: GradientSource {
                 guard completion == nil, let more = try socket.receive(timeout: .zero) else { break }
                 handle(more)
             }
+        }
+        if oversizedReceived {
+            // Give the memory an oversized message took back to the system, not just to malloc.
+            oversizedReceived = false
+            ProcessMemory.returnFreeMemory()
         }
         perform(state.tick(now: now))
     }
@@ -190,20 +200,22 @@ final class ClusterServer: GradientSource {
     private func handle(_ frames: [ZMQ.Frame]) {
         guard frames.count >= 2 else { return }
         let id = frames[0].array
-        stats.bytesReceived += frames.dropFirst().reduce(0) { $0 + $1.bytes.count }
+        let bytes = frames.dropFirst().reduce(0) { $0 + $1.bytes.count }
+        stats.bytesReceived += bytes
+        guard frames.count - 1 <= WireProtocol.maxInboundFrames else { return oversized(frames, bytes: bytes) }
         let inbound: Inbound
         do { inbound = try Message.decodeInbound(Array(frames.dropFirst())) } catch {
             return perform(state.malformed(from: id, "\(error)"))
         }
         state.heartbeat(from: id, now: now)  // any message proves a worker alive
         switch inbound {
-        case let .gradientHead(received):
+        case let .gradientPiece(received):
             receive(received, from: id)
         case let .message(.hello(name, version, fingerprint)):
             perform(state.hello(from: id, name: name, key: frames[1].property("User-Id") ?? "", version: version, fingerprint: fingerprint,
                                 now: now))
-        case let .message(.result(round, configuration, terms, seconds)):
-            perform(state.result(from: id, round: round, configuration: configuration, result: .init(terms: terms, seconds: seconds), now: now))
+        case let .message(.result(round, block, terms, seconds)):
+            perform(state.result(from: id, round: round, block: block, result: .init(terms: terms, seconds: seconds), now: now))
         case .message(.heartbeat):
             break
         case .message(.goodbye):
@@ -213,16 +225,42 @@ final class ClusterServer: GradientSource {
         }
     }
 
-    /// A gradient head: decoded straight into its configuration's buffer if the machine wants it.
-    private func receive(_ head: ReceivedGradientHead, from id: WorkerID) {
-        guard let h = headIndex[head.offset], heads[h].count == head.count else {
-            return perform(state.malformed(from: id, "a gradient head at \(head.offset) of \(head.count) values, which is not one of the "
-                                           + "\(heads.count) heads of the \(parameters.count) parameters"))
+    /// A gradient piece: decoded straight into its block's buffer if the machine takes it.
+    private func receive(_ piece: ReceivedGradientPiece, from id: WorkerID) {
+        let h = head(containing: piece.offset)
+        guard h < heads.count, piece.offset + piece.count <= heads[h].upperBound, piece.block < gradients.count else {
+            return perform(state.malformed(from: id, "a gradient piece of block \(piece.block) at \(piece.offset) of \(piece.count) values, "
+                                           + "which is not within one of the \(heads.count) heads of the \(parameters.count) parameters "
+                                           + "of one of the \(gradients.count) blocks"))
         }
-        guard state.wantsGradientHead(from: id, round: head.round, configuration: head.configuration, head: h) else { return }
-        let destination = UnsafeMutableBufferPointer(start: gradients[head.configuration].base + heads[h].lowerBound, count: head.count)
-        let norm = head.decode(into: destination)
-        perform(state.storedGradientHead(from: id, configuration: head.configuration, head: h, norm: norm))
+        guard state.gradientPieceArrived(from: id, round: piece.round, block: piece.block, head: h, at: piece.offset - heads[h].lowerBound,
+                                       count: piece.count) else { return }
+        let destination = UnsafeMutableBufferPointer(start: gradients[piece.block].base + piece.offset, count: piece.count)
+        let squares = piece.decode(into: destination)
+        perform(state.storedGradientPiece(from: id, block: piece.block, head: h, count: piece.count, squares: squares))
+    }
+
+    /// The index of the head holding parameter `offset` (`heads.count` if none): binary search.
+    private func head(containing offset: Int) -> Int {
+        var lo = 0, hi = heads.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if heads[mid].upperBound > offset { hi = mid } else { lo = mid + 1 }
+        }
+        return lo
+    }
+
+    /// A message of more frames than any a worker sends. libzmq delivers a message only once
+    /// all of it is in, so it has been buffered whole: the sender is dropped and quarantined and
+    /// its key refused at the handshake for the quarantine time, so it cannot send another.
+    private func oversized(_ frames: [ZMQ.Frame], bytes: Int) {
+        oversizedReceived = true
+        let problem = "a message of \(frames.count - 1) frames (\(bytes) bytes); a worker sends at most \(WireProtocol.maxInboundFrames) "
+            + "frames of at most \(WireProtocol.maxInboundFrameBytes) bytes"
+        if let key = frames[1].property("User-Id").flatMap({ CurveKey(z85: $0) }) {
+            zap.suspend(key, for: State.quarantineInitial, reason: "it sent \(problem)")
+        }
+        perform(state.oversized(from: frames[0].array, problem))
     }
 
     // MARK: Actions
@@ -239,8 +277,8 @@ final class ClusterServer: GradientSource {
                     preconditionFailure("parameter heads of round \(round) asked for, holding \(roundHeads?.round ?? -1)")
                 }
                 for h in list { send(.parameterHead(round: round, offset: heads[h].lowerBound, values: current.tensors[h]), to: id) }
-            case let .sendWork(id, round, configurations):
-                send(.work(round: round, configurations: configurations), to: id)
+            case let .sendWork(id, round, blocks):
+                send(.work(round: round, blocks: blocks), to: id)
             case let .sendHeartbeat(workers):
                 for id in workers { send(.heartbeat, to: id) }
             case let .stepHead(h):
@@ -259,8 +297,8 @@ final class ClusterServer: GradientSource {
                 if noise == .discarded { stats.discarded += 1 }
                 if noise == .rejected { stats.rejected += 1 }
                 limiter.note(noise.rawValue, line)
-            case let .diverged(round, configuration, workers):
-                failure = .diverged(round: round, configuration: configuration, workers: workers)
+            case let .diverged(round, block, workers):
+                failure = .diverged(round: round, block: block, workers: workers)
             }
         }
     }

@@ -18,6 +18,8 @@ struct ExperimentOptions: ParsableArguments {
     @Option(help: "Smallest trained width (overrides experiment.widths.min).") var minWidth: Int?
     @Option(help: "Largest trained width, also the coordinate normaliser (overrides experiment.widths.max).") var maxWidth: Int?
     @Option(help: "Configurations per round (overrides experiment.configurations_per_round).") var configsPerRound: Int?
+    @Option(help: "Configurations per reduction block, summed by the worker that computes them (overrides experiment.configurations_per_block).")
+    var configsPerBlock: Int?
     @Option(help: "Every configuration of a round uses the round's one mini-batch: true or false (overrides experiment.shared_batch).")
     var sharedBatch: Bool?
     @Option(help: "Mini-batch size (overrides experiment.batch_size).") var batchSize: Int?
@@ -54,6 +56,10 @@ struct ExperimentOptions: ParsableArguments {
         if let configsPerRound {
             try check((1...WireProtocol.maxConfigurationsPerRound).contains(configsPerRound),
                       "--configs-per-round must be in 1…\(WireProtocol.maxConfigurationsPerRound)")
+        }
+        if let configsPerBlock {
+            try check((1...WireProtocol.maxConfigurationsPerBlock).contains(configsPerBlock),
+                      "--configs-per-block must be in 1…\(WireProtocol.maxConfigurationsPerBlock)")
         }
         if let batchSize { try check(batchSize >= 1, "--batch-size must be at least 1") }
         if let noise { try check(noise.isFinite && noise >= 0, "--noise must be ≥ 0") }
@@ -96,6 +102,7 @@ struct ExperimentOptions: ParsableArguments {
             throw ValidationError("the smallest trained width (\(c.experiment.widths.min)) exceeds the largest (\(c.experiment.widths.max))")
         }
         if let configsPerRound { c.experiment.configurationsPerRound = configsPerRound }
+        if let configsPerBlock { c.experiment.configurationsPerBlock = configsPerBlock }
         if let sharedBatch { c.experiment.sharedBatch = sharedBatch }
         if let batchSize { c.experiment.batchSize = batchSize }
         if let seed { c.experiment.seed = seed }
@@ -149,6 +156,7 @@ struct TrainingSetup {
         var config = INRConfig(), plan = RoundPlan(), optimizer = OptimizerSettings()
         recipe.apply(to: &plan, &optimizer, &config)
         if let v = e.configurationsPerRound { plan.configurationsPerRound = v }
+        plan.configurationsPerBlock = e.configurationsPerBlock
         if let v = e.sharedBatch { plan.sharedBatch = v }
         if let v = e.noise { plan.noise = v }
         if let v = e.reconstruction { plan.reconstruction = v }

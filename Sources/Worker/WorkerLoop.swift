@@ -4,7 +4,7 @@ import NeuMeta
 
 /// The worker process: a socket thread that owns the ZeroMQ connection and follows
 /// `WorkerState` (connect, hello, heartbeats, reconnect with back-off), and a compute thread that
-/// turns queued configurations into gradients. Computing never blocks heartbeats; a finished
+/// turns queued blocks of configurations into gradients. Computing never blocks heartbeats; a finished
 /// gradient wakes the socket thread at once through an in-process PAIR socket.
 ///
 /// Every (re)connection starts a new *session*: work and results of an older session are
@@ -125,7 +125,9 @@ final class WorkerLoop {
             do {
                 let s = try ZMQ.Socket(context, .dealer)
                 try s.makeCurveClient(server: server, keys: keys)
-                try s.setMaxMessageSize(WireProtocol.maxHeaderBytes + 4 * WireProtocol.maxTensorElements)
+                // libzmq applies this per frame as it travels (CURVE adds its framing): the
+                // coordinator's largest frame is a welcome's header.
+                try s.setMaxMessageSize(max(WireProtocol.maxHeaderBytes, WireProtocol.frameBytes) + 4096)
                 monitor = try s.monitor()
                 try s.connect(endpoint)
                 socket = s
@@ -164,8 +166,8 @@ final class WorkerLoop {
             welcomed = true
         case let .useParameters(round, heads):
             shared.setParameters(heads, round: round)
-        case let .compute(round, configurations):
-            shared.enqueue(round: round, configurations: configurations)
+        case let .compute(round, blocks):
+            shared.enqueue(round: round, blocks: blocks)
         case let .log(line):
             log(line)
         case let .fail(reason):
@@ -177,7 +179,7 @@ final class WorkerLoop {
         return nil
     }
 
-    /// Sends what the compute thread finished, in order: gradient heads, then their result.
+    /// Sends what the compute thread finished, in order: gradient pieces, then their result.
     private func sendResults(state: inout WorkerState) {
         for message in shared.takeOutgoing() {
             send(message, state: &state)
@@ -203,7 +205,7 @@ final class WorkerLoop {
 
 /// State shared by the socket thread and the compute thread, every field under `condition`.
 final class ComputeShared: @unchecked Sendable {
-    struct Item { let session: Int; let round: Int; let configuration: Int }
+    struct Item { let session: Int; let round: Int; let block: Int }
     typealias Heads = [WorkerState.ParameterHead]
 
     private let condition = NSCondition()
@@ -216,7 +218,7 @@ final class ComputeShared: @unchecked Sendable {
     private var parameters: (version: Int, round: Int, heads: Heads)?
     private var parameterVersion = 0
     private var pending: [Item] = []
-    /// Messages for the socket thread to send, in order (gradient heads, then their result).
+    /// Messages for the socket thread to send, in order (gradient pieces, then their result).
     private var outgoing: [(session: Int, message: Message)] = []
     private var stopping = false
     private var failureText: String?
@@ -250,9 +252,9 @@ final class ComputeShared: @unchecked Sendable {
         }
     }
 
-    func enqueue(round: Int, configurations: [Int]) {
+    func enqueue(round: Int, blocks: [Int]) {
         locked {
-            pending += configurations.map { Item(session: session, round: round, configuration: $0) }
+            pending += blocks.map { Item(session: session, round: round, block: $0) }
             condition.signal()
         }
     }
@@ -270,9 +272,9 @@ final class ComputeShared: @unchecked Sendable {
         locked { stopping = true; condition.signal() }
     }
 
-    /// The compute thread: takes queued configurations in order, brings the job and its
-    /// parameters up to date, computes — handing each finished gradient head and then the
-    /// result to the socket thread, pinging `wakeEndpoint` each time.
+    /// The compute thread: takes queued blocks in order, brings the job and its parameters up
+    /// to date, computes — handing each finished gradient piece and then the result to the
+    /// socket thread, pinging `wakeEndpoint` each time.
     static func computeLoop(_ shared: ComputeShared, context: ZMQ.Context, wakeEndpoint: String, verbose: Bool, name: String) {
         let wake: ZMQ.Socket
         do {
@@ -302,7 +304,7 @@ final class ComputeShared: @unchecked Sendable {
 
             guard let setup, setup.session == item.session, let parameters, parameters.round == item.round else {
                 if verbose {
-                    WorkerLoop.log("skipped round \(item.round) configuration \(item.configuration): superseded", name: name)
+                    WorkerLoop.log("skipped round \(item.round) block \(item.block): superseded", name: name)
                 }
                 continue
             }
@@ -316,16 +318,15 @@ final class ComputeShared: @unchecked Sendable {
                 }
                 jobVersion = parameters.version
                 let started = ContinuousClock.now
-                let terms = try job!.gradient(round: item.round, configuration: item.configuration) { offset, values in
-                    hand(.gradientHead(round: item.round, configuration: item.configuration, offset: offset, values: values),
-                         session: item.session)
+                let terms = try job!.gradient(round: item.round, block: item.block) { offset, values in
+                    hand(.gradientPiece(round: item.round, block: item.block, offset: offset, values: values), session: item.session)
                 }
                 let elapsed = ContinuousClock.now - started
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 if verbose {
-                    WorkerLoop.log("round \(item.round) configuration \(item.configuration): loss \(terms.total) in \(elapsed)", name: name)
+                    WorkerLoop.log("round \(item.round) block \(item.block): loss \(terms.map(\.total)) in \(elapsed)", name: name)
                 }
-                hand(.result(round: item.round, configuration: item.configuration, terms: terms,
+                hand(.result(round: item.round, block: item.block, terms: terms,
                              seconds: min(max(seconds, 0), WireProtocol.maxComputeSeconds)),
                      session: item.session)
             } catch {

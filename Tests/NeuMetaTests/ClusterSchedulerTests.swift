@@ -254,7 +254,7 @@ private struct Simulation {
         var w = WorkerState(now: .zero)
         #expect(w.tick(now: .zero) == [.connectAndSendHello])
         _ = w.received(.welcome(jobSpec: [], round: 3, baseWeights: WireTensor([])), now: .zero)
-        #expect(w.received(.work(round: 3, configurations: [0]), now: .zero).isEmpty, "no job yet")
+        #expect(w.received(.work(round: 3, blocks: [0]), now: .zero).isEmpty, "no job yet")
         w.jobStarted(parameterCount: 5)
         func head(_ round: Int, _ offset: Int, _ values: [Float]) -> [WorkerState.Action] {
             w.received(.parameterHead(round: round, offset: offset, values: WireTensor(values)), now: .zero)
@@ -264,7 +264,7 @@ private struct Simulation {
         #expect(head(3, 4, [1, 2]).first.map { if case .log = $0 { true } else { false } } == true, "ends past the parameters")
         #expect(head(3, 0, [1, 2]) == [.useParameters(round: 3, heads: [.init(offset: 2, values: WireTensor([3, 4, 5])),
                                                                          .init(offset: 0, values: WireTensor([1, 2]))])])
-        #expect(w.received(.work(round: 3, configurations: [0, 1]), now: .zero) == [.compute(round: 3, configurations: [0, 1])])
+        #expect(w.received(.work(round: 3, blocks: [0, 1]), now: .zero) == [.compute(round: 3, blocks: [0, 1])])
         // Round 4 begins, round 5 overtakes it: round 4's staged head is dropped.
         #expect(head(4, 0, [1, 2]).isEmpty)
         #expect(head(5, 2, [3, 4, 5]).isEmpty)
@@ -295,6 +295,11 @@ private struct Simulation {
         _ = w.transport(.connected)
         #expect(w.transport(.handshakeSucceeded).isEmpty)
         #expect(w.handshakeFailures == 0, "a successful handshake resets the count")
+        for _ in 0..<(2 * WireProtocol.maxHandshakeFailures) {
+            _ = w.transport(.connected)
+            #expect(w.transport(.handshakeDeferred).isEmpty, "a deferred handshake (a suspended key) does not count")
+        }
+        #expect(w.handshakeFailures == 0)
         var last: [WorkerState.Action] = []
         for _ in 0..<WireProtocol.maxHandshakeFailures {
             _ = w.transport(.connected)

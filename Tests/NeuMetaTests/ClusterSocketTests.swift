@@ -121,5 +121,14 @@ private struct Server {
         #expect(status(decide(request("CURVE", [key.bytes], domain: "other"))) == "400")
         #expect(status(decide([Array("2.0".utf8)])) == "500")
         #expect(log.all.count == 5 && log.all.allSatisfy { $0.publicKey == nil })
+        // A suspended key: status 300 (try later) with the reason, until the suspension ends.
+        let suspensions = Suspensions()
+        suspensions.suspend(key, until: .now + .seconds(60), reason: "it sent a message of 257 frames")
+        let deferred = ZAPHandler.decide(request("CURVE", [key.bytes]), allowed: [key], suspended: suspensions.reason,
+                                         domain: ZAPHandler.defaultDomain) { log.append($0) }
+        #expect(status(deferred) == "300" && String(decoding: deferred[3], as: UTF8.self).contains("257 frames"))
+        #expect(log.all.last?.publicKey == key.z85)
+        suspensions.suspend(CurveKey(bytes: Array(repeating: 8, count: 32))!, until: .now - .seconds(1), reason: "over")
+        #expect(suspensions.reason(CurveKey(bytes: Array(repeating: 8, count: 32))!) == nil, "a suspension that has ended")
     }
 }

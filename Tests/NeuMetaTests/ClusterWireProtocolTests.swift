@@ -16,9 +16,9 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
 }
 
 @Suite struct ClusterWireProtocolTests {
-    static func terms() -> LossTerms {
+    static func terms(correct: Int = 17) -> LossTerms {
         var t = LossTerms()
-        t.crossEntropy = 2.3; t.normRegularizer = 17.25; t.reconstruction = 0.125; t.total = 2.4; t.correct = 17; t.samples = 128
+        t.crossEntropy = 2.3; t.normRegularizer = 17.25; t.reconstruction = 0.125; t.total = 2.4; t.correct = correct; t.samples = 128
         return t
     }
 
@@ -29,12 +29,12 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
                  baseWeights: WireTensor([1, -0.0, .infinity, Float(nan: 0x1234, signaling: false), .leastNonzeroMagnitude])),
         .welcome(jobSpec: [], round: 0, baseWeights: WireTensor([])),
         .refuse(reason: "data fingerprint differs from the coordinator's"),
-        .work(round: 3, configurations: [0, 2, 5, 65_535]),
-        .work(round: WireProtocol.maxRound, configurations: []),
-        .result(round: 7, configuration: 4, terms: terms(), seconds: 0.25),
+        .work(round: 3, blocks: [0, 2, 5, 65_535]),
+        .work(round: WireProtocol.maxRound, blocks: []),
+        .result(round: 7, block: 4, terms: [terms(), terms(correct: 3)], seconds: 0.25),
         .heartbeat,
         .goodbye,
-        .gradientHead(round: 7, configuration: 1, offset: 4096, values: WireTensor((0..<1000).map { Float($0) * 0.001 - 0.3 })),
+        .gradientPiece(round: 7, block: 1, offset: 4096, values: WireTensor((0..<1000).map { Float($0) * 0.001 - 0.3 })),
         .parameterHead(round: 8, offset: 1 << 20, values: WireTensor([2, 7, 1, 8])),
     ]
 
@@ -48,25 +48,30 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         }
     }
 
-    /// Tensors over one frame size travel in several frames (2.5 MiB of floats: 1 + 1 + 0.5 MiB;
-    /// in bfloat16 half of that: 1 + 0.25 MiB) and come back whole; a missing, extra, short or
-    /// long frame is rejected with the frame it concerns.
+    /// Tensors over one frame size travel in several frames (2.5 MiB of floats: 1 + 1 + 0.5 MiB)
+    /// and come back whole; a missing, extra, short or long frame is rejected with the frame it
+    /// concerns. A gradient piece is at most one frame, in float32 or bfloat16, and a worker's
+    /// message of more frames than a piece is refused before it is decoded.
     @Test func largeTensorsTravelInFrames() throws {
         let count = 5 * WireProtocol.frameBytes / 8
         let values = (0..<count).map { Float($0 % 128) * 0.25 - 7 }  // 8 significant bits: exact in bfloat16
-        let message = Message.gradientHead(round: 1, configuration: 0, offset: 0, values: WireTensor(values))
+        let message = Message.parameterHead(round: 1, offset: 0, values: WireTensor(values))
         // (Sizes and equality are computed first: a failed #expect would print megabytes of frames.)
         let frames = try wireFrames(message), sizes = frames.map(\.count)
         #expect(sizes.dropFirst() == [WireProtocol.frameBytes, WireProtocol.frameBytes, WireProtocol.frameBytes / 2])
         let roundTrips = try wireDecode(frames) == message
         #expect(roundTrips)
-        let bf16 = values.withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
-        let halfFrames = try wireFrames(.gradientHead(round: 1, configuration: 0, offset: 0, values: bf16))
+        let bf16 = values.prefix(WireProtocol.frameBytes / 2).withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
+        let halfFrames = try wireFrames(.gradientPiece(round: 1, block: 0, offset: 0, values: bf16))
         let halfSizes = halfFrames.map(\.count)
-        #expect(halfSizes.dropFirst() == [WireProtocol.frameBytes, WireProtocol.frameBytes / 4])
-        guard case let .gradientHead(_, _, _, decoded) = try wireDecode(halfFrames) else { Issue.record("not a gradient head"); return }
-        let exact = decoded.array == values  // these values are exact in bfloat16
+        #expect(halfSizes.dropFirst() == [WireProtocol.frameBytes])
+        guard case let .gradientPiece(_, _, _, decoded) = try wireDecode(halfFrames) else { Issue.record("not a gradient piece"); return }
+        let exact = decoded.array == Array(values.prefix(WireProtocol.frameBytes / 2))  // these values are exact in bfloat16
         #expect(exact)
+        #expect(throws: WireError.tooLarge(field: "gradient piece", size: WireProtocol.frameBytes + 4, limit: WireProtocol.frameBytes)) {
+            try Message.gradientPiece(round: 1, block: 0, offset: 0, values: WireTensor(Array(values.prefix(WireProtocol.frameBytes / 4 + 1))))
+                .encoded()
+        }
 
         #expect(throws: WireError.frameCount(expected: 4, found: 3)) { try wireDecode(Array(frames.dropLast())) }
         #expect(throws: WireError.frameCount(expected: 4, found: 5)) { try wireDecode(frames + [[0, 0, 0, 0]]) }
@@ -76,9 +81,9 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
     }
 
     @Test func headerLayoutIsLittleEndianAndFixed() throws {
-        let header = try wireFrames(.work(round: 0x0102, configurations: [7]))[0]
-        // magic · version 5 · kind 4 · reserved · body length 16 · round (u64) · count 1 · index 7
-        #expect(header == Array("NMC1".utf8) + [5, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
+        let header = try wireFrames(.work(round: 0x0102, blocks: [7]))[0]
+        // magic · version 6 · kind 4 · reserved · body length 16 · round (u64) · count 1 · block 7
+        #expect(header == Array("NMC1".utf8) + [6, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
     }
 
     /// A bfloat16 gradient: half the bytes on the wire, widened to binary32 on receipt, rounded
@@ -89,10 +94,10 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         let values: [Float] = [1, -2.5, 1 + 1.0 / 128, 1 + 3.0 / 128, 1 + 1.0 / 512, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
                                .infinity, -0.0, .nan, 3.14159265, Float(bitPattern: 0x0001_16C2)]  // the last: a subnormal ≈ 1e-40
         let tensor = values.withUnsafeBufferPointer { WireTensor(bfloat16Rounding: $0) }
-        let message = Message.gradientHead(round: 1, configuration: 2, offset: 64, values: tensor)
+        let message = Message.gradientPiece(round: 1, block: 2, offset: 64, values: tensor)
         let frames = try wireFrames(message)
         #expect(frames[1].count == 2 * values.count)
-        guard case let .gradientHead(_, _, offset, decoded) = try wireDecode(frames) else { Issue.record("not a gradient head"); return }
+        guard case let .gradientPiece(_, _, offset, decoded) = try wireDecode(frames) else { Issue.record("not a gradient piece"); return }
         #expect(offset == 64 && decoded.encoding == .float32 && decoded.count == values.count)
         let back = decoded.array
         // Exactly representable values survive; below half rounds down (1 + 2⁻⁹ → 1); halfway
@@ -113,10 +118,13 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         bad[1].removeLast(2)
         #expect(throws: WireError.self) { try wireDecode(bad) }
         #expect(throws: WireError.self) {
-            try Message.result(round: 1, configuration: 2, terms: Self.terms(), seconds: -1).encoded()
+            try Message.result(round: 1, block: 2, terms: [Self.terms()], seconds: -1).encoded()
         }
-        var nanSeconds = try wireFrames(.result(round: 1, configuration: 2, terms: Self.terms(), seconds: 1))
-        #expect(try wireDecode(nanSeconds) == .result(round: 1, configuration: 2, terms: Self.terms(), seconds: 1))
+        #expect(throws: WireError.outOfRange(field: "configurations in a block", value: 0)) {
+            try Message.result(round: 1, block: 2, terms: [], seconds: 1).encoded()
+        }
+        var nanSeconds = try wireFrames(.result(round: 1, block: 2, terms: [Self.terms()], seconds: 1))
+        #expect(try wireDecode(nanSeconds) == .result(round: 1, block: 2, terms: [Self.terms()], seconds: 1))
         let secondsOffset = nanSeconds[0].count - 8
         for (k, byte) in withUnsafeBytes(of: Double.nan.bitPattern.littleEndian, Array.init).enumerated() { nanSeconds[0][secondsOffset + k] = byte }
         #expect(throws: WireError.self) { try wireDecode(nanSeconds) }
@@ -146,19 +154,19 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         bad = result; bad[0].append(0)
         expectError(.bodyLength(declared: result[0].count - 12, actual: result[0].count - 11), bad)
         expectError(.frameCount(expected: 1, found: 2), result + [[]])
-        let head = try wireFrames(Self.samples[9])  // a gradient head of 1000 floats
+        let head = try wireFrames(Self.samples[9])  // a gradient piece of 1000 floats
         expectError(.frameCount(expected: 2, found: 1), [head[0]])
         expectError(.frameCount(expected: 2, found: 3), head + [[]])
         bad = head; bad[1].removeLast()
         expectError(.tensorSize(frame: 1, declaredElements: 1000, bytes: 3999), bad)
-        // correct > samples
-        bad = result; bad[0][12 + 8 + 4 + 32] = 200
+        // correct > samples (first loss terms: after round, block and count)
+        bad = result; bad[0][12 + 8 + 4 + 4 + 32] = 200
         expectError(.outOfRange(field: "correct", value: 200), bad)
 
-        var work = try wireFrames(.work(round: 1, configurations: [3, 4]))
+        var work = try wireFrames(.work(round: 1, blocks: [3, 4]))
         work[0][24] = 4  // first index 4, second 4: not increasing
-        expectError(.outOfRange(field: "configuration", value: 4), work)
-        work = try wireFrames(.work(round: 1, configurations: [3]))
+        expectError(.outOfRange(field: "block", value: 4), work)
+        work = try wireFrames(.work(round: 1, blocks: [3]))
         work[0][12 ..< 16] = [0, 0, 0, 0x80]  // round 2³¹ > Int32.max
         expectError(.outOfRange(field: "round", value: 1 << 31), work)
 
@@ -168,10 +176,10 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
         hello[0][14] = 0x0A
         expectError(.controlCharacter(field: "worker name"), hello)
 
-        // A head must end within the largest tensor (offset at header bytes 24…27 / 20…23).
-        var farHead = try wireFrames(.gradientHead(round: 1, configuration: 0, offset: 0, values: WireTensor([1, 2])))
+        // A piece or head must end within the largest tensor (offset at header bytes 24…27 / 20…23).
+        var farHead = try wireFrames(.gradientPiece(round: 1, block: 0, offset: 0, values: WireTensor([1, 2])))
         farHead[0][24 ..< 28] = [0xFF, 0xFF, 0xFF, 0x0F]  // 2²⁸ − 1 + 2 elements
-        expectError(.outOfRange(field: "head offset", value: (1 << 28) - 1), farHead)
+        expectError(.outOfRange(field: "piece offset", value: (1 << 28) - 1), farHead)
         farHead = try wireFrames(.parameterHead(round: 1, offset: 0, values: WireTensor([1])))
         farHead[0][20 ..< 24] = [0, 0, 0, 0x10]
         expectError(.outOfRange(field: "head offset", value: 1 << 28), farHead)
@@ -188,10 +196,10 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
             try Message.hello(workerName: String(repeating: "n", count: 300), protocolVersion: 1, dataFingerprint: "").encoded()
         }
         #expect(throws: WireError.controlCharacter(field: "reason")) { try Message.refuse(reason: "a\nb").encoded() }
-        #expect(throws: WireError.outOfRange(field: "configuration", value: 2)) {
-            try Message.work(round: 0, configurations: [3, 2]).encoded()
+        #expect(throws: WireError.outOfRange(field: "block", value: 2)) {
+            try Message.work(round: 0, blocks: [3, 2]).encoded()
         }
-        #expect(throws: WireError.outOfRange(field: "round", value: -1)) { try Message.work(round: -1, configurations: []).encoded() }
+        #expect(throws: WireError.outOfRange(field: "round", value: -1)) { try Message.work(round: -1, blocks: []).encoded() }
         #expect(throws: WireError.outOfRange(field: "head offset", value: -1)) {
             try Message.parameterHead(round: 0, offset: -1, values: WireTensor([1])).encoded()
         }

@@ -68,6 +68,9 @@ extension ClusterConfig.Experiment {
             ("configurations_per_round", {
                 e.configurationsPerRound = try $0.orNull { try $0.int(atLeast: 1, atMost: WireProtocol.maxConfigurationsPerRound) }
             }),
+            ("configurations_per_block", {
+                e.configurationsPerBlock = try $0.int(atLeast: 1, atMost: WireProtocol.maxConfigurationsPerBlock)
+            }),
             ("shared_batch", { e.sharedBatch = try $0.orNull { try $0.bool() } }),
             ("batch_size", { e.batchSize = try $0.int(atLeast: 1) }),
             ("noise", { e.noise = try $0.orNull { try $0.number("a number ≥ 0") { $0 >= 0 } } }),

@@ -57,6 +57,8 @@ public struct ClusterConfig: Sendable, Equatable {
         public var epochs: Double = 6
         /// Configurations whose gradients each round averages; ≥ 1.
         public var configurationsPerRound: Int?
+        /// Configurations per reduction block (`RoundPlan.configurationsPerBlock`); ≥ 1.
+        public var configurationsPerBlock = 1
         /// Every configuration of a round uses the round's one mini-batch (nil: the recipe decides).
         public var sharedBatch: Bool?
         /// Mini-batch size; ≥ 1.

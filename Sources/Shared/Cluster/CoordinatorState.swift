@@ -1,35 +1,42 @@
 import Foundation
 
 /// The coordinator's side of the protocol as a value-type state machine without I/O: admission,
-/// scheduling (its `Scheduler`), which INR heads of each configuration's gradient are in, when a
-/// head can be stepped, which parameter heads each worker holds, and the rule for non-finite
-/// results. One mutating method per event, each returning the actions to perform, in order;
-/// `ClusterServer` (in the coordinator executable) turns socket traffic into these events and
-/// performs the actions.
+/// scheduling (its `Scheduler`), which INR heads of each block's gradient are in, when a head can
+/// be stepped, which parameter heads each worker holds, and the rules for non-finite and
+/// implausible results. One mutating method per event, each returning the actions to perform, in
+/// order; `ClusterServer` (in the coordinator executable) turns socket traffic into these events
+/// and performs the actions.
 ///
-/// A round's gradients arrive by INR head (`WireProtocol`, "Heads of a round"). As soon as
-/// every configuration's gradient of head h is in, the machine says `stepHead(h)` and, when
-/// another round follows, `broadcastHead` — the stepped values go to every live worker as
-/// head h of the next round's parameters. At a round's start a worker that lacks some of that
-/// round's parameter heads (it joined late, or missed a broadcast) is sent them.
+/// The unit of work is a block of configurations (`RoundPlan.configurationsPerBlock`): the
+/// scheduler's "configurations" are this machine's blocks. A round's gradients arrive by INR
+/// head, each head in pieces (`WireProtocol`, "Blocks and heads of a round"). One worker at a
+/// time fills a block's head — the first to send its first piece, then its pieces in order — so
+/// a speculative twin's copy cannot interleave with it. As soon as every block's gradient of
+/// head h is in, the machine says `stepHead(h)` and, when another round follows,
+/// `broadcastHead` — the stepped values go to every live worker as head h of the next round's
+/// parameters. At a round's start a worker that lacks some of that round's parameter heads (it
+/// joined late, or missed a broadcast) is sent them.
 ///
 /// Workers are told apart by the transport's connection id (never a name a peer chooses), named
 /// by their hello (for logs), and keyed by their CURVE key: a hello naming a live worker with
 /// the same key replaces that connection (the worker restarted); with another key it is refused.
 public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
-    /// One configuration's result as a round hands it over (its gradient is in the round's
-    /// buffers, and already stepped on, when the result is accepted).
+    /// One block's result as a round hands it over (its gradient is in the round's buffers, and
+    /// already stepped on, when the result is accepted).
     public struct Result: Sendable, Equatable {
-        public let terms: LossTerms
-        /// Seconds the worker spent computing it.
+        /// Loss terms of the block's configurations, in index order.
+        public let terms: [LossTerms]
+        /// Seconds the worker spent computing the block.
         public let seconds: Double
-        public init(terms: LossTerms, seconds: Double) { self.terms = terms; self.seconds = seconds }
+        public init(terms: [LossTerms], seconds: Double) { self.terms = terms; self.seconds = seconds }
     }
 
     /// What a finished round reports besides its results.
     public struct Completion: Sendable, Equatable {
-        /// Results in configuration-index order.
+        /// Results in block order.
         public let results: [Result]
+        /// Every configuration's loss terms, in configuration-index order.
+        public var terms: [LossTerms] { results.flatMap(\.terms) }
         /// The busiest worker's summed compute time for the round's accepted results.
         public let computeSeconds: Double
         /// Workers whose last result came more than 50 % later (from the round's start) than
@@ -43,9 +50,9 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         case refuse(WorkerID, reason: String)
         /// Send these parameter heads of `round` (the values the round started with).
         case sendParameterHeads(round: Int, heads: [Int], to: WorkerID)
-        case sendWork(to: WorkerID, round: Int, configurations: [Int])
+        case sendWork(to: WorkerID, round: Int, blocks: [Int])
         case sendHeartbeat(to: [WorkerID])
-        /// Every configuration's gradient of head `head` is in: step the optimizer on it.
+        /// Every block's gradient of head `head` is in: step the optimizer on it.
         case stepHead(Int)
         /// Send head `head` of the stepped parameters, as `round`'s, to these workers.
         case broadcastHead(round: Int, head: Int, to: [WorkerID])
@@ -55,8 +62,8 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         /// A log line about a peer's misbehaviour, to be counted and rate-limited per kind (a
         /// hostile peer must not flood the log).
         case logLimited(Noise, String)
-        /// The same configuration was non-finite on two workers: training diverged.
-        case diverged(round: Int, configuration: Int, workers: [String])
+        /// The same block was non-finite on two workers: training diverged.
+        case diverged(round: Int, block: Int, workers: [String])
     }
 
     /// Kinds of peer misbehaviour the coordinator counts and logs rate-limited.
@@ -75,8 +82,12 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
 
     /// The job every worker must match.
     public let dataFingerprint: DataFingerprint
-    public let headCount: Int
-    public let configurationsPerRound: Int
+    /// The INR heads' sizes (parameters), in order.
+    public let headSizes: [Int]
+    public var headCount: Int { headSizes.count }
+    /// Configurations in each block, in order (`RoundPlan.configurations(ofBlock:)`).
+    public let blockSizes: [Int]
+    public var blockCount: Int { blockSizes.count }
     public private(set) var scheduler: Scheduler<WorkerID, Result>
     /// The last round started (nil before the first); `inProgress` while it has not completed.
     public private(set) var round: Int?
@@ -84,16 +95,23 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// Whether another round follows the one in progress (its parameters are broadcast as
     /// they are stepped).
     var more = false
-    /// headsIn[c][h]: configuration c's gradient of head h is in.
+    /// headsIn[b][h]: block b's gradient of head h is in.
     var headsIn: [[Bool]]
     var headsComplete = 0
+    /// Heads being received, by block and head: the one worker whose pieces fill it, the values
+    /// and the sum of squares received so far.
+    var receiving: [Int: [Int: (owner: WorkerID, received: Int, squares: Double)]] = [:]
+    /// Blocks of which a worker sent pieces that were not taken because another worker was
+    /// filling that head: its result will lack them.
+    var crossed: Set<Crossing> = []
+    struct Crossing: Hashable, Sendable { let block: Int, worker: WorkerID }
     /// Parameter heads each worker holds, by round.
     var held: [WorkerID: (round: Int, heads: Set<Int>)] = [:]
     /// CURVE key (Z85) of each admitted connection.
     var keys: [WorkerID: String] = [:]
     /// Who a worker is for quarantine: its CURVE key and the name it gives.
     struct Identity: Hashable, Sendable { let key: String, name: String }
-    /// Configurations of the round in progress that one worker already returned non-finite.
+    /// Blocks of the round in progress that one worker already returned non-finite.
     var nonFinite: [Int: (first: Identity, count: Int)] = [:]
     /// Identities refused until a time, after a non-finite or implausible result, with their
     /// back-off (doubling from `quarantineInitial` to `quarantineMax` on every repeat).
@@ -104,23 +122,32 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     var clock: Duration = .zero
     /// Recently accepted gradient-head norms, per head (oldest first).
     var recentNorms: [[Double]]
-    /// Implausible heads already seen this round, by configuration and head: their norm and who sent them.
+    /// Implausible heads already seen this round, by block and head: their norm and who sent them.
     var implausible: [Int: [Int: (norm: Double, from: Identity)]] = [:]
     var roundStart: Duration = .zero
     var computeByWorker: [WorkerID: Double] = [:]
     var lastResult: [WorkerID: Duration] = [:]
 
-    public init(dataFingerprint: DataFingerprint, headCount: Int, configurationsPerRound: Int,
+    /// A machine for a job whose parameters travel in heads of `headSizes` values and whose
+    /// rounds have blocks of `blockSizes` configurations.
+    public init(dataFingerprint: DataFingerprint, headSizes: [Int], blockSizes: [Int],
                 heartbeatInterval: Duration = WireProtocol.heartbeatInterval, heartbeatTimeout: Duration = WireProtocol.heartbeatTimeout,
                 stallReportInterval: Duration = WireProtocol.stallReportInterval, progressTimeout: Duration = WireProtocol.progressTimeout) {
-        precondition(headCount >= 1, "parameters travel in at least one head")
+        precondition(!headSizes.isEmpty, "parameters travel in at least one head")
+        precondition(!blockSizes.isEmpty && blockSizes.allSatisfy { (1...WireProtocol.maxConfigurationsPerBlock).contains($0) },
+                     "a round has blocks of 1…\(WireProtocol.maxConfigurationsPerBlock) configurations")
         self.dataFingerprint = dataFingerprint
-        self.headCount = headCount
-        self.configurationsPerRound = configurationsPerRound
-        scheduler = Scheduler(configurationsPerRound: configurationsPerRound, heartbeatInterval: heartbeatInterval,
+        self.headSizes = headSizes
+        self.blockSizes = blockSizes
+        scheduler = Scheduler(configurationsPerRound: blockSizes.count, heartbeatInterval: heartbeatInterval,
                               heartbeatTimeout: heartbeatTimeout, stallReportInterval: stallReportInterval, progressTimeout: progressTimeout)
-        headsIn = Array(repeating: Array(repeating: false, count: headCount), count: configurationsPerRound)
-        recentNorms = Array(repeating: [], count: headCount)
+        headsIn = Array(repeating: Array(repeating: false, count: headSizes.count), count: blockSizes.count)
+        recentNorms = Array(repeating: [], count: headSizes.count)
+    }
+
+    /// The blocks of `plan`'s rounds.
+    public static func blockSizes(of plan: RoundPlan) -> [Int] {
+        (0..<plan.blocksPerRound).map { plan.configurations(ofBlock: $0).count }
     }
 
     /// Live workers in join order.
@@ -135,6 +162,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         self.round = round; inProgress = true; self.more = more
         for c in headsIn.indices { headsIn[c] = Array(repeating: false, count: headCount) }
         headsComplete = 0
+        receiving = [:]; crossed = []
         nonFinite = [:]; implausible = [:]; computeByWorker = [:]; lastResult = [:]
         roundStart = now
         clock = max(clock, now)
@@ -180,13 +208,29 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         return actions
     }
 
-    /// Whether a gradient head just received is wanted: of the round in progress, of a
-    /// configuration this worker holds, and not in yet. Anything else is late (the round is
-    /// over or the work went elsewhere) or a recomputation of what is in (the same bits), and
-    /// is ignored, as its result will be.
-    public func wantsGradientHead(from id: WorkerID, round: Int, configuration: Int, head: Int) -> Bool {
-        inProgress && round == self.round && (0..<headCount).contains(head)
-            && scheduler.outstanding(of: id).contains(configuration) && !headsIn[configuration][head]
+    /// A gradient piece arrived; returns whether to take it (decode it into the block's buffer
+    /// and report `storedGradientPiece`): values [`at`, `at` + `count`) of head
+    /// `head` of `block`'s gradient, for the round in progress, from a worker holding that block,
+    /// for a head not in yet, and either the head's first piece (nobody is filling it) or the
+    /// next piece of the worker filling it. Anything else is late (the round is over or the
+    /// work went elsewhere), a recomputation of what is in (the same bits), or a speculative
+    /// twin's copy of a head another worker is filling, and is ignored, as its result will be.
+    /// The caller has checked that the piece lies within the head.
+    public mutating func gradientPieceArrived(from id: WorkerID, round: Int, block: Int, head: Int, at offset: Int, count: Int) -> Bool {
+        guard inProgress, round == self.round, (0..<blockCount).contains(block), (0..<headCount).contains(head),
+              scheduler.outstanding(of: id).contains(block), !headsIn[block][head] else { return false }
+        precondition(offset >= 0 && offset + count <= headSizes[head], "a piece outside its head")
+        switch receiving[block]?[head] {
+        case nil where offset == 0:
+            return true
+        case let entry? where entry.owner == id && entry.received == offset:
+            return true
+        case let entry? where entry.owner != id:
+            crossed.insert(Crossing(block: block, worker: id))
+            return false
+        default:
+            return false
+        }
     }
 
     /// The largest plausible norm of head `head`'s gradient now (nil during the warm-up).
@@ -196,30 +240,46 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         return recent.sorted()[recent.count / 2] * Self.normFactor
     }
 
-    /// A wanted gradient head is in the round's buffer, with L2 norm `norm` (NaN or infinite
-    /// when a value is not finite). A non-finite head follows the non-finite rule; an implausible
-    /// one (`normBound`) is rejected and recomputed elsewhere unless an independent computation
-    /// gave the same norm. Once every configuration has head h, it is stepped and, if a round
-    /// follows, broadcast.
-    public mutating func storedGradientHead(from id: WorkerID, configuration: Int, head: Int, norm: Double) -> [Action] {
+    /// A taken gradient piece of `count` values is in the round's buffer; `squares` is the sum
+    /// of their squares (NaN or infinite when a value is not finite, which follows the
+    /// non-finite rule at once). When the head is complete its L2 norm is checked: an
+    /// implausible one (`normBound`) is rejected and recomputed elsewhere unless an independent
+    /// computation gave the same norm. Once every block has head h, it is stepped and, if a
+    /// round follows, broadcast.
+    public mutating func storedGradientPiece(from id: WorkerID, block: Int, head: Int, count: Int, squares: Double) -> [Action] {
+        guard squares.isFinite else {
+            receiving[block]?[head] = nil
+            return nonFiniteResult(from: id, block: block)
+        }
+        let entry = receiving[block]?[head]
+        let received = (entry?.received ?? 0) + count, total = (entry?.squares ?? 0) + squares
+        guard received == headSizes[head] else {
+            receiving[block, default: [:]][head] = (id, received, total)
+            return []
+        }
+        receiving[block]?[head] = nil
+        return storedGradientHead(from: id, block: block, head: head, norm: total.squareRoot())
+    }
+
+    /// Block `block`'s head `head` is in, with L2 norm `norm`.
+    private mutating func storedGradientHead(from id: WorkerID, block: Int, head: Int, norm: Double) -> [Action] {
         guard let round else { return [] }
-        guard norm.isFinite else { return nonFiniteResult(from: id, configuration: configuration) }
-        if let bound = normBound(head: head), norm > bound, let earlier = implausible[configuration]?[head], earlier.norm == norm {
+        if let bound = normBound(head: head), norm > bound, let earlier = implausible[block]?[head], earlier.norm == norm {
             // Confirmed by an independent computation: a genuine spike, and its first sender honest.
             quarantine[earlier.from] = nil
         } else if let bound = normBound(head: head), norm > bound {
-            implausible[configuration, default: [:]][head] = (norm, Identity(key: keys[id] ?? "", name: name(of: id) ?? "?"))
+            implausible[block, default: [:]][head] = (norm, Identity(key: keys[id] ?? "", name: name(of: id) ?? "?"))
             let name = name(of: id) ?? "?"
-            forgetUnsteppedHeads(of: configuration)
+            forgetUnsteppedHeads(of: block)
             quarantine(id)
-            return [.logLimited(.rejected, "rejected a gradient of worker \(name) for round \(round) configuration \(configuration) head "
+            return [.logLimited(.rejected, "rejected a gradient of worker \(name) for round \(round) block \(block) head "
                                 + "\(head): norm \(Self.scientific(norm)) exceeds \(Self.scientific(bound)) (\(Int(Self.normFactor))× the recent "
                                 + "median); recomputing elsewhere")]
                 + translate(scheduler.workerFailed(id, reason: "implausible gradient"))
         }
         recentNorms[head].append(norm)
         if recentNorms[head].count > Self.normHistory { recentNorms[head].removeFirst() }
-        headsIn[configuration][head] = true
+        headsIn[block][head] = true
         guard headsIn.allSatisfy({ $0[head] }) else { return [] }
         headsComplete += 1
         guard more else { return [.stepHead(head)] }
@@ -231,24 +291,34 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         return [.stepHead(head), .broadcastHead(round: round + 1, head: head, to: live)]
     }
 
-    /// A result (loss terms), after all its gradient heads.
-    public mutating func result(from id: WorkerID, round: Int, configuration: Int, result: Result, now: Duration) -> [Action] {
+    /// A result (the loss terms of a block's configurations), after all its gradient pieces.
+    public mutating func result(from id: WorkerID, round: Int, block: Int, result: Result, now: Duration) -> [Action] {
         clock = max(clock, now)
-        let assigned = inProgress && round == self.round && scheduler.outstanding(of: id).contains(configuration)
+        let assigned = inProgress && round == self.round && scheduler.outstanding(of: id).contains(block)
         if assigned {
-            let missing = headsIn[configuration].filter { !$0 }.count
-            guard missing == 0 else {
-                return malformed(from: id, "the result of configuration \(configuration) came before \(missing) of its "
-                                 + "\(headCount) gradient heads")
+            guard result.terms.count == blockSizes[block] else {
+                return malformed(from: id, "the result of block \(block) has \(result.terms.count) loss terms for its "
+                                 + "\(blockSizes[block]) configurations")
             }
-            let t = result.terms
-            guard t.total.isFinite && t.crossEntropy.isFinite && t.reconstruction.isFinite && t.normRegularizer.isFinite else {
-                return nonFiniteResult(from: id, configuration: configuration)
+            let missing = headsIn[block].filter { !$0 }.count
+            if missing > 0 && crossed.contains(Crossing(block: block, worker: id)) {
+                // Its pieces met another worker's filling the same heads, which then failed: its
+                // copy is incomplete through no fault of its own. It rejoins; the block is recomputed.
+                return [.log("worker \(name(of: id) ?? "?")'s gradient of round \(round) block \(block) overlapped another worker's; "
+                             + "recomputing the block")]
+                    + translate(scheduler.workerFailed(id, reason: "its gradient overlapped another worker's"))
+            }
+            guard missing == 0 else {
+                return malformed(from: id, "the result of block \(block) came before \(missing) of its \(headCount) gradient heads")
+            }
+            guard result.terms.allSatisfy({ $0.total.isFinite && $0.crossEntropy.isFinite && $0.reconstruction.isFinite
+                                                && $0.normRegularizer.isFinite }) else {
+                return nonFiniteResult(from: id, block: block)
             }
             lastResult[id] = now
             computeByWorker[id, default: 0] += result.seconds
         }
-        return translate(scheduler.result(from: id, round: round, configuration: configuration, payload: result, now: now))
+        return translate(scheduler.result(from: id, round: round, configuration: block, payload: result, now: now))
     }
 
     /// A heartbeat (any message proves a worker alive; the others record it themselves).
@@ -256,19 +326,28 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         scheduler.heard(from: id, now: now)
     }
 
-    /// A goodbye: the worker leaves; its configurations go to the others.
+    /// A goodbye: the worker leaves; its blocks go to the others.
     public mutating func goodbye(from id: WorkerID) -> [Action] {
         translate(scheduler.workerLeft(id))
     }
 
     /// A message that could not be decoded, or that a worker must not send. It is counted and
     /// logged (rate-limited); an admitted worker holding work is also dropped, since its
-    /// configurations would otherwise wait for a result that is not coming.
+    /// blocks would otherwise wait for a result that is not coming.
     public mutating func malformed(from id: WorkerID, _ problem: String) -> [Action] {
         var actions: [Action] = [.logLimited(.malformed, "dropped malformed message from \(describe(id)): \(problem)")]
         if name(of: id) != nil, !scheduler.outstanding(of: id).isEmpty {
             actions += translate(scheduler.workerFailed(id, reason: "malformed message: \(problem)"))
         }
+        return actions
+    }
+
+    /// A message over the protocol's size bounds (`WireProtocol.maxInboundFrames`): malformed,
+    /// and its sender, when admitted, quarantined — an honest worker never sends one.
+    public mutating func oversized(from id: WorkerID, _ problem: String) -> [Action] {
+        if name(of: id) != nil { quarantine(id) }
+        var actions: [Action] = [.logLimited(.malformed, "dropped oversized message from \(describe(id)): \(problem)")]
+        if name(of: id) != nil { actions += translate(scheduler.workerFailed(id, reason: "oversized message")) }
         return actions
     }
 
@@ -285,31 +364,32 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
 
     // MARK: Internals
 
-    /// A non-finite gradient head or loss. A genuine divergence repeats on any worker (the
+    /// A non-finite gradient or loss. A genuine divergence repeats on any worker (the
     /// computation is deterministic); a faulty worker does not. So: drop this one and let
-    /// another recompute; the second time the same configuration is non-finite, stop.
+    /// another recompute; the second time the same block is non-finite, stop.
     /// The second strike must come from another identity (key and name) — one connection that
     /// says hello again cannot end the run — or be the third in all (a one-worker run must still
     /// stop on a genuine divergence). The identity is quarantined either way.
-    private mutating func nonFiniteResult(from id: WorkerID, configuration: Int) -> [Action] {
+    private mutating func nonFiniteResult(from id: WorkerID, block: Int) -> [Action] {
         let name = name(of: id) ?? "?"
         guard let round else { return [] }
         let identity = Identity(key: keys[id] ?? "", name: name)
-        if let earlier = nonFinite[configuration], earlier.first != identity || earlier.count >= 2 {
-            return [.diverged(round: round, configuration: configuration, workers: [earlier.first.name, name])]
+        if let earlier = nonFinite[block], earlier.first != identity || earlier.count >= 2 {
+            return [.diverged(round: round, block: block, workers: [earlier.first.name, name])]
         }
-        nonFinite[configuration] = (nonFinite[configuration]?.first ?? identity, (nonFinite[configuration]?.count ?? 0) + 1)
+        nonFinite[block] = (nonFinite[block]?.first ?? identity, (nonFinite[block]?.count ?? 0) + 1)
         quarantine(id)
-        forgetUnsteppedHeads(of: configuration)
-        return [.log("worker \(name) returned a non-finite result for round \(round) configuration \(configuration); "
+        forgetUnsteppedHeads(of: block)
+        return [.log("worker \(name) returned a non-finite result for round \(round) block \(block); "
                      + "dropping it and recomputing elsewhere")]
             + translate(scheduler.workerFailed(id, reason: "non-finite result"))
     }
 
-    /// Forgets the heads of `configuration` that are in but not yet stepped: they came from a
-    /// worker now known to be faulty and are taken again from the recomputation.
-    private mutating func forgetUnsteppedHeads(of configuration: Int) {
-        for h in 0..<headCount where headsIn[configuration][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[configuration][h] = false }
+    /// Forgets the heads of `block` that are in or being received but not yet stepped: they
+    /// came from a worker now known to be faulty and are taken again from the recomputation.
+    private mutating func forgetUnsteppedHeads(of block: Int) {
+        receiving[block] = nil
+        for h in 0..<headCount where headsIn[block][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[block][h] = false }
     }
 
     /// Refuses `id`'s identity for a back-off that doubles on every repeat.
@@ -345,12 +425,16 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
                     held[id] = (round, Set(0..<headCount))
                     if !missing.isEmpty { out.append(.sendParameterHeads(round: round, heads: missing, to: id)) }
                 }
-            case let .sendWork(id, round, configurations):
-                out.append(.sendWork(to: id, round: round, configurations: configurations))
+            case let .sendWork(id, round, blocks):
+                out.append(.sendWork(to: id, round: round, blocks: blocks))
             case let .sendHeartbeat(workers):
                 out.append(.sendHeartbeat(to: workers))
             case let .dropWorker(id, name, reason):
                 keys[id] = nil; held[id] = nil
+                // Heads it was filling start over with whoever computes its blocks next.
+                for (block, heads) in receiving {
+                    for (head, entry) in heads where entry.owner == id { receiving[block]?[head] = nil }
+                }
                 let why = switch reason {
                 case .heartbeatTimeout(let silent): "silent for \(Self.format(silent, digits: 1)) s"
                 case .noProgress(let stuck): "no result for \(Self.format(stuck, digits: 0)) s"
@@ -358,9 +442,9 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
                 case .left: "it said goodbye"
                 case .rejoined: "it connected again"
                 }
-                out.append(.log("dropped worker \(name) (\(why)); its configurations go to the others"))
-            case let .discardResult(id, round, configuration, reason):
-                out.append(.logLimited(.discarded, "discarded result of round \(round) configuration \(configuration) "
+                out.append(.log("dropped worker \(name) (\(why)); its blocks go to the others"))
+            case let .discardResult(id, round, block, reason):
+                out.append(.logLimited(.discarded, "discarded result of round \(round) block \(block) "
                                        + "from \(describe(id)): \(reason)"))
             case let .roundComplete(round, results):
                 inProgress = false
@@ -369,7 +453,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
             case let .stalled(round, waitingFor, unassigned, silentFor):
                 let waiting = waitingFor.isEmpty ? "no worker holds work" : "waiting for " + waitingFor.joined(separator: ", ")
                 out.append(.log("round \(round) stalled for \(Self.format(silentFor, digits: 0)) s: \(waiting)"
-                                + (unassigned > 0 ? "; \(unassigned) configurations wait for a worker to connect" : "")))
+                                + (unassigned > 0 ? "; \(unassigned) blocks wait for a worker to connect" : "")))
             }
         }
         return out

@@ -25,13 +25,14 @@
 ///                 + tensor frames: permuted base weights (may be empty); the round's parameters
 ///                 follow as parameter heads
 ///     refuse      u16 n, n bytes reason (UTF-8)
-///     work        u64 round · u32 k · k × u32 configuration index (strictly increasing)
-///     result      u64 round · u32 configuration · f64 cross-entropy · f64 norm regularizer ·
-///                 f64 reconstruction · f64 total · u32 correct · u32 samples ·
-///                 f64 compute seconds (the gradient went ahead in gradient heads)
-///     gradient head    u64 round · u32 configuration · u32 offset · u8 encoding (0 binary32,
-///                 1 bfloat16) · u32 count + tensor frames: gradient[offset ..< offset + count]
-///                 of that configuration, one INR head's part (4 or 2 bytes per element)
+///     work        u64 round · u32 k · k × u32 block index (strictly increasing)
+///     result      u64 round · u32 block · u32 k (the block's configurations, in order) ·
+///                 k × (f64 cross-entropy · f64 norm regularizer · f64 reconstruction ·
+///                 f64 total · u32 correct · u32 samples) · f64 compute seconds (the block's
+///                 gradient went ahead in gradient pieces)
+///     gradient piece   u64 round · u32 block · u32 offset · u8 encoding (0 binary32,
+///                 1 bfloat16) · u32 count + one tensor frame of at most `frameBytes`:
+///                 gradient[offset ..< offset + count] of the block (4 or 2 bytes per element)
 ///     parameter head   u64 round · u32 offset · u32 count + tensor frames:
 ///                 parameters[offset ..< offset + count] to use for `round`, one INR head's part
 ///     heartbeat   (empty)
@@ -47,20 +48,40 @@
 /// Float payloads (loss terms, tensors) are carried bit-exactly, NaN included: see
 /// `WireTensor.isFinite`.
 ///
-/// ## Heads of a round
-/// Gradients and parameters travel by INR head (`HyperNetwork.headRanges`: one head per
-/// generated tensor). A worker sends each head's part of a gradient as a gradient head the
-/// moment its backward pass has finished it, then the result (loss terms). The coordinator
-/// steps the optimizer on a head as soon as every configuration's gradient head of it is in,
+/// ## Bounded messages
+/// Everything a worker sends is one header frame and at most one tensor frame of at most
+/// `frameBytes`, so the coordinator's socket limits every frame to `maxInboundFrameBytes`
+/// (`ZMQ_MAXMSGSIZE`, which libzmq applies per frame) and treats a message of more frames as a
+/// protocol violation. libzmq has no limit on a whole multipart message (it delivers one only
+/// once every frame is in), so that violation is answered by dropping and quarantining the
+/// sender rather than prevented.
+///
+/// ## Blocks and heads of a round
+/// A round's configurations are cut into blocks (`RoundPlan.configurationsPerBlock`); a block
+/// is the unit of work: computed whole by one worker, which sums its configurations' gradients
+/// in index order and sends that one sum. Gradients and parameters travel by INR head
+/// (`HyperNetwork.headRanges`: one head per generated tensor). A worker sends each head's part
+/// of a block's gradient, in pieces of at most `frameBytes` and in order, the moment its
+/// backward pass has finished it, then the result (loss terms). The coordinator
+/// steps the optimizer on a head as soon as every block's gradient of it is in,
 /// and sends the new values as a parameter head of the next round to every worker, which
 /// assembles them (a worker that joins, or missed some, gets the round's heads at its start). So sending, stepping and receiving overlap the backward pass
 /// of the round's slowest configuration, as bucketed all-reduce does in data-parallel training;
 /// only the last head's traffic is left between one round's computation and the next.
 public enum WireProtocol {
     /// Bumped on any change to the layouts above.
-    public static let version: UInt16 = 5
-    /// Bytes per tensor frame (the last frame of a tensor may be shorter).
+    public static let version: UInt16 = 6
+    /// Bytes per tensor frame (the last frame of a tensor may be shorter), and the most a
+    /// gradient piece carries.
     public static let frameBytes = 1 << 20
+    /// The largest frame a worker sends (a gradient piece's tensor frame; every header frame a
+    /// worker sends is smaller).
+    public static let maxInboundFrameBytes = frameBytes
+    /// The coordinator's `ZMQ_MAXMSGSIZE`: libzmq checks it on the frame as it travels, which
+    /// CURVE wraps in a MESSAGE command (name, nonce, MAC: 33 bytes), so a margin is added.
+    public static let maxInboundWireFrameBytes = maxInboundFrameBytes + 4096
+    /// Frames of the largest message a worker sends (a gradient piece: header and tensor).
+    public static let maxInboundFrames = 2
 
     /// Frames a tensor of `byteCount` bytes travels in: ⌈bytes / frameBytes⌉, at least 1.
     public static func frameCount(byteCount: Int) -> Int { max(1, (byteCount + frameBytes - 1) / frameBytes) }
@@ -84,8 +105,10 @@ public enum WireProtocol {
     public static let maxReasonBytes = 4096
     /// Largest job spec (bytes of JSON).
     public static let maxJobSpecBytes = 4 << 20
-    /// Configuration indices are below this; a work message lists at most this many.
+    /// Configuration and block indices are below this; a work message lists at most this many.
     public static let maxConfigurationsPerRound = 1 << 16
+    /// Configurations in one block (a result carries one set of loss terms per configuration).
+    public static let maxConfigurationsPerBlock = 4096
     /// Largest round number.
     public static let maxRound = Int(Int32.max)
     /// Largest tensor: 2²⁸ floats = 1 GiB (in `frameBytes` frames). Sockets set
@@ -128,12 +151,12 @@ public enum WireProtocol {
 
 /// The kind byte of the header frame.
 public enum MessageKind: UInt8, Sendable, CaseIterable {
-    case hello = 1, welcome = 2, refuse = 3, work = 4, result = 5, heartbeat = 7, goodbye = 8, gradientHead = 9, parameterHead = 10
+    case hello = 1, welcome = 2, refuse = 3, work = 4, result = 5, heartbeat = 7, goodbye = 8, gradientPiece = 9, parameterHead = 10
 
     /// Tensors that follow the header frame (each in `WireProtocol.frameCount` frames).
     public var tensorCount: Int {
         switch self {
-        case .welcome, .gradientHead, .parameterHead: 1
+        case .welcome, .gradientPiece, .parameterHead: 1
         case .hello, .refuse, .work, .result, .heartbeat, .goodbye: 0
         }
     }
@@ -150,16 +173,17 @@ public enum Message: Sendable, Equatable {
     case welcome(jobSpec: [UInt8], round: Int, baseWeights: WireTensor)
     /// Coordinator → worker: not admitted (version or data mismatch); the worker stops.
     case refuse(reason: String)
-    /// Coordinator → worker: compute these configurations of `round` (added to any already
-    /// assigned; indices strictly increasing).
-    case work(round: Int, configurations: [Int])
-    /// Worker → coordinator: the loss terms of one configuration, and the seconds the worker
-    /// spent computing it (for the coordinator's overhead figures), after all its gradient heads.
-    case result(round: Int, configuration: Int, terms: LossTerms, seconds: Double)
-    /// Worker → coordinator: `values` = gradient[offset ..< offset + values.count] of one
-    /// configuration (one INR head's part), ahead of its result. It may be sent as bfloat16; it
-    /// is always received as binary32.
-    case gradientHead(round: Int, configuration: Int, offset: Int, values: WireTensor)
+    /// Coordinator → worker: compute these blocks of `round` (added to any already assigned;
+    /// indices strictly increasing).
+    case work(round: Int, blocks: [Int])
+    /// Worker → coordinator: the loss terms of each configuration of one block, in index order,
+    /// and the seconds the worker spent computing the block (for the coordinator's overhead
+    /// figures), after all its gradient pieces.
+    case result(round: Int, block: Int, terms: [LossTerms], seconds: Double)
+    /// Worker → coordinator: `values` = gradient[offset ..< offset + values.count] of one block
+    /// (a piece of at most `frameBytes` of one INR head's part), ahead of its result. It may be
+    /// sent as bfloat16; it is always received as binary32.
+    case gradientPiece(round: Int, block: Int, offset: Int, values: WireTensor)
     /// Coordinator → worker: parameters[offset ..< offset + values.count] to use for `round`
     /// (one INR head's part); together the heads of a round are its parameters.
     case parameterHead(round: Int, offset: Int, values: WireTensor)
@@ -175,7 +199,7 @@ public enum Message: Sendable, Equatable {
         case .refuse: .refuse
         case .work: .work
         case .result: .result
-        case .gradientHead: .gradientHead
+        case .gradientPiece: .gradientPiece
         case .parameterHead: .parameterHead
         case .heartbeat: .heartbeat
         case .goodbye: .goodbye
@@ -253,36 +277,45 @@ extension Message {
             tensors = [base]
         case let .refuse(reason):
             try Self.string(reason, "reason", WireProtocol.maxReasonBytes, &w)
-        case let .work(round, configs):
+        case let .work(round, blocks):
             try w.u64(UInt64(Self.checkRound(round)))
-            guard configs.count <= WireProtocol.maxConfigurationsPerRound else {
-                throw .tooLarge(field: "configuration list", size: configs.count, limit: WireProtocol.maxConfigurationsPerRound)
+            guard blocks.count <= WireProtocol.maxConfigurationsPerRound else {
+                throw .tooLarge(field: "block list", size: blocks.count, limit: WireProtocol.maxConfigurationsPerRound)
             }
-            w.u32(UInt32(configs.count))
+            w.u32(UInt32(blocks.count))
             var previous = -1
-            for c in configs {
-                guard c > previous, c < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "configuration", value: c) }
-                w.u32(UInt32(c)); previous = c
+            for b in blocks {
+                guard b > previous, b < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "block", value: b) }
+                w.u32(UInt32(b)); previous = b
             }
-        case let .result(round, config, terms, seconds):
+        case let .result(round, block, terms, seconds):
             try w.u64(UInt64(Self.checkRound(round)))
-            guard (0..<WireProtocol.maxConfigurationsPerRound).contains(config) else { throw .outOfRange(field: "configuration", value: config) }
-            w.u32(UInt32(config))
-            w.f64(terms.crossEntropy); w.f64(terms.normRegularizer); w.f64(terms.reconstruction); w.f64(terms.total)
-            guard (0...WireProtocol.maxSamples).contains(terms.samples) else { throw .outOfRange(field: "samples", value: terms.samples) }
-            guard (0...terms.samples).contains(terms.correct) else { throw .outOfRange(field: "correct", value: terms.correct) }
-            w.u32(UInt32(terms.correct)); w.u32(UInt32(terms.samples))
+            guard (0..<WireProtocol.maxConfigurationsPerRound).contains(block) else { throw .outOfRange(field: "block", value: block) }
+            w.u32(UInt32(block))
+            guard (1...WireProtocol.maxConfigurationsPerBlock).contains(terms.count) else {
+                throw .outOfRange(field: "configurations in a block", value: terms.count)
+            }
+            w.u32(UInt32(terms.count))
+            for t in terms {
+                w.f64(t.crossEntropy); w.f64(t.normRegularizer); w.f64(t.reconstruction); w.f64(t.total)
+                guard (0...WireProtocol.maxSamples).contains(t.samples) else { throw .outOfRange(field: "samples", value: t.samples) }
+                guard (0...t.samples).contains(t.correct) else { throw .outOfRange(field: "correct", value: t.correct) }
+                w.u32(UInt32(t.correct)); w.u32(UInt32(t.samples))
+            }
             guard (0...WireProtocol.maxComputeSeconds).contains(seconds) else {
                 throw .outOfRange(field: "compute seconds", value: Int(exactly: seconds.rounded(.towardZero)) ?? -1)
             }
             w.f64(seconds)
-        case let .gradientHead(round, config, offset, values):
+        case let .gradientPiece(round, block, offset, values):
             try w.u64(UInt64(Self.checkRound(round)))
-            guard (0..<WireProtocol.maxConfigurationsPerRound).contains(config) else { throw .outOfRange(field: "configuration", value: config) }
-            w.u32(UInt32(config))
+            guard (0..<WireProtocol.maxConfigurationsPerRound).contains(block) else { throw .outOfRange(field: "block", value: block) }
+            w.u32(UInt32(block))
             try w.u32(Self.checkOffset(offset, values))
             w.u8(values.encoding.rawValue)
-            try w.u32(Self.checkTensor(values, "gradient head"))
+            guard values.byteCount <= WireProtocol.frameBytes else {
+                throw .tooLarge(field: "gradient piece", size: values.byteCount, limit: WireProtocol.frameBytes)
+            }
+            try w.u32(Self.checkTensor(values, "gradient piece"))
             tensors = [values]
         case let .parameterHead(round, offset, values):
             try w.u64(UInt64(Self.checkRound(round)))
@@ -336,30 +369,34 @@ extension Message {
     /// Decodes frames given as raw buffers (valid for the duration of the call).
     static func decode(buffers frames: [UnsafeRawBufferPointer]) throws(WireError) -> Message {
         guard case let .message(message) = try decode(buffers: frames, deferringGradient: false) else {
-            preconditionFailure("a gradient head is decoded whole unless deferred")
+            preconditionFailure("a gradient piece is decoded whole unless deferred")
         }
         return message
     }
 
-    /// Decodes received frames like `decode`, except that a gradient head's values stay in its
-    /// frames, checked for size but not copied, so the coordinator can decode them straight
-    /// into the round's gradient buffer once it knows the head is wanted.
+    /// Decodes what a worker sent like `decode`, except that a gradient piece's values stay in
+    /// their frame, checked for size but not copied, so the coordinator can decode them straight
+    /// into the round's gradient buffer once it knows the piece is wanted. A message of more
+    /// frames than any a worker sends is rejected before anything is decoded.
     public static func decodeInbound(_ frames: [ZMQ.Frame]) throws(WireError) -> Inbound {
         defer { withExtendedLifetime(frames) {} }
+        guard frames.count <= WireProtocol.maxInboundFrames else {
+            throw .frameCount(expected: WireProtocol.maxInboundFrames, found: frames.count)
+        }
         switch try decode(buffers: frames.map(\.bytes), deferringGradient: true) {
         case let .message(message): return .message(message)
-        case let .gradientHead(head): return .gradientHead(ReceivedGradientHead(head, frames: frames))
+        case let .gradientPiece(piece): return .gradientPiece(ReceivedGradientPiece(piece, frames: frames))
         }
     }
 
-    /// A gradient head's header, its values still in frames `tensorFrames` of the message.
-    struct GradientHeadHeader {
-        let round: Int, configuration: Int, offset: Int, count: Int
+    /// A gradient piece's header, its values still in frame `tensorFrame` of the message.
+    struct GradientPieceHeader {
+        let round: Int, block: Int, offset: Int, count: Int
         let encoding: WireTensor.Encoding
-        let tensorFrames: Range<Int>
+        let tensorFrame: Int
     }
 
-    enum Decoded { case message(Message), gradientHead(GradientHeadHeader) }
+    enum Decoded { case message(Message), gradientPiece(GradientPieceHeader) }
 
     static func decode(buffers frames: [UnsafeRawBufferPointer], deferringGradient: Bool) throws(WireError) -> Decoded {
         guard let headerFrame = frames.first else { throw .frameCount(expected: 1, found: 0) }
@@ -402,57 +439,66 @@ extension Message {
             message = .refuse(reason: try r.string("reason", limit: WireProtocol.maxReasonBytes))
         case .work:
             let round = try readRound(&r)
-            let k = Int(try r.u32("configuration count"))
+            let k = Int(try r.u32("block count"))
             guard k <= WireProtocol.maxConfigurationsPerRound else {
-                throw .tooLarge(field: "configuration list", size: k, limit: WireProtocol.maxConfigurationsPerRound)
+                throw .tooLarge(field: "block list", size: k, limit: WireProtocol.maxConfigurationsPerRound)
             }
-            guard r.remaining == 4 * k else { throw .truncated(field: "configuration list") }
-            var configs: [Int] = []
-            configs.reserveCapacity(k)
+            guard r.remaining == 4 * k else { throw .truncated(field: "block list") }
+            var blocks: [Int] = []
+            blocks.reserveCapacity(k)
             for _ in 0..<k {
-                let c = Int(try r.u32("configuration"))
-                let previous = configs.last ?? -1
-                guard c > previous, c < WireProtocol.maxConfigurationsPerRound else {
-                    throw .outOfRange(field: "configuration", value: c)
-                }
-                configs.append(c)
+                let b = Int(try r.u32("block"))
+                let previous = blocks.last ?? -1
+                guard b > previous, b < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "block", value: b) }
+                blocks.append(b)
             }
-            message = .work(round: round, configurations: configs)
+            message = .work(round: round, blocks: blocks)
         case .result:
             let round = try readRound(&r)
-            let config = Int(try r.u32("configuration"))
-            guard config < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "configuration", value: config) }
-            var terms = LossTerms()
-            terms.crossEntropy = try r.f64("cross-entropy"); terms.normRegularizer = try r.f64("norm regularizer")
-            terms.reconstruction = try r.f64("reconstruction"); terms.total = try r.f64("total")
-            terms.correct = Int(try r.u32("correct")); terms.samples = Int(try r.u32("samples"))
-            guard terms.samples <= WireProtocol.maxSamples else { throw .outOfRange(field: "samples", value: terms.samples) }
-            guard terms.correct <= terms.samples else { throw .outOfRange(field: "correct", value: terms.correct) }
+            let block = Int(try r.u32("block"))
+            guard block < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "block", value: block) }
+            let k = Int(try r.u32("configurations in a block"))
+            guard (1...WireProtocol.maxConfigurationsPerBlock).contains(k) else { throw .outOfRange(field: "configurations in a block", value: k) }
+            guard r.remaining == 40 * k + 8 else { throw .truncated(field: "loss terms") }
+            var terms: [LossTerms] = []
+            terms.reserveCapacity(k)
+            for _ in 0..<k {
+                var t = LossTerms()
+                t.crossEntropy = try r.f64("cross-entropy"); t.normRegularizer = try r.f64("norm regularizer")
+                t.reconstruction = try r.f64("reconstruction"); t.total = try r.f64("total")
+                t.correct = Int(try r.u32("correct")); t.samples = Int(try r.u32("samples"))
+                guard t.samples <= WireProtocol.maxSamples else { throw .outOfRange(field: "samples", value: t.samples) }
+                guard t.correct <= t.samples else { throw .outOfRange(field: "correct", value: t.correct) }
+                terms.append(t)
+            }
             let seconds = try r.f64("compute seconds")
             guard (0...WireProtocol.maxComputeSeconds).contains(seconds) else {
                 throw .outOfRange(field: "compute seconds", value: Int(exactly: seconds.rounded(.towardZero)) ?? -1)
             }
-            message = .result(round: round, configuration: config, terms: terms, seconds: seconds)
-        case .gradientHead:
+            message = .result(round: round, block: block, terms: terms, seconds: seconds)
+        case .gradientPiece:
             let round = try readRound(&r)
-            let config = Int(try r.u32("configuration"))
-            guard config < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "configuration", value: config) }
-            let offset = Int(try r.u32("head offset"))
+            let block = Int(try r.u32("block"))
+            guard block < WireProtocol.maxConfigurationsPerRound else { throw .outOfRange(field: "block", value: block) }
+            let offset = Int(try r.u32("piece offset"))
             let rawEncoding = try r.u8("gradient encoding")
             guard let encoding = WireTensor.Encoding(rawValue: rawEncoding) else {
                 throw .outOfRange(field: "gradient encoding", value: Int(rawEncoding))
             }
-            let count = try readCount(&r, "gradient head count")
-            guard offset + count <= WireProtocol.maxTensorElements else { throw .outOfRange(field: "head offset", value: offset) }
+            let count = try readCount(&r, "gradient piece count")
+            guard count * encoding.bytesPerElement <= WireProtocol.frameBytes else {
+                throw .tooLarge(field: "gradient piece", size: count * encoding.bytesPerElement, limit: WireProtocol.frameBytes)
+            }
+            guard offset + count <= WireProtocol.maxTensorElements else { throw .outOfRange(field: "piece offset", value: offset) }
             try expectFrames(frames, for: [(count, encoding)])
             if deferringGradient {
                 try checkTensorFrames(frames, nextFrame, count, encoding)
                 try r.finish()
-                return .gradientHead(GradientHeadHeader(round: round, configuration: config, offset: offset, count: count,
-                                                        encoding: encoding, tensorFrames: nextFrame..<frames.count))
+                return .gradientPiece(GradientPieceHeader(round: round, block: block, offset: offset, count: count,
+                                                          encoding: encoding, tensorFrame: nextFrame))
             }
-            message = .gradientHead(round: round, configuration: config, offset: offset,
-                                    values: try tensor(frames, &nextFrame, count, encoding))
+            message = .gradientPiece(round: round, block: block, offset: offset,
+                                     values: try tensor(frames, &nextFrame, count, encoding))
         case .parameterHead:
             let round = try readRound(&r)
             let offset = Int(try r.u32("head offset"))
@@ -511,41 +557,42 @@ extension Message {
     }
 }
 
-/// A received message as the coordinator takes it: a gradient head is left in its frames.
+/// A received message as the coordinator takes it: a gradient piece is left in its frame.
 public enum Inbound {
     case message(Message)
-    case gradientHead(ReceivedGradientHead)
+    case gradientPiece(ReceivedGradientPiece)
 }
 
-/// A gradient head whose header is decoded and checked and whose values are still in the
-/// received frames: `decode(into:)` writes them (as binary32) where the caller wants them.
-public struct ReceivedGradientHead {
-    public let round: Int, configuration: Int, offset: Int, count: Int
+/// A gradient piece whose header is decoded and checked and whose values are still in the
+/// received frame: `decode(into:)` writes them (as binary32) where the caller wants them.
+public struct ReceivedGradientPiece {
+    public let round: Int, block: Int, offset: Int, count: Int
     let encoding: WireTensor.Encoding
     private let frames: [ZMQ.Frame]
-    private let tensorFrames: Range<Int>
+    private let tensorFrame: Int
 
-    init(_ header: Message.GradientHeadHeader, frames: [ZMQ.Frame]) {
-        round = header.round; configuration = header.configuration; offset = header.offset; count = header.count
-        encoding = header.encoding; tensorFrames = header.tensorFrames; self.frames = frames
+    init(_ header: Message.GradientPieceHeader, frames: [ZMQ.Frame]) {
+        round = header.round; block = header.block; offset = header.offset; count = header.count
+        encoding = header.encoding; tensorFrame = header.tensorFrame; self.frames = frames
     }
 
-    /// The values in frames.
+    /// The values in the frame.
     public var byteCount: Int { count * encoding.bytesPerElement }
 
-    /// Writes the `count` values to `destination` (exactly `count` long); returns their L2
-    /// norm (accumulated in Double; NaN or infinite when a value is not finite).
+    /// Writes the `count` values to `destination` (exactly `count` long); returns the sum of
+    /// their squares (accumulated in Double; NaN or infinite when a value is not finite), from
+    /// which the receiver builds a head's L2 norm piece by piece.
     public func decode(into destination: UnsafeMutableBufferPointer<Float>) -> Double {
         precondition(destination.count == count, "decoding \(count) values into a buffer of \(destination.count)")
         guard let out = destination.baseAddress else { return 0 }
         withExtendedLifetime(frames) {
-            WireTensor.decode(frames[tensorFrames].map(\.bytes), encoding, into: out)
+            WireTensor.decode([frames[tensorFrame].bytes], encoding, into: out)
         }
         var squares = 0.0
         for v in UnsafeBufferPointer(destination) {
             guard v.isFinite else { return v.isNaN ? .nan : .infinity }
             squares += Double(v) * Double(v)
         }
-        return squares.squareRoot()
+        return squares
     }
 }

@@ -14,6 +14,8 @@ public final class WorkerJob {
     /// The data order of the epoch the last configuration came from (shuffled once per epoch).
     private var epochOrder: (epoch: Int, indices: [Int])?
     private let headRanges: [Range<Int>]
+    /// A block's running gradient sum (allocated with the first block of several configurations).
+    private var blockSum: FloatStorage?
 
     /// Checks the spec against this build and the local data, then sets up the INR.
     /// `dataset` must be the training split the fingerprint describes.
@@ -90,18 +92,42 @@ public final class WorkerJob {
         parameterRound = round
     }
 
-    /// Computes configuration `index` of `round` (with the parameters of `parameterRound`, which
-    /// the caller has matched to `round`) and returns its loss terms. Each head's part of the
-    /// gradient goes to `head(offset, values)` — encoded for the wire as the job asks — as soon
-    /// as the backward pass has finished it (possibly on a compute thread, concurrently with
-    /// other heads when the job has several threads).
-    public func gradient(round: Int, configuration index: Int,
-                         head: @escaping (_ offset: Int, _ values: WireTensor) -> Void) throws -> LossTerms {
-        let config = spec.plan.configuration(round: round, index: index, reusing: &epochOrder)
+    /// Computes block `block` of `round` (with the parameters of `parameterRound`, which the
+    /// caller has matched to `round`): its configurations (`RoundPlan.configurations(ofBlock:)`)
+    /// in index order, their gradients summed ((g₀ + g₁) + g₂)… in Float, exactly as the
+    /// single-process trainer sums a block. Returns their loss terms, in order. Each head's part
+    /// of the sum goes to `piece(offset, values)` — in pieces of at most
+    /// `WireProtocol.frameBytes`, in order, encoded for the wire as the job asks — as soon as the
+    /// last configuration's backward pass has finished it (possibly on a compute thread,
+    /// concurrently with other heads when the job has several threads).
+    public func gradient(round: Int, block: Int,
+                         piece: @escaping (_ offset: Int, _ values: WireTensor) -> Void) throws -> [LossTerms] {
+        let indices = spec.plan.configurations(ofBlock: block)
         let g = objective.inr.parameters.gradients.base, ranges = headRanges, encoding = spec.gradientEncoding
-        return try objective.compute(config) { t in
-            let values = UnsafeBufferPointer(start: g + ranges[t].lowerBound, count: ranges[t].count)
-            head(ranges[t].lowerBound, encoding == .float32 ? WireTensor(copying: values) : WireTensor(bfloat16Rounding: values))
+        if indices.count > 1 && blockSum == nil { blockSum = FloatStorage(count: objective.inr.parameters.count) }
+        let sum = blockSum?.base
+        var terms: [LossTerms] = []
+        for index in indices {
+            let config = spec.plan.configuration(round: round, index: index, reusing: &epochOrder)
+            let first = index == indices.lowerBound, last = index == indices.upperBound - 1
+            terms.append(try objective.compute(config) { t in
+                let r = ranges[t]
+                var values = g + r.lowerBound
+                if let sum, !first {
+                    let acc = sum + r.lowerBound
+                    for i in 0..<r.count { acc[i] += values[i] }
+                    values = acc
+                } else if let sum, !last {
+                    (sum + r.lowerBound).update(from: values, count: r.count)
+                }
+                guard last else { return }
+                let perPiece = WireProtocol.frameBytes / encoding.bytesPerElement
+                for start in stride(from: 0, to: max(r.count, 1), by: perPiece) {
+                    let part = UnsafeBufferPointer(start: values + start, count: min(perPiece, r.count - start))
+                    piece(r.lowerBound + start, encoding == .float32 ? WireTensor(copying: part) : WireTensor(bfloat16Rounding: part))
+                }
+            })
         }
+        return terms
     }
 }

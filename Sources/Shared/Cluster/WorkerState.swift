@@ -39,8 +39,8 @@ public struct WorkerState: Sendable {
         case startJob(jobSpec: [UInt8], round: Int, baseWeights: WireTensor)
         /// These heads (offset, values) cover the parameters: use them for `round`.
         case useParameters(round: Int, heads: [ParameterHead])
-        /// Compute these configurations of `round`.
-        case compute(round: Int, configurations: [Int])
+        /// Compute these blocks of `round` (each block's configurations, summed).
+        case compute(round: Int, blocks: [Int])
         /// Log this line.
         case log(String)
         /// Exit with this reason.
@@ -111,16 +111,16 @@ public struct WorkerState: Sendable {
             return [.startJob(jobSpec: spec, round: round, baseWeights: base)]
         case let .parameterHead(round, offset, values):
             return stage(round: round, head: ParameterHead(offset: offset, values: values))
-        case let .work(round, configurations):
+        case let .work(round, blocks):
             guard parameterCount != nil else { return [] }
-            return [.compute(round: round, configurations: configurations)]
+            return [.compute(round: round, blocks: blocks)]
         case let .refuse(reason):
             phase = .stopped(reason: "refused: \(reason)")
             return [.stop(reason: "refused: \(reason)")]
         case .goodbye:
             phase = .stopped(reason: "coordinator finished")
             return [.stop(reason: "coordinator finished")]
-        case .hello, .result, .gradientHead:
+        case .hello, .result, .gradientPiece:
             return [.log("ignored an unexpected \(message.kind) message")]
         case .heartbeat:
             return []
@@ -162,7 +162,8 @@ public struct WorkerState: Sendable {
     /// closed before its handshake completed, counts; after `WireProtocol.maxHandshakeFailures`
     /// in a row the worker fails: the coordinator is there but will not talk to it — its key is
     /// not allow-listed, or its `coordinator.pub` is not the coordinator's key. (A coordinator
-    /// that is not up yet refuses the TCP connection and does not count: workers may start first.)
+    /// that is not up yet refuses the TCP connection and does not count: workers may start first;
+    /// nor does a handshake the coordinator defers — a key it suspends for a while.)
     public mutating func transport(_ event: ZMQ.Socket.Event) -> [Action] {
         if case .stopped = phase { return [] }
         var failure: String?
@@ -173,6 +174,8 @@ public struct WorkerState: Sendable {
             handshaking = false; handshakeFailures = 0
         case let .handshakeFailed(reason):
             handshaking = false; failure = reason
+        case .handshakeDeferred:
+            handshaking = false
         case .disconnected:
             if handshaking { handshaking = false; failure = "the coordinator closed the connection during the handshake" }
         }

@@ -4,9 +4,9 @@ import Foundation
 /// the coordinator's context, served by its own thread, that libzmq consults for every CURVE
 /// handshake on sockets of that context.
 ///
-/// It admits a CURVE client iff its public key is allow-listed (status 200, and the user id —
-/// readable as the "User-Id" frame property — is the key's Z85 text); it refuses everything
-/// else with status 400 and reports the refusal, with the offending key, to `onRefusal`. NULL
+/// It admits a CURVE client iff its public key is allow-listed and not suspended (status 200,
+/// and the user id — readable as the "User-Id" frame property — is the key's Z85 text); a
+/// suspended key is refused with status 300 (try later), everything else with status 400 and reports the refusal, with the offending key, to `onRefusal`. NULL
 /// and PLAIN requests are refused too (a CURVE server never produces them; this is defence in
 /// depth should a socket ever be misconfigured with a ZAP domain but no CURVE).
 ///
@@ -33,6 +33,8 @@ public final class ZAPHandler: @unchecked Sendable {
         }
     }
 
+    /// Allow-listed keys refused until a time (`suspend`).
+    private let suspensions = Suspensions()
     private let stopRequested = LockedFlag()
     private let finished = DispatchSemaphore(value: 0)
     private let stopOnce = LockedFlag()
@@ -45,9 +47,9 @@ public final class ZAPHandler: @unchecked Sendable {
                 onRefusal: @escaping @Sendable (Refusal) -> Void) throws {
         let socket = try ZMQ.Socket(context, .rep)
         try socket.bind(Self.endpoint)
-        let stop = stopRequested, done = finished
+        let stop = stopRequested, done = finished, suspensions = suspensions
         Thread.detachNewThread {
-            Self.serve(socket, allowed: allowed, domain: domain, onRefusal: onRefusal, stop: stop)
+            Self.serve(socket, allowed: allowed, suspended: suspensions.reason, domain: domain, onRefusal: onRefusal, stop: stop)
             socket.close()
             done.signal()
         }
@@ -56,6 +58,14 @@ public final class ZAPHandler: @unchecked Sendable {
 
     deinit { stop() }
 
+    /// Refuses `key`'s handshakes for `duration` although it is allow-listed, saying `reason`:
+    /// for a peer that broke the protocol's size bounds, which libzmq cannot enforce on a whole
+    /// message — refused at the handshake, it cannot make the coordinator buffer another one.
+    /// Connections already open are not affected.
+    public func suspend(_ key: CurveKey, for duration: Duration, reason: String) {
+        suspensions.suspend(key, until: .now + duration, reason: reason)
+    }
+
     /// Stops serving and waits (≤ `pollInterval`) for the thread to finish. Idempotent.
     public func stop() {
         guard started, !stopOnce.testAndSet() else { return }
@@ -63,7 +73,7 @@ public final class ZAPHandler: @unchecked Sendable {
         finished.wait()
     }
 
-    private static func serve(_ socket: ZMQ.Socket, allowed: Set<CurveKey>, domain: String,
+    private static func serve(_ socket: ZMQ.Socket, allowed: Set<CurveKey>, suspended: (CurveKey) -> String?, domain: String,
                               onRefusal: @Sendable (Refusal) -> Void, stop: LockedFlag) {
         while !stop.isSet {
             let request: [ZMQ.Frame]?
@@ -74,7 +84,7 @@ public final class ZAPHandler: @unchecked Sendable {
                 continue
             }
             guard let request else { continue }
-            let reply = decide(request.map(\.array), allowed: allowed, domain: domain, onRefusal: onRefusal)
+            let reply = decide(request.map(\.array), allowed: allowed, suspended: suspended, domain: domain, onRefusal: onRefusal)
             // A REP socket must answer every request; a failure here means the context is going away.
             try? socket.send(frames: reply)
         }
@@ -82,7 +92,7 @@ public final class ZAPHandler: @unchecked Sendable {
 
     /// The reply frames for one request (RFC 27: version, request id, status code, status text,
     /// user id, metadata).
-    static func decide(_ frames: [[UInt8]], allowed: Set<CurveKey>, domain: String,
+    static func decide(_ frames: [[UInt8]], allowed: Set<CurveKey>, suspended: (CurveKey) -> String? = { _ in nil }, domain: String,
                        onRefusal: @Sendable (Refusal) -> Void) -> [[UInt8]] {
         func text(_ i: Int) -> String { i < frames.count ? String(decoding: frames[i], as: UTF8.self) : "" }
         func reply(_ code: String, _ status: String, user: String = "") -> [[UInt8]] {
@@ -102,7 +112,34 @@ public final class ZAPHandler: @unchecked Sendable {
         guard mechanism == "CURVE" else { return refuse("only CURVE clients are admitted") }
         guard frames.count == 7, let key = CurveKey(bytes: frames[6]) else { return refuse("malformed CURVE credentials") }
         guard allowed.contains(key) else { return refuse("public key is not in the allow-list", key: key.z85) }
+        if let reason = suspended(key) {
+            // 300, a temporary error: a worker sharing the key waits instead of giving up.
+            onRefusal(Refusal(mechanism: mechanism, address: address, publicKey: key.z85, reason: reason))
+            return reply("300", reason)
+        }
         return reply("200", "OK", user: key.z85)
+    }
+}
+
+/// Keys refused until a time, with the reason; thread-safe (set by the coordinator's loop, read
+/// by the ZAP thread).
+final class Suspensions: @unchecked Sendable {
+    private let lock = NSLock()
+    private var until: [CurveKey: (ContinuousClock.Instant, String)] = [:]
+
+    func suspend(_ key: CurveKey, until end: ContinuousClock.Instant, reason: String) {
+        lock.withLock { until[key] = (max(end, until[key]?.0 ?? end), reason) }
+    }
+
+    /// Why `key` is refused now (nil: it is not).
+    func reason(_ key: CurveKey) -> String? {
+        lock.withLock {
+            guard let (end, reason) = until[key] else { return nil }
+            let now = ContinuousClock.now
+            guard now < end else { until[key] = nil; return nil }
+            let seconds = Int(((end - now) / .seconds(1)).rounded(.up))
+            return "key suspended for another \(seconds) s: \(reason)"
+        }
     }
 }
 

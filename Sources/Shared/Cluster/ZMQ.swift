@@ -187,6 +187,10 @@ extension ZMQ {
         /// that reconnects keeps its name) instead of being refused.
         public func setRouterHandover(_ on: Bool) throws { try setOption(ZMQ_ROUTER_HANDOVER, Int32(on ? 1 : 0)) }
 
+        /// Messages each peer may queue for this socket to receive (ZMQ_RCVHWM; libzmq then stops
+        /// reading that connection). A multipart message counts once, whatever its size.
+        public func setReceiveHighWaterMark(_ messages: Int) throws { try setOption(ZMQ_RCVHWM, Int32(messages)) }
+
         /// How long `close` may wait to flush unsent messages (default 0).
         public func setLinger(_ duration: Duration) throws { try setOption(ZMQ_LINGER, Self.milliseconds(duration)) }
         /// Closes a connection whose security handshake has not finished within `duration` (ZMQ_HANDSHAKE_IVL).
@@ -213,6 +217,8 @@ extension ZMQ {
             /// The handshake failed: `reason` says how (for an authentication failure, the
             /// ZAP status code the peer sent, e.g. 400).
             case handshakeFailed(reason: String)
+            /// The peer refused the handshake for now (ZAP status 300, a temporary error): try later.
+            case handshakeDeferred
             case disconnected
         }
 
@@ -238,6 +244,7 @@ extension ZMQ {
                 case ZMQ_EVENT_CONNECTED: return .connected
                 case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: return .handshakeSucceeded
                 case ZMQ_EVENT_DISCONNECTED: return .disconnected
+                case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH where value == 300: return .handshakeDeferred
                 case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: return .handshakeFailed(reason: "authentication refused (status \(value))")
                 case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: return .handshakeFailed(reason: "protocol error (code \(value))")
                 case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL: return .handshakeFailed(reason: "no detail (errno \(value))")

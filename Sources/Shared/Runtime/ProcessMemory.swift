@@ -17,4 +17,14 @@ public enum ProcessMemory {
         guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
         return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
+
+    /// Hands memory that malloc holds free back to the system (glibc's `malloc_trim`, looked up
+    /// at run time: Swift's Glibc module does not export <malloc.h>), e.g. after an unusually
+    /// large message was received and released; a no-op where there is no such function.
+    public static func returnFreeMemory() {
+        guard let symbol = mallocTrim else { return }
+        _ = unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)(0)
+    }
+
+    private nonisolated(unsafe) static let mallocTrim = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim")
 }

@@ -7,8 +7,9 @@ import Foundation
 public protocol GradientSource: AnyObject {
     /// Computes every configuration of `round` (`RoundPlan.configuration(round:index:)`) from the
     /// trainer's current parameters and calls `step(range, gradients)` as soon as every
-    /// configuration's gradient over `range` is final: `gradients` are the configurations'
-    /// gradients in index order, each a pointer to a whole gradient of which only `range` is
+    /// configuration's gradient over `range` is final: `gradients` are the blocks' gradients
+    /// (`RoundPlan.configurations(ofBlock:)`, each its configurations' gradients summed in index
+    /// order) in block order, each a pointer to a whole gradient of which only `range` is
     /// read. The ranges of one round tile the parameters once. `step` updates the parameters in
     /// `range` in place, so the source must not read them there afterwards in this round.
     /// `idle` is the trainer's work that the gradients do not depend on (the EMA of the last
@@ -126,7 +127,7 @@ public final class INRTrainer {
         var stepped = 0, stepSeconds = 0.0
         let (terms, stats) = try source.computeRound(round, more: more, idle: { updatePendingEMA() }) { range, sources in
             let stepStart = Date()
-            precondition(sources.count == count, "\(sources.count) gradients for \(count) configurations")
+            precondition(sources.count == plan.blocksPerRound, "\(sources.count) gradients for \(plan.blocksPerRound) blocks")
             if coefficients == nil {
                 updatePendingEMA()  // before the parameters change
                 coefficients = optimizer.beginStep()

@@ -6,12 +6,13 @@ import Foundation
 ///
 /// The objective's INR must be the trainer's (its parameters are the ones stepped). With one
 /// configuration per round AdamW reads the gradient where the backward pass wrote it; with M > 1
-/// each configuration's gradient is kept in its own buffer (allocated once) for AdamW's ordered
-/// sum.
+/// each block's gradient (`RoundPlan.configurationsPerBlock`: its configurations' gradients
+/// summed in index order, as a cluster worker sums them) is kept in its own buffer (allocated
+/// once) for AdamW's ordered sum over blocks.
 public final class LocalGradientSource: GradientSource {
     public let objective: ConfigurationGradient
     public let plan: RoundPlan
-    /// One gradient buffer per configuration when a round has several (empty otherwise).
+    /// One gradient buffer per block when a round has several configurations (empty otherwise).
     private let buffers: [FloatStorage]
     /// What AdamW sums: the buffers, or the INR's own gradient buffer.
     private let sources: [UnsafePointer<Float>]
@@ -22,7 +23,7 @@ public final class LocalGradientSource: GradientSource {
         self.objective = objective
         self.plan = plan
         let n = objective.inr.parameters.count, m = plan.configurationsPerRound
-        buffers = m > 1 ? (0..<m).map { _ in FloatStorage(count: n) } : []
+        buffers = m > 1 ? (0..<plan.blocksPerRound).map { _ in FloatStorage(count: n) } : []
         sources = m > 1 ? buffers.map { UnsafePointer($0.base) } : [UnsafePointer(objective.inr.parameters.gradients.base)]
     }
 
@@ -38,12 +39,20 @@ public final class LocalGradientSource: GradientSource {
         let gradients = objective.inr.parameters.gradients
         var terms: [LossTerms] = []
         terms.reserveCapacity(configurations.count)
-        for (c, configuration) in configurations.enumerated() {
-            terms.append(try objective.compute(configuration))
-            guard !buffers.isEmpty else { continue }
-            let destination = buffers[c].base, source = gradients.base
-            Parallel.forRanges(gradients.count, minimum: 1 << 16) { r in
-                (destination + r.lowerBound).update(from: source + r.lowerBound, count: r.count)
+        for block in 0..<plan.blocksPerRound {
+            let indices = plan.configurations(ofBlock: block)
+            for c in indices {
+                terms.append(try objective.compute(configurations[c]))
+                guard !buffers.isEmpty else { continue }
+                // The block's sum ((g₀ + g₁) + g₂)… in Float, as `WorkerJob.gradient(round:block:piece:)` forms it.
+                let destination = buffers[block].base, source = gradients.base, first = c == indices.lowerBound
+                Parallel.forRanges(gradients.count, minimum: 1 << 16) { r in
+                    if first {
+                        (destination + r.lowerBound).update(from: source + r.lowerBound, count: r.count)
+                    } else {
+                        for i in r { destination[i] += source[i] }
+                    }
+                }
             }
         }
         var stats = RoundStats()

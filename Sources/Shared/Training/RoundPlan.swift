@@ -8,6 +8,13 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     public var pretrainedWidth = 32
     /// Configurations per round (their gradients are averaged into one optimizer step).
     public var configurationsPerRound = 1
+    /// Configurations per reduction block: the round's configurations 0..<M are cut into
+    /// consecutive blocks of this many (the last may be shorter). A block's gradients are summed
+    /// in index order by whoever computes it, ((g₀ + g₁) + g₂)…, and the round's gradient is the
+    /// block sums added in block order — the same Float operations in one process or on any
+    /// number of workers, since a block is always computed whole by one of them. With 1 (or ≥ M)
+    /// the sum is the plain left fold over the configurations.
+    public var configurationsPerBlock = 1
     public var batchSize = 128
     /// Coordinate noise ε.
     public var noise: Float = 1
@@ -24,6 +31,16 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     public var datasetCount = 0
 
     public init() {}
+
+    /// Blocks per round: ⌈M / configurationsPerBlock⌉.
+    public var blocksPerRound: Int { (configurationsPerRound + blockSize - 1) / blockSize }
+    /// `configurationsPerBlock`, at most M.
+    var blockSize: Int { max(1, min(configurationsPerBlock, configurationsPerRound)) }
+    /// The configuration indices of block `block`.
+    public func configurations(ofBlock block: Int) -> Range<Int> {
+        precondition((0..<blocksPerRound).contains(block), "block \(block) of \(blocksPerRound)")
+        return (block * blockSize)..<min(configurationsPerRound, (block + 1) * blockSize)
+    }
 
     /// Mini-batches per epoch (the last partial batch is dropped).
     public var batchesPerEpoch: Int { max(1, datasetCount / batchSize) }
@@ -102,6 +119,24 @@ public struct RoundPlan: Sendable, Equatable, Codable {
     /// `configuration(round:index:reusing:)`): a trainer draws it once per epoch.
     public func configurations(round: Int, reusing order: inout (epoch: Int, indices: [Int])?) -> [Configuration] {
         (0..<configurationsPerRound).map { configuration(round: round, index: $0, reusing: &order) }
+    }
+}
+
+extension RoundPlan {
+    /// Decodes a plan; one without `configurationsPerBlock` (written by a build that summed
+    /// every configuration separately) has blocks of one configuration, which is the same sum.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init()
+        minWidth = try c.decode(Int.self, forKey: .minWidth); maxWidth = try c.decode(Int.self, forKey: .maxWidth)
+        pretrainedWidth = try c.decode(Int.self, forKey: .pretrainedWidth)
+        configurationsPerRound = try c.decode(Int.self, forKey: .configurationsPerRound)
+        configurationsPerBlock = try c.decodeIfPresent(Int.self, forKey: .configurationsPerBlock) ?? 1
+        batchSize = try c.decode(Int.self, forKey: .batchSize); noise = try c.decode(Float.self, forKey: .noise)
+        normRegularizer = try c.decode(Float.self, forKey: .normRegularizer)
+        reconstruction = try c.decode(Float.self, forKey: .reconstruction)
+        sharedBatch = try c.decode(Bool.self, forKey: .sharedBatch); rounds = try c.decode(Int.self, forKey: .rounds)
+        seed = try c.decode(UInt64.self, forKey: .seed); datasetCount = try c.decode(Int.self, forKey: .datasetCount)
     }
 }
 

@@ -28,10 +28,10 @@ import Testing
     }
 
     /// Runs the fixture's experiment to the end with `workers` workers (worker i computing with
-    /// `threads[i]` threads, default 1); returns the digest.
-    static func train(_ fixture: ClusterFixture, workers: Int, threads: [Int] = []) throws -> String {
+    /// `threads[i]` threads, default 1) and `extra` coordinator options; returns the digest.
+    static func train(_ fixture: ClusterFixture, workers: Int, threads: [Int] = [], extra: [String] = []) throws -> String {
         let started = Date()
-        let coordinator = try fixture.coordinator()
+        let coordinator = try fixture.coordinator(extra)
         let endpoint = try #require(ClusterFixture.endpoint(of: coordinator), "coordinator did not start:\n\(coordinator.stderr)")
         let processes = try (1...workers).map { i in
             try fixture.worker("w\(i)", endpoint: endpoint, threads: i - 1 < threads.count ? threads[i - 1] : 1)
@@ -48,8 +48,9 @@ import Testing
 
     /// Starts a coordinator and `workers` workers, waits until `round` rounds are done, and
     /// returns them for a fault to be injected.
-    static func start(_ fixture: ClusterFixture, workers: Int, until round: Int) throws -> (ChildProcess, String, [ChildProcess]) {
-        let coordinator = try fixture.coordinator()
+    static func start(_ fixture: ClusterFixture, workers: Int, until round: Int,
+                      extra: [String] = []) throws -> (ChildProcess, String, [ChildProcess]) {
+        let coordinator = try fixture.coordinator(extra)
         let endpoint = try #require(ClusterFixture.endpoint(of: coordinator), "coordinator did not start:\n\(coordinator.stderr)")
         let processes = try (1...workers).map { try fixture.worker("w\($0)", endpoint: endpoint) }
         let reached = coordinator.waitForLog(timeout: 120) { $0.contains("round \(round)/\(ClusterFixture.rounds)") }
@@ -63,10 +64,11 @@ import Testing
         let socket = try ZMQ.Socket(try ZMQ.Context(), .dealer)
         try socket.makeCurveClient(server: try KeyStore.loadPublic(fixture.keys.appendingPathComponent("coordinator.pub")),
                                    keys: try KeyStore.loadSecret(fixture.keys.appendingPathComponent("worker.key")))
-        try socket.setSendTimeout(.milliseconds(500))
+        try socket.setSendTimeout(.seconds(5))  // the first send waits for the connection (a busy machine)
         try socket.connect(endpoint)
         try socket.send(.hello(workerName: name, protocolVersion: WireProtocol.version,
                                dataFingerprint: try DataFingerprint.fashionMNIST(directory: FashionMNIST.defaultDirectory).text))
+        try socket.setSendTimeout(.milliseconds(500))
         return socket
     }
 
@@ -309,14 +311,14 @@ import Testing
                 let job = try JobSpec.decode(spec)
                 let network = try NetworkFamily.make(job.family, widths: [job.pretrainedWidth])
                 heads = HyperNetwork(config: job.inr, targetSpecs: network.trainableSpecs, seed: 0).headRanges
-            case let .work(round, configurations):
-                for c in configurations {
-                    for range in heads {
-                        try giant.send(.gradientHead(round: round, configuration: c, offset: range.lowerBound,
-                                                     values: WireTensor([Float](repeating: 1e20, count: range.count))))
+            case let .work(round, blocks):
+                for b in blocks {
+                    for range in heads {  // (LeNet's heads are one piece each)
+                        try giant.send(.gradientPiece(round: round, block: b, offset: range.lowerBound,
+                                                      values: WireTensor([Float](repeating: 1e20, count: range.count))))
                     }
                     var terms = LossTerms(); terms.samples = 16; terms.total = 1
-                    try giant.send(.result(round: round, configuration: c, terms: terms, seconds: 0.01))
+                    try giant.send(.result(round: round, block: b, terms: [terms], seconds: 0.01))
                     sent += 1
                 }
             default: break
@@ -347,8 +349,8 @@ import Testing
         let stuck = try Self.keyHolder("stuck", fixture, endpoint: endpoint)
         var taken = 0
         while coordinator.process.isRunning {
-            if let frames = try stuck.receive(timeout: .milliseconds(500)), case let .work(_, configurations) = try Message.decode(frames) {
-                taken += configurations.count
+            if let frames = try stuck.receive(timeout: .milliseconds(500)), case let .work(_, blocks) = try Message.decode(frames) {
+                taken += blocks.count
             }
             try? stuck.send(.heartbeat)
         }
@@ -389,13 +391,13 @@ import Testing
         while poisoned == 0 && Date() < deadline, let frames = try poisoner.receive(timeout: .seconds(5)) {
             switch try Message.decode(frames) {
             case let .welcome(spec, _, _): parameterCount = try JobSpec.decode(spec).parameterCount
-            case let .work(round, configurations):
-                for c in configurations {
+            case let .work(round, blocks):
+                for b in blocks {
                     var t = LossTerms(); t.samples = 16; t.total = .nan
                     let head = parameterCount / LeNet(width: 1).trainableSpecs.count  // heads are equal
-                    try poisoner.send(.gradientHead(round: round, configuration: c, offset: 0,
+                    try poisoner.send(.gradientPiece(round: round, block: b, offset: 0,
                                                      values: WireTensor([Float](repeating: .nan, count: head))))
-                    try poisoner.send(.result(round: round, configuration: c, terms: t, seconds: 0.01))
+                    try poisoner.send(.result(round: round, block: b, terms: [t], seconds: 0.01))
                     poisoned += 1
                 }
             default: break
@@ -418,9 +420,9 @@ import Testing
         var rng = SeededRandom(2024)
         var terms = LossTerms(); terms.samples = 16; terms.correct = 3; terms.total = 1
         let samples: [Message] = [
-            .result(round: 1, configuration: 0, terms: terms, seconds: 0.1),
-            .work(round: 0, configurations: [0, 1]), .heartbeat, .goodbye,
-            .gradientHead(round: 1, configuration: 1, offset: 0, values: WireTensor([4, 5])),
+            .result(round: 1, block: 0, terms: [terms], seconds: 0.1),
+            .work(round: 0, blocks: [0, 1]), .heartbeat, .goodbye,
+            .gradientPiece(round: 1, block: 1, offset: 0, values: WireTensor([4, 5])),
             .parameterHead(round: 1, offset: 2, values: WireTensor([6])),
             .welcome(jobSpec: Array("{}".utf8), round: 0, baseWeights: WireTensor([])),
         ]

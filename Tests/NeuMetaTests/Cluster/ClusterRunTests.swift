@@ -62,16 +62,16 @@ import Testing
                                        base: WireTensor(copying: job.base.values), round: round)
             #expect(worker.heads == heads)
             var gradients: [[Float]] = [], terms: [LossTerms] = []
-            for index in 0..<spec.plan.configurationsPerRound {
+            for block in 0..<spec.plan.blocksPerRound {
                 var gradient = [Float](repeating: .nan, count: parameters.count), offsets: [Int] = []
                 let lock = NSLock()  // heads may be reported from several compute threads at once
-                terms.append(try worker.gradient(round: round, configuration: index) { offset, values in
+                terms += try worker.gradient(round: round, block: block) { offset, values in
                     lock.withLock {
                         offsets.append(offset)
                         gradient.replaceSubrange(offset..<(offset + values.count), with: values.array)
                     }
-                })
-                #expect(offsets.sorted() == heads.map(\.lowerBound))  // each head once
+                }
+                #expect(offsets.sorted() == heads.map(\.lowerBound))  // each head once (these heads are one piece each)
                 gradients.append(gradient)
             }
             idle()
@@ -83,10 +83,13 @@ import Testing
     }
 
     /// The round loop with gradients delivered as cluster workers deliver them equals the
-    /// single-process round, bit for bit.
-    @Test(arguments: [1, 3]) func workerHeadsStepLikeTheSingleProcessTrainer(configurations: Int) throws {
+    /// single-process round, bit for bit, for blocks of any size (the worker sums a block, the
+    /// single process sums it the same way).
+    @Test(arguments: [(1, 1), (3, 1), (3, 2), (4, 4)])
+    func workerHeadsStepLikeTheSingleProcessTrainer(configurations: Int, perBlock: Int) throws {
         var job = Job()
         job.plan.configurationsPerRound = configurations
+        job.plan.configurationsPerBlock = perBlock
         let (single, local) = job.trainer(), (cluster, _) = job.trainer()
         let spec = try JobSpec.decode(job.spec(parameterCount: cluster.inr.parameters.count).json)
         #expect(spec == job.spec(parameterCount: cluster.inr.parameters.count))
@@ -101,6 +104,23 @@ import Testing
         #expect(cluster.round == 3 && cluster.optimizer.step == 3)
         #expect(clusterTerms == singleTerms)
         #expect(Self.state(cluster) == Self.state(single))
+    }
+
+    /// Blocks of one configuration and one block of all of them are the same left fold
+    /// ((g₀ + g₁) + g₂): the same parameters; other blockings are a different sum.
+    @Test func oneBlockOfAllSumsLikeSeparateConfigurations() throws {
+        func state(perBlock: Int) throws -> [[Float]] {
+            var job = Job()
+            job.plan.configurationsPerRound = 3
+            job.plan.configurationsPerBlock = perBlock
+            let (trainer, source) = job.trainer()
+            try trainer.train(until: 3, source: source)
+            trainer.updatePendingEMA()
+            return Self.state(trainer)
+        }
+        let separate = try state(perBlock: 1)
+        #expect(try state(perBlock: 3) == separate)
+        #expect(try state(perBlock: 8) == separate, "a block larger than the round is the whole round")
     }
 
     /// A checkpoint restored into a fresh trainer continues exactly as the uninterrupted run.

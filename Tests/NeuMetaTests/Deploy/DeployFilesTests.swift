@@ -682,7 +682,7 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
     /// their arguments; the Swift test plays the coordinator's socket, which starts listening
     /// only after the stand-in coordinator has run (or never, with `listening: false`).
     private static func runSlurmScript(coordinatorSeconds: Double = 3, coordinatorStatus: Int = 0, workerSeconds: Double = 0,
-                                       listening: Bool = true, state existing: URL? = nil) throws -> (result: RunResult, log: [String], state: URL, seconds: Double, directory: URL) {
+                                       listening: Bool = true, state existing: URL? = nil) throws -> (result: RunResult, log: [String], state: URL, local: URL, seconds: Double, directory: URL) {
         let dir = try Tools.temporaryDirectory("slurm")
         let bin = dir.appendingPathComponent("bin"), log = dir.appendingPathComponent("calls.log")
         try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
@@ -705,7 +705,7 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
             #!/usr/bin/env bash
             \(record)
             case "$1" in
-              keygen) mkdir -p "$3" && : > "$3/coordinator.key" ;;
+              keygen) mkdir -p "$3" && for f in coordinator.key coordinator.pub worker.key worker.pub authorized_workers; do : > "$3/$f"; done ;;
               run) sleep "$FAKE_COORDINATOR_SECONDS"; exit "$FAKE_COORDINATOR_STATUS" ;;
             esac
             """, to: bin.appendingPathComponent("neumeta-coordinator"))
@@ -719,17 +719,19 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         let socket = try LoopbackPort()
         if listening { socket.startListening(whenFile: log, contains: "neumeta-coordinator run") }
         let state = existing ?? dir.appendingPathComponent("state")
+        let local = dir.appendingPathComponent("node-local")
+        try FileManager.default.createDirectory(at: local, withIntermediateDirectories: true)
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = bin.path + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
         environment.merge([
             "SLURM_JOB_NODELIST": "fake[1-3]", "SLURM_JOB_ID": "42", "SLURM_CPUS_ON_NODE": "2",
             "SLURM_SUBMIT_DIR": Repo.root.path, "NEUMETA_HOME": Repo.root.path, "NEUMETA_BIN": bin.path,
-            "NEUMETA_STATE": state.path, "NEUMETA_PORT": "\(socket.port)", "NEUMETA_WORKER_GRACE": "1",
+            "NEUMETA_STATE": state.path, "NEUMETA_PORT": "\(socket.port)", "NEUMETA_WORKER_GRACE": "1", "NEUMETA_LOCAL": local.path,
             "FAKE_LOG": log.path, "FAKE_COORDINATOR_SECONDS": "\(coordinatorSeconds)",
             "FAKE_COORDINATOR_STATUS": "\(coordinatorStatus)", "FAKE_WORKER_SECONDS": "\(workerSeconds)",
         ]) { $1 }
         let start = Date()
-        let result = try Tools.run("/bin/bash", [Repo.deploy.appendingPathComponent("slurm/neumeta.sbatch").path],
+        let result = try Tools.run("/bin/bash", [Repo.deploy.appendingPathComponent("slurm/neumeta.sbatch").path, "--rounds", "7", "--skip-evaluation"],
                                    environment: environment, directory: dir, timeout: 60)
         let seconds = Date().timeIntervalSince(start)
         let calls = ((try? Repo.text(log)) ?? "").split(separator: "\n").map(String.init)
@@ -740,7 +742,7 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
             #expect(kill(worker, 0) != 0, "the worker (pid \(worker)) outlived the job script")
             kill(worker, SIGKILL)
         }
-        return (result, calls, state, seconds, dir)
+        return (result, calls, state, local, seconds, dir)
     }
 
     @Test(.timeLimit(.minutes(2))) func slurmScriptStartsCoordinatorThenWorkers() throws {
@@ -748,9 +750,19 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         defer { try? FileManager.default.removeItem(at: run.directory) }
         #expect(run.result.status == 0 && !run.result.timedOut, "the job should succeed: \(run.result.combined)")
         let state = run.state.path
-        #expect(run.log.filter { $0.hasPrefix("neumeta-coordinator keygen --out \(state)/keys") }.count == 1, "keys generated once: \(run.log)")
+        // Keys: made once per run in a private directory on the node (NEUMETA_LOCAL), not in the
+        // shared state; the coordinator reads them there, the workers get a copy of worker.key and
+        // coordinator.pub only.
+        let keygen = run.log.filter { $0.hasPrefix("neumeta-coordinator keygen --out \(run.local.path)/neumeta-coordinator.") }
+        #expect(keygen.count == 1, "keys generated once, under NEUMETA_LOCAL: \(run.log)")
+        let privateKeys = try #require(keygen.first?.split(separator: " ").dropFirst(3).first.map(String.init))
         let coordinator = try #require(run.log.first { $0.hasPrefix("neumeta-coordinator run") }, "coordinator not started: \(run.log)")
         #expect(coordinator.contains("--resume") && coordinator.contains("--config \(state)/cluster.yaml"), "\(coordinator)")
+        #expect(coordinator.contains("--keys \(privateKeys)"), "the coordinator reads the private keys: \(coordinator)")
+        #expect(coordinator.hasSuffix("--rounds 7 --skip-evaluation"), "the script's arguments go to the coordinator: \(coordinator)")
+        let workerKeys = try FileManager.default.contentsOfDirectory(atPath: "\(state)/worker-keys")
+        #expect(Set(workerKeys) == ["worker.key", "coordinator.pub"], "the workers' key directory holds \(workerKeys)")
+        #expect(!FileManager.default.fileExists(atPath: privateKeys), "the private key directory outlived the job")
         let coordinatorStep = try #require(run.log.first { $0.hasPrefix("srun") && $0.contains("neumeta-coordinator") })
         #expect(coordinatorStep.contains("--nodelist=127.0.0.1") && coordinatorStep.contains("--nodes=1"), "\(coordinatorStep)")
         let workerStep = try #require(run.log.first { $0.hasPrefix("srun") && $0.contains("neumeta-worker") }, "workers not started: \(run.log)")
@@ -758,7 +770,7 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
             #expect(workerStep.contains(option), "worker step lacks \(option): \(workerStep)")
         }
         let worker = try #require(run.log.first { $0.hasPrefix("neumeta-worker") })
-        #expect(worker.contains("--connect tcp://127.0.0.1:") && worker.contains("--keys \(state)/keys") && worker.contains("--name worker-fakenode"), "\(worker)")
+        #expect(worker.contains("--connect tcp://127.0.0.1:") && worker.contains("--keys \(state)/worker-keys") && worker.contains("--name worker-fakenode"), "\(worker)")
         // Workers start only after the coordinator.
         let order = run.log.map { $0.hasPrefix("neumeta-coordinator run") ? 1 : $0.hasPrefix("neumeta-worker") ? 2 : 0 }.filter { $0 > 0 }
         #expect(order.first == 1, "workers started before the coordinator: \(run.log)")
@@ -770,11 +782,13 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         #expect(!YAML.strings(config).contains { $0.value.hasPrefix("/var/lib/neumeta") || $0.value.hasPrefix("/etc/neumeta") },
                 "system paths left in the job's cluster.yaml")
 
-        // A requeued job (same state) reuses the keys.
+        // A requeued job (same state) makes fresh keys and keeps the job's cluster.yaml.
+        try "# edited\n".write(to: run.state.appendingPathComponent("cluster.yaml"), atomically: true, encoding: .utf8)
         let again = try Self.runSlurmScript(state: run.state)
         defer { try? FileManager.default.removeItem(at: again.directory) }
         #expect(again.result.status == 0, "\(again.result.combined)")
-        #expect(!again.log.contains { $0.contains("keygen") }, "keys generated again on requeue: \(again.log)")
+        #expect(again.log.filter { $0.contains("keygen") }.count == 1, "keys not made afresh on requeue: \(again.log)")
+        #expect(try Repo.text(run.state.appendingPathComponent("cluster.yaml")) == "# edited\n", "the job's cluster.yaml was rewritten")
     }
 
     @Test(.timeLimit(.minutes(2))) func slurmScriptFailsWhenTheCoordinatorDiesBeforeListening() throws {

@@ -535,24 +535,73 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         let workerKeys = try #require(worker.option("--keys"), "workers need --keys")
         #expect(worker.mounts.contains { $0.path == workerKeys }, "the workers' --keys \(workerKeys) is not a mount")
 
-        // Every selector in a NetworkPolicy picks at least one pod.
-        for policy in objects where policy.kind == "NetworkPolicy" {
+        // Every selector in a NetworkPolicy picks at least one pod (peers in other namespaces,
+        // such as the cluster DNS, excepted).
+        let policies = objects.filter { $0.kind == "NetworkPolicy" }
+        for policy in policies {
             var selectors = [YAML.dig(policy.body, "spec", "podSelector", "matchLabels")]
             for rule in YAML.list(YAML.dig(policy.body, "spec", "ingress")) {
-                selectors += YAML.list(YAML.dig(rule, "from")).map { YAML.dig($0, "podSelector", "matchLabels") }
+                selectors += YAML.list(YAML.dig(rule, "from")).filter { YAML.dig($0, "namespaceSelector") == nil }.map { YAML.dig($0, "podSelector", "matchLabels") }
+            }
+            for rule in YAML.list(YAML.dig(policy.body, "spec", "egress")) {
+                selectors += YAML.list(YAML.dig(rule, "to")).filter { YAML.dig($0, "namespaceSelector") == nil }.map { YAML.dig($0, "podSelector", "matchLabels") }
             }
             for selector in selectors.map({ YAML.map($0).compactMapValues { $0 as? String } }) {
                 #expect(workloads.contains { pod in selector.allSatisfy { pod.podLabels[$0.key] == $0.value } },
                         "\(policy.id): selector \(selector) matches no pod")
             }
         }
+        // Every pod: no API token, and ingress and egress both restricted by a policy.
+        for pod in workloads {
+            #expect(YAML.dig(pod.podSpec, "automountServiceAccountToken") as? Bool == false, "\(pod.id): automountServiceAccountToken: false")
+            let covering = policies.filter { policy in
+                YAML.map(YAML.dig(policy.body, "spec", "podSelector", "matchLabels")).compactMapValues { $0 as? String }
+                    .allSatisfy { pod.podLabels[$0.key] == $0.value }
+            }
+            let types = Set(covering.flatMap { YAML.list(YAML.dig($0.body, "spec", "policyTypes")).compactMap { $0 as? String } })
+            #expect(types.isSuperset(of: ["Ingress", "Egress"]), "\(pod.id): no NetworkPolicy restricts its \(Set(["Ingress", "Egress"]).subtracting(types).sorted())")
+        }
+        // The workers may reach the coordinator's port.
+        let workerEgress = policies.filter { policy in
+            YAML.map(YAML.dig(policy.body, "spec", "podSelector", "matchLabels")).compactMapValues { $0 as? String }
+                .allSatisfy { workerPod.podLabels[$0.key] == $0.value }
+        }.flatMap { YAML.list(YAML.dig($0.body, "spec", "egress")) }
+        #expect(workerEgress.contains { rule in
+            YAML.list(YAML.dig(rule, "ports")).contains { YAML.dig($0, "port") as? Int == Self.port }
+                && YAML.list(YAML.dig(rule, "to")).contains { peer in
+                    YAML.map(YAML.dig(peer, "podSelector", "matchLabels")).compactMapValues { $0 as? String }
+                        .allSatisfy { coordinatorPod.podLabels[$0.key] == $0.value }
+                }
+        }, "the workers' egress policy does not let them reach the coordinator on \(Self.port)/tcp")
 
         // The Secrets the README creates hold the files each program reads from its keys
         // directory, in the kustomization's namespace. Every command for a Secret counts, since
         // each (create, or create | apply to update) replaces the whole Secret.
+        // Worker keys: one per index of the Indexed Job (--key-name worker-$(WORKER_INDEX), the
+        // index from the completion-index annotation), or one shared name.
         let keyName = worker.option("--key-name") ?? "worker"
+        let completions = YAML.dig(workerPod.body, "spec", "completions") as? Int ?? 1
+        let workerKeyFiles: Set<String>
+        if keyName.contains("$(WORKER_INDEX)") {
+            #expect(YAML.dig(workerPod.body, "spec", "completionMode") as? String == "Indexed", "per-index keys need an Indexed Job")
+            workerKeyFiles = Set((0..<completions).map { keyName.replacingOccurrences(of: "$(WORKER_INDEX)", with: "\($0)") + ".key" })
+            let index = try #require(YAML.list(worker.body["env"]).first { YAML.dig($0, "name") as? String == "WORKER_INDEX" })
+            #expect(YAML.dig(index, "valueFrom", "fieldRef", "fieldPath") as? String == "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+            // The init container copies only its own key out of the Secret, which no other
+            // container mounts.
+            let copier = try #require(workerPod.containers.first { $0.mounts.contains { $0.path == "/secret" } })
+            let copy = (copier.command + copier.args).joined(separator: " ")
+            #expect(copier.envNames.contains("WORKER_INDEX") && copy.contains("worker-$WORKER_INDEX.key") && !copy.contains("/secret/*"),
+                    "\(workerPod.id): the init container must copy worker-$WORKER_INDEX.key only: \(copy)")
+            let secretVolumes = Set(workerPod.volumes.filter { $0["secret"] != nil }.compactMap { $0["name"] as? String })
+            for container in workerPod.containers where container.name != copier.name {
+                #expect(!container.mounts.contains { secretVolumes.contains($0.name) }, "\(workerPod.id) container \(container.name) mounts every worker's keys")
+            }
+        } else {
+            workerKeyFiles = ["\(keyName).key"]
+        }
         let needs: [(KubeObject, Set<String>)] = [(coordinatorPod, ["coordinator.key", "authorized_workers"]),
-                                                  (workerPod, ["\(keyName).key", "coordinator.pub"])]
+                                                  (workerPod, workerKeyFiles.union(["coordinator.pub"]))]
         for (pod, files) in needs {
             let secrets = pod.volumes.compactMap { YAML.dig($0, "secret", "secretName") as? String }
             #expect(!secrets.isEmpty, "\(pod.id) mounts no key Secret")

@@ -23,7 +23,7 @@ unavailable() { log "Slurm cannot start here: $*"; exit 97; }
 
 (( $# >= 1 )) || { echo "usage: $0 SBATCH-OPTIONS... SCRIPT [SCRIPT-ARGUMENTS...]" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || unavailable "must run as root (the daemons start as root)"
-for program in munged slurmctld slurmd sbatch sinfo squeue scancel; do
+for program in munged slurmctld slurmd sbatch sinfo squeue scancel scontrol; do
   command -v "$program" >/dev/null || unavailable "$program not found (install slurm-wlm and munge)"
 done
 

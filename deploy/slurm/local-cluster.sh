@@ -6,7 +6,7 @@
 # e.g. `sudo deploy/slurm/local-cluster.sh --nodes=1 --ntasks-per-node=3 --overcommit
 # --output=job.out deploy/slurm/neumeta.sbatch --rounds 30`. Starts munged, slurmctld and
 # slurmd (as root, in the foreground of this script) with a configuration of their own in a
-# temporary directory, waits until the node is idle, submits with `sbatch --wait`, and exits
+# temporary directory, waits until the node is idle, submits the job, waits for it, and exits
 # with the job's status. Whatever happens, the job is cancelled and the three daemons are
 # stopped and their directory removed when the script ends; on a failure the tail of each
 # daemon's log is printed first. Installs nothing: needs the Debian packages slurm-wlm and munge
@@ -42,7 +42,7 @@ d_port="${SLURM_LOCAL_D_PORT:-$(free_port)}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/neumeta-slurm.XXXXXX")
 chmod 0755 "$work"   # slurmstepd reads the spool directory after dropping to the job's user
-munge_pid="" ctld_pid="" d_pid="" job="" status=97
+munge_pid="" ctld_pid="" d_pid="" job=""
 
 # shellcheck disable=SC2317  # called by the trap
 stop() {
@@ -58,7 +58,7 @@ stop() {
 }
 # shellcheck disable=SC2317
 teardown() {
-  status=$?
+  local status=$?
   if [ -n "$job" ] && [ -n "$ctld_pid" ]; then
     # The job's processes belong to slurmstepd, not to slurmd: cancel it and wait until the
     # controller has seen it end, so nothing of it outlives the daemons.
@@ -148,18 +148,21 @@ done
 log "slurmctld on 127.0.0.1:$ctld_port, slurmd on :$d_port, node localhost idle ($cpus CPUs)"
 
 # From here on the exit status is the job's.
-status=0
 job=$(sbatch --parsable "$@")
 job="${job%%;*}"
 log "submitted job $job"
-rc=0
-# --wait in sbatch would hold the submission open; poll the job instead, then read its end.
-while [ -n "$(squeue -h -j "$job" -o %i 2>/dev/null)" ]; do sleep 0.5; done
-result=$(scontrol -o show job "$job" 2>/dev/null || true)
-state=$(printf '%s' "$result" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
+# Poll the job until it reaches a final state (a requeued job passes through PENDING again).
+while :; do
+  result=$(scontrol -o show job "$job" 2>/dev/null || true)
+  state=$(printf '%s' "$result" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
+  case "$state" in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE|PREEMPTED) break ;; esac
+  for daemon in "slurmctld:$ctld_pid" "slurmd:$d_pid"; do
+    kill -0 "${daemon#*:}" 2>/dev/null || { log "${daemon%%:*} exited while job $job was ${state:-unknown}"; exit 1; }
+  done
+  sleep 0.5
+done
 code=$(printf '%s' "$result" | sed -n 's/.* ExitCode=\([0-9]*\):\([0-9]*\).*/\1 \2/p')
 read -r exit_status exit_signal <<<"${code:-1 0}"
-rc=$(( exit_signal != 0 ? 128 + exit_signal : exit_status ))
-log "job $job ended: ${state:-no record}, exit code ${code:-unknown}"
+log "job $job ended: $state, exit code ${code/ /:}"
 job=""
-exit "$rc"
+exit $(( exit_signal != 0 ? 128 + exit_signal : exit_status ))

@@ -535,24 +535,73 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         let workerKeys = try #require(worker.option("--keys"), "workers need --keys")
         #expect(worker.mounts.contains { $0.path == workerKeys }, "the workers' --keys \(workerKeys) is not a mount")
 
-        // Every selector in a NetworkPolicy picks at least one pod.
-        for policy in objects where policy.kind == "NetworkPolicy" {
+        // Every selector in a NetworkPolicy picks at least one pod (peers in other namespaces,
+        // such as the cluster DNS, excepted).
+        let policies = objects.filter { $0.kind == "NetworkPolicy" }
+        for policy in policies {
             var selectors = [YAML.dig(policy.body, "spec", "podSelector", "matchLabels")]
             for rule in YAML.list(YAML.dig(policy.body, "spec", "ingress")) {
-                selectors += YAML.list(YAML.dig(rule, "from")).map { YAML.dig($0, "podSelector", "matchLabels") }
+                selectors += YAML.list(YAML.dig(rule, "from")).filter { YAML.dig($0, "namespaceSelector") == nil }.map { YAML.dig($0, "podSelector", "matchLabels") }
+            }
+            for rule in YAML.list(YAML.dig(policy.body, "spec", "egress")) {
+                selectors += YAML.list(YAML.dig(rule, "to")).filter { YAML.dig($0, "namespaceSelector") == nil }.map { YAML.dig($0, "podSelector", "matchLabels") }
             }
             for selector in selectors.map({ YAML.map($0).compactMapValues { $0 as? String } }) {
                 #expect(workloads.contains { pod in selector.allSatisfy { pod.podLabels[$0.key] == $0.value } },
                         "\(policy.id): selector \(selector) matches no pod")
             }
         }
+        // Every pod: no API token, and ingress and egress both restricted by a policy.
+        for pod in workloads {
+            #expect(YAML.dig(pod.podSpec, "automountServiceAccountToken") as? Bool == false, "\(pod.id): automountServiceAccountToken: false")
+            let covering = policies.filter { policy in
+                YAML.map(YAML.dig(policy.body, "spec", "podSelector", "matchLabels")).compactMapValues { $0 as? String }
+                    .allSatisfy { pod.podLabels[$0.key] == $0.value }
+            }
+            let types = Set(covering.flatMap { YAML.list(YAML.dig($0.body, "spec", "policyTypes")).compactMap { $0 as? String } })
+            #expect(types.isSuperset(of: ["Ingress", "Egress"]), "\(pod.id): no NetworkPolicy restricts its \(Set(["Ingress", "Egress"]).subtracting(types).sorted())")
+        }
+        // The workers may reach the coordinator's port.
+        let workerEgress = policies.filter { policy in
+            YAML.map(YAML.dig(policy.body, "spec", "podSelector", "matchLabels")).compactMapValues { $0 as? String }
+                .allSatisfy { workerPod.podLabels[$0.key] == $0.value }
+        }.flatMap { YAML.list(YAML.dig($0.body, "spec", "egress")) }
+        #expect(workerEgress.contains { rule in
+            YAML.list(YAML.dig(rule, "ports")).contains { YAML.dig($0, "port") as? Int == Self.port }
+                && YAML.list(YAML.dig(rule, "to")).contains { peer in
+                    YAML.map(YAML.dig(peer, "podSelector", "matchLabels")).compactMapValues { $0 as? String }
+                        .allSatisfy { coordinatorPod.podLabels[$0.key] == $0.value }
+                }
+        }, "the workers' egress policy does not let them reach the coordinator on \(Self.port)/tcp")
 
         // The Secrets the README creates hold the files each program reads from its keys
         // directory, in the kustomization's namespace. Every command for a Secret counts, since
         // each (create, or create | apply to update) replaces the whole Secret.
+        // Worker keys: one per index of the Indexed Job (--key-name worker-$(WORKER_INDEX), the
+        // index from the completion-index annotation), or one shared name.
         let keyName = worker.option("--key-name") ?? "worker"
+        let completions = YAML.dig(workerPod.body, "spec", "completions") as? Int ?? 1
+        let workerKeyFiles: Set<String>
+        if keyName.contains("$(WORKER_INDEX)") {
+            #expect(YAML.dig(workerPod.body, "spec", "completionMode") as? String == "Indexed", "per-index keys need an Indexed Job")
+            workerKeyFiles = Set((0..<completions).map { keyName.replacingOccurrences(of: "$(WORKER_INDEX)", with: "\($0)") + ".key" })
+            let index = try #require(YAML.list(worker.body["env"]).first { YAML.dig($0, "name") as? String == "WORKER_INDEX" })
+            #expect(YAML.dig(index, "valueFrom", "fieldRef", "fieldPath") as? String == "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+            // The init container copies only its own key out of the Secret, which no other
+            // container mounts.
+            let copier = try #require(workerPod.containers.first { $0.mounts.contains { $0.path == "/secret" } })
+            let copy = (copier.command + copier.args).joined(separator: " ")
+            #expect(copier.envNames.contains("WORKER_INDEX") && copy.contains("worker-$WORKER_INDEX.key") && !copy.contains("/secret/*"),
+                    "\(workerPod.id): the init container must copy worker-$WORKER_INDEX.key only: \(copy)")
+            let secretVolumes = Set(workerPod.volumes.filter { $0["secret"] != nil }.compactMap { $0["name"] as? String })
+            for container in workerPod.containers where container.name != copier.name {
+                #expect(!container.mounts.contains { secretVolumes.contains($0.name) }, "\(workerPod.id) container \(container.name) mounts every worker's keys")
+            }
+        } else {
+            workerKeyFiles = ["\(keyName).key"]
+        }
         let needs: [(KubeObject, Set<String>)] = [(coordinatorPod, ["coordinator.key", "authorized_workers"]),
-                                                  (workerPod, ["\(keyName).key", "coordinator.pub"])]
+                                                  (workerPod, workerKeyFiles.union(["coordinator.pub"]))]
         for (pod, files) in needs {
             let secrets = pod.volumes.compactMap { YAML.dig($0, "secret", "secretName") as? String }
             #expect(!secrets.isEmpty, "\(pod.id) mounts no key Secret")
@@ -682,7 +731,7 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
     /// their arguments; the Swift test plays the coordinator's socket, which starts listening
     /// only after the stand-in coordinator has run (or never, with `listening: false`).
     private static func runSlurmScript(coordinatorSeconds: Double = 3, coordinatorStatus: Int = 0, workerSeconds: Double = 0,
-                                       listening: Bool = true, state existing: URL? = nil) throws -> (result: RunResult, log: [String], state: URL, seconds: Double, directory: URL) {
+                                       listening: Bool = true, state existing: URL? = nil) throws -> (result: RunResult, log: [String], state: URL, local: URL, seconds: Double, directory: URL) {
         let dir = try Tools.temporaryDirectory("slurm")
         let bin = dir.appendingPathComponent("bin"), log = dir.appendingPathComponent("calls.log")
         try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
@@ -705,7 +754,7 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
             #!/usr/bin/env bash
             \(record)
             case "$1" in
-              keygen) mkdir -p "$3" && : > "$3/coordinator.key" ;;
+              keygen) mkdir -p "$3" && for f in coordinator.key coordinator.pub worker.key worker.pub authorized_workers; do : > "$3/$f"; done ;;
               run) sleep "$FAKE_COORDINATOR_SECONDS"; exit "$FAKE_COORDINATOR_STATUS" ;;
             esac
             """, to: bin.appendingPathComponent("neumeta-coordinator"))
@@ -719,17 +768,19 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         let socket = try LoopbackPort()
         if listening { socket.startListening(whenFile: log, contains: "neumeta-coordinator run") }
         let state = existing ?? dir.appendingPathComponent("state")
+        let local = dir.appendingPathComponent("node-local")
+        try FileManager.default.createDirectory(at: local, withIntermediateDirectories: true)
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = bin.path + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
         environment.merge([
             "SLURM_JOB_NODELIST": "fake[1-3]", "SLURM_JOB_ID": "42", "SLURM_CPUS_ON_NODE": "2",
             "SLURM_SUBMIT_DIR": Repo.root.path, "NEUMETA_HOME": Repo.root.path, "NEUMETA_BIN": bin.path,
-            "NEUMETA_STATE": state.path, "NEUMETA_PORT": "\(socket.port)", "NEUMETA_WORKER_GRACE": "1",
+            "NEUMETA_STATE": state.path, "NEUMETA_PORT": "\(socket.port)", "NEUMETA_WORKER_GRACE": "1", "NEUMETA_LOCAL": local.path,
             "FAKE_LOG": log.path, "FAKE_COORDINATOR_SECONDS": "\(coordinatorSeconds)",
             "FAKE_COORDINATOR_STATUS": "\(coordinatorStatus)", "FAKE_WORKER_SECONDS": "\(workerSeconds)",
         ]) { $1 }
         let start = Date()
-        let result = try Tools.run("/bin/bash", [Repo.deploy.appendingPathComponent("slurm/neumeta.sbatch").path],
+        let result = try Tools.run("/bin/bash", [Repo.deploy.appendingPathComponent("slurm/neumeta.sbatch").path, "--rounds", "7", "--skip-evaluation"],
                                    environment: environment, directory: dir, timeout: 60)
         let seconds = Date().timeIntervalSince(start)
         let calls = ((try? Repo.text(log)) ?? "").split(separator: "\n").map(String.init)
@@ -740,7 +791,7 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
             #expect(kill(worker, 0) != 0, "the worker (pid \(worker)) outlived the job script")
             kill(worker, SIGKILL)
         }
-        return (result, calls, state, seconds, dir)
+        return (result, calls, state, local, seconds, dir)
     }
 
     @Test(.timeLimit(.minutes(2))) func slurmScriptStartsCoordinatorThenWorkers() throws {
@@ -748,9 +799,19 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         defer { try? FileManager.default.removeItem(at: run.directory) }
         #expect(run.result.status == 0 && !run.result.timedOut, "the job should succeed: \(run.result.combined)")
         let state = run.state.path
-        #expect(run.log.filter { $0.hasPrefix("neumeta-coordinator keygen --out \(state)/keys") }.count == 1, "keys generated once: \(run.log)")
+        // Keys: made once per run in a private directory on the node (NEUMETA_LOCAL), not in the
+        // shared state; the coordinator reads them there, the workers get a copy of worker.key and
+        // coordinator.pub only.
+        let keygen = run.log.filter { $0.hasPrefix("neumeta-coordinator keygen --out \(run.local.path)/neumeta-coordinator.") }
+        #expect(keygen.count == 1, "keys generated once, under NEUMETA_LOCAL: \(run.log)")
+        let privateKeys = try #require(keygen.first?.split(separator: " ").dropFirst(3).first.map(String.init))
         let coordinator = try #require(run.log.first { $0.hasPrefix("neumeta-coordinator run") }, "coordinator not started: \(run.log)")
         #expect(coordinator.contains("--resume") && coordinator.contains("--config \(state)/cluster.yaml"), "\(coordinator)")
+        #expect(coordinator.contains("--keys \(privateKeys)"), "the coordinator reads the private keys: \(coordinator)")
+        #expect(coordinator.hasSuffix("--rounds 7 --skip-evaluation"), "the script's arguments go to the coordinator: \(coordinator)")
+        let workerKeys = try FileManager.default.contentsOfDirectory(atPath: "\(state)/worker-keys")
+        #expect(Set(workerKeys) == ["worker.key", "coordinator.pub"], "the workers' key directory holds \(workerKeys)")
+        #expect(!FileManager.default.fileExists(atPath: privateKeys), "the private key directory outlived the job")
         let coordinatorStep = try #require(run.log.first { $0.hasPrefix("srun") && $0.contains("neumeta-coordinator") })
         #expect(coordinatorStep.contains("--nodelist=127.0.0.1") && coordinatorStep.contains("--nodes=1"), "\(coordinatorStep)")
         let workerStep = try #require(run.log.first { $0.hasPrefix("srun") && $0.contains("neumeta-worker") }, "workers not started: \(run.log)")
@@ -758,7 +819,7 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
             #expect(workerStep.contains(option), "worker step lacks \(option): \(workerStep)")
         }
         let worker = try #require(run.log.first { $0.hasPrefix("neumeta-worker") })
-        #expect(worker.contains("--connect tcp://127.0.0.1:") && worker.contains("--keys \(state)/keys") && worker.contains("--name worker-fakenode"), "\(worker)")
+        #expect(worker.contains("--connect tcp://127.0.0.1:") && worker.contains("--keys \(state)/worker-keys") && worker.contains("--name worker-fakenode"), "\(worker)")
         // Workers start only after the coordinator.
         let order = run.log.map { $0.hasPrefix("neumeta-coordinator run") ? 1 : $0.hasPrefix("neumeta-worker") ? 2 : 0 }.filter { $0 > 0 }
         #expect(order.first == 1, "workers started before the coordinator: \(run.log)")
@@ -770,11 +831,13 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         #expect(!YAML.strings(config).contains { $0.value.hasPrefix("/var/lib/neumeta") || $0.value.hasPrefix("/etc/neumeta") },
                 "system paths left in the job's cluster.yaml")
 
-        // A requeued job (same state) reuses the keys.
+        // A requeued job (same state) makes fresh keys and keeps the job's cluster.yaml.
+        try "# edited\n".write(to: run.state.appendingPathComponent("cluster.yaml"), atomically: true, encoding: .utf8)
         let again = try Self.runSlurmScript(state: run.state)
         defer { try? FileManager.default.removeItem(at: again.directory) }
         #expect(again.result.status == 0, "\(again.result.combined)")
-        #expect(!again.log.contains { $0.contains("keygen") }, "keys generated again on requeue: \(again.log)")
+        #expect(again.log.filter { $0.contains("keygen") }.count == 1, "keys not made afresh on requeue: \(again.log)")
+        #expect(try Repo.text(run.state.appendingPathComponent("cluster.yaml")) == "# edited\n", "the job's cluster.yaml was rewritten")
     }
 
     @Test(.timeLimit(.minutes(2))) func slurmScriptFailsWhenTheCoordinatorDiesBeforeListening() throws {
@@ -800,10 +863,15 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
             for section in ["Unit", "Service", "Install"] { #expect(unit[section] != nil, "\(name): no [\(section)]") }
             let service = unit["Service"] ?? [:]
             let required: [(String, String)] = [("User", "neumeta"), ("Restart", "on-failure"), ("ProtectSystem", "strict"),
-                                                ("PrivateTmp", "yes"), ("NoNewPrivileges", "yes"), ("ReadWritePaths", "/var/lib/neumeta")]
+                                                ("PrivateTmp", "yes"), ("NoNewPrivileges", "yes"), ("ReadWritePaths", "/var/lib/neumeta"),
+                                                ("IPAddressDeny", "any"), ("ProtectProc", "invisible"), ("PrivateUsers", "yes"),
+                                                ("SystemCallFilter", "@system-service"), ("MemoryDenyWriteExecute", "yes")]
             for (key, value) in required {
                 #expect(service[key]?.contains(value) == true, "\(name): [Service] \(key)=\(value) (have \(service[key] ?? []))")
             }
+            // Limits: descriptors for ZeroMQ's connections, a memory ceiling below the machine's.
+            #expect((service["LimitNOFILE"]?.last).flatMap { Int($0) }.map { $0 >= 4096 } == true, "\(name): LimitNOFILE ≥ 4096")
+            #expect(service["MemoryMax"]?.last?.hasSuffix("G") == true, "\(name): MemoryMax in GiB (have \(service["MemoryMax"] ?? []))")
             #expect(unit["Install"]?["WantedBy"]?.contains("multi-user.target") == true, "\(name): WantedBy=multi-user.target")
             #expect(service["ExecStart"]?.count == 1, "\(name): one ExecStart")
         }
@@ -857,10 +925,10 @@ private func unitFile(_ url: URL) throws -> [String: [String: [String]]] {
         let complaints = verify.combined.split(separator: "\n").filter { $0.contains("neumeta-") }
         #expect(complaints.isEmpty, "systemd-analyze verify: \(complaints.joined(separator: "\n"))")
 
-        // Exposure 0–10 (shown ×10 as the threshold); these units score about 3.2 ("OK").
+        // Exposure 0–10 (shown ×10 as the threshold); these units score 1.1 with systemd 252.
         for unit in units {
-            let security = try Tools.run(analyze, ["security", "--offline=yes", "--threshold=40", unit], timeout: 60)
-            #expect(security.status == 0, "systemd-analyze security: exposure above 4.0 for \(unit):\n\(security.combined.split(separator: "\n").suffix(3).joined(separator: "\n"))")
+            let security = try Tools.run(analyze, ["security", "--offline=yes", "--threshold=15", unit], timeout: 60)
+            #expect(security.status == 0, "systemd-analyze security: exposure above 1.5 for \(unit):\n\(security.combined.split(separator: "\n").suffix(3).joined(separator: "\n"))")
         }
     }
 

@@ -10,7 +10,7 @@ import Yams
 
     static func parse(_ yaml: String) throws -> ClusterConfig { try ClusterConfig.parse(yaml: yaml, baseDirectory: nil) }
 
-    static let experimentKeys = "family, dataset, data, recipe, widths, epochs, configurations_per_round, shared_batch, batch_size, noise, seed, inr, optimizer, reconstruction"
+    static let experimentKeys = "family, dataset, data, recipe, widths, epochs, configurations_per_round, configurations_per_block, shared_batch, batch_size, noise, seed, inr, optimizer, reconstruction"
     static let topKeys = "experiment, base, evaluation, coordinator, keys, workers, checkpoints, output, threads"
 
     @Test func nullSectionsGiveTheDefaultsAndAnEmptyFileIsRefused() throws {

@@ -67,6 +67,12 @@ final class ClusterServer: GradientSource {
     private var failure: Failure?
     /// A message over the size bound arrived since the last `service`.
     private var oversizedReceived = false
+    /// File descriptors kept free for checkpoints and the process itself: with fewer left, new
+    /// connections are deferred (`ZAPHandler.refuseAll`) until open ones close.
+    static let descriptorReserve = 64
+    /// When open descriptors were last counted, and whether new connections are being deferred.
+    private var descriptorsCheckedAt: Duration = .zero
+    private var atConnectionCap = false
 
     /// Binds `endpoint` with `keys` as the CURVE server, admitting `allowed` worker keys, for a
     /// job whose parameters are `parameters` (the trainer's) in `heads` (`HyperNetwork.headRanges`).
@@ -173,12 +179,38 @@ final class ClusterServer: GradientSource {
                 handle(more)
             }
         }
+        if now - descriptorsCheckedAt >= .seconds(1) { checkDescriptors() }
         if oversizedReceived {
             // Give the memory an oversized message took back to the system, not just to malloc.
             oversizedReceived = false
             ProcessMemory.returnFreeMemory()
         }
         perform(state.tick(now: now))
+    }
+
+    /// The connection cap: counts this process's open file descriptors and, within
+    /// `descriptorReserve` of the limit, has the ZAP handler defer every new handshake (status
+    /// 300; workers retry) until twice the reserve is free again. Connections that never finish
+    /// their handshake are closed after `WireProtocol.handshakeTimeout` whatever happens.
+    private func checkDescriptors() {
+        descriptorsCheckedAt = now
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        let cap = Int(limit.rlim_cur) - Self.descriptorReserve
+        // Listing /proc/self/fd takes a descriptor itself: failing to, we are at the limit.
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? Int(limit.rlim_cur)
+        if !atConnectionCap && open >= cap {
+            atConnectionCap = true
+            let reason = "the coordinator has \(open) of its \(limit.rlim_cur) file descriptors open; try again later"
+            zap.refuseAll(reason)
+            log("connection cap: \(open) of \(limit.rlim_cur) file descriptors open — new workers are deferred until connections close "
+                + "(\(Self.descriptorReserve) are kept for checkpoints; connections that never finish their handshake close after "
+                + "\(WireProtocol.handshakeTimeout))")
+        } else if atConnectionCap && open < cap - Self.descriptorReserve {
+            atConnectionCap = false
+            zap.refuseAll(nil)
+            log("connection cap lifted: \(open) of \(limit.rlim_cur) file descriptors open")
+        }
     }
 
     /// Tells every worker that training is finished; for `flush`, answers any late message

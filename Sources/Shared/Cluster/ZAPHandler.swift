@@ -33,7 +33,7 @@ public final class ZAPHandler: @unchecked Sendable {
         }
     }
 
-    /// Allow-listed keys refused until a time (`suspend`).
+    /// Allow-listed keys refused until a time (`suspend`), and whether every key is (`atCapacity`).
     private let suspensions = Suspensions()
     private let stopRequested = LockedFlag()
     private let finished = DispatchSemaphore(value: 0)
@@ -57,6 +57,11 @@ public final class ZAPHandler: @unchecked Sendable {
     }
 
     deinit { stop() }
+
+    /// While set, every handshake is refused for now (status 300, `reason`): the coordinator is
+    /// short of file descriptors, and a connection admitted now would take one it keeps for
+    /// checkpoints. Workers retry with back-off; connections already open are not affected.
+    public func refuseAll(_ reason: String?) { suspensions.refuseAll(reason) }
 
     /// Refuses `key`'s handshakes for `duration` although it is allow-listed, saying `reason`:
     /// for a peer that broke the protocol's size bounds, which libzmq cannot enforce on a whole
@@ -126,6 +131,9 @@ public final class ZAPHandler: @unchecked Sendable {
 final class Suspensions: @unchecked Sendable {
     private let lock = NSLock()
     private var until: [CurveKey: (ContinuousClock.Instant, String)] = [:]
+    private var everyKey: String?
+
+    func refuseAll(_ reason: String?) { lock.withLock { everyKey = reason } }
 
     func suspend(_ key: CurveKey, until end: ContinuousClock.Instant, reason: String) {
         lock.withLock { until[key] = (max(end, until[key]?.0 ?? end), reason) }
@@ -134,6 +142,7 @@ final class Suspensions: @unchecked Sendable {
     /// Why `key` is refused now (nil: it is not).
     func reason(_ key: CurveKey) -> String? {
         lock.withLock {
+            if let everyKey { return everyKey }
             guard let (end, reason) = until[key] else { return nil }
             let now = ContinuousClock.now
             guard now < end else { until[key] = nil; return nil }

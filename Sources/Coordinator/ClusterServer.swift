@@ -43,6 +43,9 @@ final class ClusterServer: GradientSource {
     private let limiter = LogLimiter()
     /// With `--exit-with-parent`: the process that started this one.
     private let parent: pid_t?
+    /// The job, and this machine's training data for computing a block here (`verifyHere`).
+    private let spec: JobSpec
+    private let localData: () throws -> (dataset: any TrainingImages, fingerprint: DataFingerprint)
 
     /// The trainer's parameters (stepped in place) and the INR heads they travel in.
     private let parameters: FloatStorage
@@ -77,7 +80,10 @@ final class ClusterServer: GradientSource {
     /// Binds `endpoint` with `keys` as the CURVE server, admitting `allowed` worker keys, for a
     /// job whose parameters are `parameters` (the trainer's) in `heads` (`HyperNetwork.headRanges`).
     init(bind endpoint: String, keys: CurveKeyPair, allowed: Set<CurveKey>, spec: JobSpec, base: WireTensor, parameters: FloatStorage,
-         heads: [Range<Int>], parent: pid_t?) throws {
+         heads: [Range<Int>], parent: pid_t?,
+         localData: @escaping () throws -> (dataset: any TrainingImages, fingerprint: DataFingerprint)) throws {
+        self.spec = spec
+        self.localData = localData
         Self.raiseDescriptorLimit()
         precondition(heads.first?.lowerBound == 0 && heads.last?.upperBound == spec.parameterCount && parameters.count == spec.parameterCount
                      && zip(heads, heads.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }, "heads must tile the parameters")
@@ -272,6 +278,26 @@ final class ClusterServer: GradientSource {
         perform(state.storedGradientPiece(from: id, block: piece.block, head: h, count: piece.count, squares: squares))
     }
 
+    /// Computes `block` of `round` in this process, from the round's parameters, as a worker
+    /// would (`WorkerJob`, on this machine's copy of the data); returns whether its gradient and
+    /// loss are finite. Rare (the non-finite rule's tiebreaker), so the job is built each time.
+    private func computeHere(round: Int, block: Int) throws -> Bool {
+        guard let current = roundHeads, current.round == round else { return true }  // the round is over: nothing to decide
+        let data = try localData()
+        let job = try WorkerJob(spec: spec, dataset: data.dataset, localData: data.fingerprint,
+                                parameters: zip(heads, current.tensors).map { .init(offset: $0.lowerBound, values: $1) },
+                                base: base, round: round)
+        final class Count: @unchecked Sendable { let lock = NSLock(); var nonFinite = 0 }
+        let pieces = Count()  // pieces may be reported from several compute threads
+        let terms = try job.gradient(round: round, block: block) { _, values in
+            if !values.isFinite { pieces.lock.withLock { pieces.nonFinite += 1 } }
+        }
+        let finite = pieces.nonFinite == 0
+            && terms.allSatisfy { $0.total.isFinite && $0.crossEntropy.isFinite && $0.reconstruction.isFinite && $0.normRegularizer.isFinite }
+        log("computed round \(round) block \(block) here: \(finite ? "finite" : "non-finite")")
+        return finite
+    }
+
     /// The index of the head holding parameter `offset` (`heads.count` if none): binary search.
     private func head(containing offset: Int) -> Int {
         var lo = 0, hi = heads.count
@@ -331,6 +357,10 @@ final class ClusterServer: GradientSource {
                 limiter.note(noise.rawValue, line)
             case let .diverged(round, block, workers):
                 failure = .diverged(round: round, block: block, workers: workers)
+            case let .verifyHere(round, block):
+                do { perform(state.verified(block: block, finite: try computeHere(round: round, block: block))) } catch {
+                    perform(state.verified(block: block, finite: nil, problem: "\(error)"))
+                }
             }
         }
     }

@@ -99,7 +99,9 @@ struct Run: ParsableCommand {
         spec.gradientEncoding = c.workers.gradients == .bfloat16 ? .bfloat16 : .float32
         let server = try ClusterServer(bind: c.coordinator.bind, keys: coordinatorKeys, allowed: allowed, spec: spec,
                                        base: WireTensor(copying: setup.permuted.values), parameters: trainer.inr.parameters.values,
-                                       heads: trainer.inr.headRanges, parent: exitWithParent ? getppid() : nil)
+                                       heads: trainer.inr.headRanges, parent: exitWithParent ? getppid() : nil) {
+            (try FashionMNIST.load(split: .train, directory: e.data), try DataFingerprint.fashionMNIST(directory: e.data))
+        }
         // The bound endpoint has the real port when bind asked for any ("tcp://127.0.0.1:*").
         var bound = c.coordinator
         bound.bind = server.endpoint

@@ -163,8 +163,25 @@ import Testing
         #expect(m.liveWorkers == ["w2"] && m.scheduler.outstanding(of: "w2") == [0])
         _ = Self.store(&m, "w2", block: 0, head: 0, norm: 1)
         var nan = Self.terms(); nan.total = .nan
+        // A second identity: the coordinator computes the block itself, and only its own
+        // non-finite result ends the run.
+        var healthy = m
         let second = m.result(from: "w2", round: 0, block: 0, result: .init(terms: [nan], seconds: 0.1), now: .zero)
-        #expect(second == [.diverged(round: 0, block: 0, workers: ["w1", "w2"])])
+        #expect(second.contains(.verifyHere(round: 0, block: 0)) && !second.contains { if case .diverged = $0 { true } else { false } })
+        #expect(m.verified(block: 0, finite: false).last == .diverged(round: 0, block: 0, workers: ["w1", "another worker"]))
+        #expect(m.verified(block: 0, finite: nil, problem: "no data").last == .diverged(round: 0, block: 0, workers: ["w1", "another worker"]))
+        // Finite here: both workers were at fault; the block is recomputed, and a further
+        // non-finite copy only drops its sender.
+        _ = healthy.result(from: "w2", round: 0, block: 0, result: .init(terms: [nan], seconds: 0.1), now: .zero)
+        let cleared = healthy.verified(block: 0, finite: true)
+        #expect(cleared.contains { if case let .log(line) = $0 { line.contains("faulty or hostile") } else { false } })
+        #expect(!healthy.hello(from: "w1-again", name: "w1", key: "K", version: WireProtocol.version, fingerprint: Self.data.text, now: .seconds(1))
+            .contains { if case .welcome = $0 { true } else { false } }, "quarantined")
+        _ = Self.hello(&healthy, "w3")
+        let third = Self.store(&healthy, "w3", block: 0, head: 0, norm: .nan)
+        #expect(!third.contains { if case .diverged = $0 { true } else { false } } && !third.contains(.verifyHere(round: 0, block: 0)))
+        _ = Self.hello(&healthy, "w4")
+        #expect(Self.store(&healthy, "w4", block: 0, head: 0, norm: 1) == [.stepHead(0), .broadcastHead(round: 1, head: 0, to: ["w4"])])
     }
 
     @Test func messagesAWorkerMustNotSendAreMalformed() {
@@ -243,7 +260,7 @@ import Testing
             .contains { if case .welcome = $0 { true } else { false } })
         #expect(m.hello(from: "w1-y", name: "w1", key: "K", version: WireProtocol.version, fingerprint: Self.data.text, now: .seconds(92))
             .contains(.welcome("w1-y", round: 0)))
-        // …and a third non-finite result for the configuration is.
-        #expect(Self.store(&m, "w1-y", block: 0, head: 0, norm: .nan) == [.diverged(round: 0, block: 0, workers: ["w1", "w1"])])
+        // …and a third non-finite result for the block has the coordinator compute it.
+        #expect(Self.store(&m, "w1-y", block: 0, head: 0, norm: .nan).contains(.verifyHere(round: 0, block: 0)))
     }
 }

@@ -62,7 +62,12 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         /// A log line about a peer's misbehaviour, to be counted and rate-limited per kind (a
         /// hostile peer must not flood the log).
         case logLimited(Noise, String)
-        /// The same block was non-finite on two workers: training diverged.
+        /// Two identities returned `block` non-finite: compute it here, with the round's
+        /// parameters, and report `verified` — the tiebreaker between a genuine divergence and
+        /// faulty or hostile workers (who may share a key and invent names).
+        case verifyHere(round: Int, block: Int)
+        /// The block was non-finite on two workers and in the coordinator's own computation
+        /// (or could not be checked there): training diverged.
         case diverged(round: Int, block: Int, workers: [String])
     }
 
@@ -113,6 +118,9 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     struct Identity: Hashable, Sendable { let key: String, name: String }
     /// Blocks of the round in progress that one worker already returned non-finite.
     var nonFinite: [Int: (first: Identity, count: Int)] = [:]
+    /// Blocks of the round in progress the coordinator computed itself and found finite: a
+    /// non-finite copy of them is the sender's fault, whoever sends it.
+    var verifiedFinite: Set<Int> = []
     /// Identities refused until a time, after a non-finite or implausible result, with their
     /// back-off (doubling from `quarantineInitial` to `quarantineMax` on every repeat).
     var quarantine: [Identity: (until: Duration, backoff: Duration)] = [:]
@@ -163,7 +171,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         for c in headsIn.indices { headsIn[c] = Array(repeating: false, count: headCount) }
         headsComplete = 0
         receiving = [:]; crossed = []
-        nonFinite = [:]; implausible = [:]; computeByWorker = [:]; lastResult = [:]
+        nonFinite = [:]; verifiedFinite = []; implausible = [:]; computeByWorker = [:]; lastResult = [:]
         roundStart = now
         clock = max(clock, now)
         return translate(scheduler.startRound(round, now: now))
@@ -365,24 +373,50 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     // MARK: Internals
 
     /// A non-finite gradient or loss. A genuine divergence repeats on any worker (the
-    /// computation is deterministic); a faulty worker does not. So: drop this one and let
-    /// another recompute; the second time the same block is non-finite, stop.
-    /// The second strike must come from another identity (key and name) — one connection that
-    /// says hello again cannot end the run — or be the third in all (a one-worker run must still
-    /// stop on a genuine divergence). The identity is quarantined either way.
+    /// computation is deterministic); a faulty worker does not. So: drop this one, quarantine
+    /// it and let another recompute. The second strike for the same block — from another
+    /// identity (key and name), or the third in all (a one-worker run must still find a genuine
+    /// divergence) — has the coordinator compute the block itself (`verifyHere`): workers
+    /// sharing a key can invent names, so only that computation may end the run.
     private mutating func nonFiniteResult(from id: WorkerID, block: Int) -> [Action] {
         let name = name(of: id) ?? "?"
         guard let round else { return [] }
         let identity = Identity(key: keys[id] ?? "", name: name)
-        if let earlier = nonFinite[block], earlier.first != identity || earlier.count >= 2 {
-            return [.diverged(round: round, block: block, workers: [earlier.first.name, name])]
+        var actions: [Action] = []
+        if verifiedFinite.contains(block) {
+            actions.append(.log("worker \(name) returned a non-finite result for round \(round) block \(block), which the coordinator "
+                                + "computed finite; dropping it and recomputing elsewhere"))
+        } else if let earlier = nonFinite[block], earlier.first != identity || earlier.count >= 2 {
+            nonFinite[block]!.count += 1
+            actions.append(.log("worker \(name) returned a non-finite result for round \(round) block \(block) as \(earlier.first.name) "
+                                + "did; the coordinator computes it to tell a divergence from faulty workers"))
+            actions.append(.verifyHere(round: round, block: block))
+        } else {
+            nonFinite[block] = (nonFinite[block]?.first ?? identity, (nonFinite[block]?.count ?? 0) + 1)
+            actions.append(.log("worker \(name) returned a non-finite result for round \(round) block \(block); "
+                                + "dropping it and recomputing elsewhere"))
         }
-        nonFinite[block] = (nonFinite[block]?.first ?? identity, (nonFinite[block]?.count ?? 0) + 1)
         quarantine(id)
         forgetUnsteppedHeads(of: block)
-        return [.log("worker \(name) returned a non-finite result for round \(round) block \(block); "
-                     + "dropping it and recomputing elsewhere")]
-            + translate(scheduler.workerFailed(id, reason: "non-finite result"))
+        return actions + translate(scheduler.workerFailed(id, reason: "non-finite result"))
+    }
+
+    /// The coordinator's own computation of `block` (`verifyHere`) was finite, or not (nil: it
+    /// could not compute it — then the workers' word stands). Non-finite: training diverged.
+    /// Finite: every identity that returned it non-finite is faulty (quarantined) and the block
+    /// is recomputed by the workers as usual.
+    public mutating func verified(block: Int, finite: Bool?, problem: String? = nil) -> [Action] {
+        guard let round, let strikes = nonFinite[block] else { return [] }
+        guard finite == true else {
+            let why = finite == nil ? "it could not be checked here (\(problem ?? "?"))" : "the coordinator's own computation is non-finite too"
+            return [.log("round \(round) block \(block): \(why)"),
+                    .diverged(round: round, block: block, workers: [strikes.first.name, "another worker"])]
+        }
+        verifiedFinite.insert(block)
+        let backoff = quarantine[strikes.first].map { min($0.backoff * 2, Self.quarantineMax) } ?? Self.quarantineInitial
+        quarantine[strikes.first] = (clock + backoff, backoff)
+        return [.log("round \(round) block \(block) is finite as the coordinator computes it: the workers that returned it non-finite "
+                     + "are faulty or hostile (quarantined); recomputing elsewhere")]
     }
 
     /// Forgets the heads of `block` that are in or being received but not yet stepped: they

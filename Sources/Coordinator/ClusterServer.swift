@@ -31,6 +31,9 @@ final class ClusterServer: GradientSource {
     /// When a round's `idle` work runs: after the round's work and parameters went out (sealed
     /// per worker in ≈ 10 ms), so it does not compete with CURVE for the cores.
     static let idleDelay: Duration = .milliseconds(25)
+    /// Pending TCP connections the listening socket queues: a join storm of this many workers
+    /// connecting at once is accepted without SYN retries (libzmq's default is 100).
+    static let connectionBacklog = 1024
 
     let endpoint: String
     private let context: ZMQ.Context
@@ -87,6 +90,8 @@ final class ClusterServer: GradientSource {
         // A connection that has not finished its CURVE handshake within this is closed, so idle
         // connections cannot pile up (libzmq's default is 30 s).
         try socket.setHandshakeTimeout(WireProtocol.handshakeTimeout)
+        // Hundreds of workers may connect within a second (a batch job starting them all).
+        try socket.setBacklog(Self.connectionBacklog)
         // The largest message a worker sends is one gradient head.
         let largestHead = heads.map(\.count).max() ?? 0
         try socket.setMaxMessageSize(max(1 << 20, 4 * largestHead + 4096))

@@ -84,8 +84,10 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// Whether another round follows the one in progress (its parameters are broadcast as
     /// they are stepped).
     var more = false
-    /// headsIn[c][h]: configuration c's gradient of head h is in.
+    /// headsIn[c][h]: configuration c's gradient of head h is in; headsInCount[h]: for how
+    /// many configurations (so a head's completion is known without scanning them).
     var headsIn: [[Bool]]
+    var headsInCount: [Int]
     var headsComplete = 0
     /// Parameter heads each worker holds, by round.
     var held: [WorkerID: (round: Int, heads: Set<Int>)] = [:]
@@ -120,6 +122,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         scheduler = Scheduler(configurationsPerRound: configurationsPerRound, heartbeatInterval: heartbeatInterval,
                               heartbeatTimeout: heartbeatTimeout, stallReportInterval: stallReportInterval, progressTimeout: progressTimeout)
         headsIn = Array(repeating: Array(repeating: false, count: headCount), count: configurationsPerRound)
+        headsInCount = Array(repeating: 0, count: headCount)
         recentNorms = Array(repeating: [], count: headCount)
     }
 
@@ -134,6 +137,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         precondition(!inProgress, "round \(self.round ?? -1) is still in progress")
         self.round = round; inProgress = true; self.more = more
         for c in headsIn.indices { headsIn[c] = Array(repeating: false, count: headCount) }
+        headsInCount = Array(repeating: 0, count: headCount)
         headsComplete = 0
         nonFinite = [:]; implausible = [:]; computeByWorker = [:]; lastResult = [:]
         roundStart = now
@@ -167,7 +171,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
             return refuse("the worker's data differs from the coordinator's: " + differences.joined(separator: "; "))
         }
         var actions: [Action] = []
-        if let existing = liveWorkers.first(where: { $0 != id && scheduler.name(of: $0) == name }) {
+        if let existing = scheduler.worker(named: name), existing != id {
             guard keys[existing] == key else { return refuse("the name \(name) is in use by a worker with another key") }
             actions += translate(scheduler.workerFailed(existing, reason: "it connected again"))
         }
@@ -186,7 +190,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// is ignored, as its result will be.
     public func wantsGradientHead(from id: WorkerID, round: Int, configuration: Int, head: Int) -> Bool {
         inProgress && round == self.round && (0..<headCount).contains(head)
-            && scheduler.outstanding(of: id).contains(configuration) && !headsIn[configuration][head]
+            && scheduler.holds(id, configuration: configuration) && !headsIn[configuration][head]
     }
 
     /// The largest plausible norm of head `head`'s gradient now (nil during the warm-up).
@@ -220,7 +224,8 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         recentNorms[head].append(norm)
         if recentNorms[head].count > Self.normHistory { recentNorms[head].removeFirst() }
         headsIn[configuration][head] = true
-        guard headsIn.allSatisfy({ $0[head] }) else { return [] }
+        headsInCount[head] += 1
+        guard headsInCount[head] == configurationsPerRound else { return [] }
         headsComplete += 1
         guard more else { return [.stepHead(head)] }
         let live = liveWorkers
@@ -234,7 +239,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// A result (loss terms), after all its gradient heads.
     public mutating func result(from id: WorkerID, round: Int, configuration: Int, result: Result, now: Duration) -> [Action] {
         clock = max(clock, now)
-        let assigned = inProgress && round == self.round && scheduler.outstanding(of: id).contains(configuration)
+        let assigned = inProgress && round == self.round && scheduler.holds(id, configuration: configuration)
         if assigned {
             let missing = headsIn[configuration].filter { !$0 }.count
             guard missing == 0 else {
@@ -309,7 +314,10 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// Forgets the heads of `configuration` that are in but not yet stepped: they came from a
     /// worker now known to be faulty and are taken again from the recomputation.
     private mutating func forgetUnsteppedHeads(of configuration: Int) {
-        for h in 0..<headCount where headsIn[configuration][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[configuration][h] = false }
+        for h in 0..<headCount where headsIn[configuration][h] && headsInCount[h] < configurationsPerRound {
+            headsIn[configuration][h] = false
+            headsInCount[h] -= 1
+        }
     }
 
     /// Refuses `id`'s identity for a back-off that doubles on every repeat.

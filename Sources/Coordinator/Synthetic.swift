@@ -46,6 +46,9 @@ struct Synthetic: ParsableCommand {
     @Option(help: "Gradient wire precision: float32 or bfloat16.")
     var gradients = "float32"
 
+    @Option(help: "Hidden width of the INR's heads (default: the default recipe's, 256); smaller for quick tests.")
+    var hidden: Int?
+
     @Option(help: "Seed of the INR initialisation and the stand-in gradients.")
     var seed: UInt64 = 0
 
@@ -60,7 +63,7 @@ struct Synthetic: ParsableCommand {
         guard (1...WireProtocol.maxConfigurationsPerRound).contains(configurations) else {
             throw ValidationError("--configurations must be in 1…\(WireProtocol.maxConfigurationsPerRound)")
         }
-        guard workers >= 1, rounds >= 1 else { throw ValidationError("--workers and --rounds must be at least 1") }
+        guard workers >= 1, rounds >= 1, (hidden ?? 1) >= 1 else { throw ValidationError("--workers, --rounds and --hidden must be at least 1") }
         guard ["float32", "bfloat16"].contains(gradients) else { throw ValidationError("--gradients must be float32 or bfloat16") }
     }
 
@@ -69,6 +72,7 @@ struct Synthetic: ParsableCommand {
         ClusterConfig.Recipe.default.apply(to: &plan, &optimizer, &config)
         let network = try NetworkFamily.make(family, widths: NetworkFamily.widths(family, scaledFrom: family == "lenet" ? 32 : 64))
         config.norm = 32
+        if let hidden { config.hidden = hidden }
         plan.configurationsPerRound = configurations
         plan.rounds = 1 << 30  // a constant learning rate: the run ends by --rounds
         plan.seed = seed

@@ -205,7 +205,8 @@ extension Bench {
     static func parameterCount(_ family: String) -> Int { (family == "lenet" ? 8 : 62) * 224_028 }
 
     /// Why `point` would not fit in the memory available now (nil when it should): the
-    /// coordinator holds ≈ (M + 7) parameter copies, each worker ≈ 3 plus 40 MiB.
+    /// coordinator holds ≈ (M + 7) parameter copies, each worker ≈ 3 plus 40 MiB; at most 85 %
+    /// of the memory available.
     static func memoryShortfall(_ point: ScalePoint) -> String? {
         let bytes = 4 * parameterCount(point.family)
         let need = (point.configurations + 7) * bytes + point.workers * (3 * bytes + 40 << 20)
@@ -213,7 +214,7 @@ extension Bench {
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
               let kib = Int(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
         let available = kib * 1024
-        return need < available * 8 / 10 ? nil
+        return need < available * 85 / 100 ? nil
             : String(format: "needs ≈ %.1f GiB, %.1f GiB available", Double(need) / 1073741824, Double(available) / 1073741824)
     }
 

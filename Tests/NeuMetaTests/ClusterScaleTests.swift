@@ -136,3 +136,28 @@ import Testing
         #expect(half.encoding == .bfloat16 && half.byteCount == 10_000)
     }
 }
+
+/// Lists of worker names in log lines stay short however many workers there are.
+@Suite struct ClusterLogLineTests {
+    @Test func longNameListsAreAbbreviated() {
+        let names = (0..<256).map { "w\($0)" }
+        #expect(Array(names.prefix(3)).abbreviated() == "w0, w1, w2")
+        #expect(names.abbreviated(limit: 3, separator: ",") == "w0,w1,w2 … and 253 more")
+        // A stall report with 256 workers holding work names 8 and counts the rest.
+        var m = CoordinatorState<Int>(dataFingerprint: SyntheticGradients.fingerprint, headCount: 1, configurationsPerRound: 256)
+        _ = m.startRound(0, more: false, now: .zero)
+        for i in 0..<256 {
+            _ = m.hello(from: i, name: "w\(i)", key: "K", version: WireProtocol.version, fingerprint: SyntheticGradients.fingerprint.text, now: .zero)
+        }
+        // Round 0 went to the first joiner; it finishes it, and round 1 gives each worker one.
+        for c in 0..<256 { _ = m.storedGradientHead(from: 0, configuration: c, head: 0, norm: 1) }
+        for c in 0..<256 { _ = m.result(from: 0, round: 0, configuration: c, result: .init(terms: ClusterScaleTests.terms(), seconds: 1), now: .zero) }
+        _ = m.startRound(1, more: false, now: .zero)
+        var report: String?
+        for t in 1...11 {
+            for i in 0..<256 { m.heartbeat(from: i, now: .seconds(t)) }
+            for case let .log(line) in m.tick(now: .seconds(t)) where line.contains("stalled") { report = line }
+        }
+        #expect(report.map { $0.contains("waiting for w0, w1, w2, w3, w4, w5, w6, w7 … and 248 more") } == true, "\(report ?? "no report")")
+    }
+}

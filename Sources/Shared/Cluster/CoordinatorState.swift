@@ -375,7 +375,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
                 out.append(.roundComplete(round: round, Completion(results: results, computeSeconds: computeByWorker.values.max() ?? 0,
                                                                    stragglers: stragglers())))
             case let .stalled(round, waitingFor, unassigned, silentFor):
-                let waiting = waitingFor.isEmpty ? "no worker holds work" : "waiting for " + waitingFor.joined(separator: ", ")
+                let waiting = waitingFor.isEmpty ? "no worker holds work" : "waiting for " + waitingFor.abbreviated()
                 out.append(.log("round \(round) stalled for \(Self.format(silentFor, digits: 0)) s: \(waiting)"
                                 + (unassigned > 0 ? "; \(unassigned) configurations wait for a worker to connect" : "")))
             }

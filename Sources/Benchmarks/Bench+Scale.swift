@@ -30,6 +30,9 @@ struct ScaleMeasurement {
     let parameters: Int
     let roundSeconds, computeSeconds, stepSeconds, bytesSent, bytesReceived: Double
     let rounds: Int
+    /// Workers connected in the measured rounds (mean), and worker processes that did not exit 0.
+    let workersMean: Double
+    let failedWorkers: Int
     /// Peak resident memory of the coordinator, and the largest and summed RSS of the workers (sampled).
     let coordinatorPeakRSS, workerMaxRSS, workersTotalRSS: Int
     /// Seconds from starting the first worker until all N were connected; drops and refusals logged.
@@ -145,7 +148,17 @@ extension Bench {
                 continue
             }
             log("bench scale: \(point), \(seconds) s per configuration, \(rounds) measured rounds")
-            let m = try Self.scaleRun(point, seconds: seconds, rounds: rounds, keys: keys, directory: directory)
+            let m: ScaleMeasurement
+            do { m = try Self.scaleRun(point, seconds: seconds, rounds: rounds, keys: keys, directory: directory) } catch {
+                log("bench scale: \(point) failed: \(error)")
+                skipped.append("\(point): failed")
+                continue
+            }
+            log(String(format: "bench scale: %@: %.2f workers, round %.2f s, %.2f configurations/s, %.1f%% not computing, step %.2f s, "
+                       + "coordinator %.0f MiB, workers ≤ %.0f MiB each, all connected after %.2f s, %d dropped, %d workers failed",
+                       point.description, m.workersMean, m.roundSeconds, m.configurationsPerSecond, 100 * m.notComputingShare, m.stepSeconds,
+                       Double(m.coordinatorPeakRSS) / 1048576, Double(m.workerMaxRSS) / 1048576, m.joinSeconds ?? -1, m.dropped,
+                       m.failedWorkers))
             measured.append(m)
             let key = "scale_\(point.family)_\(point.workers)w_\(point.configurations)c" + (point.precision == "bfloat16" ? "_bf16" : "")
             out.add("\(key)_configurations_per_s", m.configurationsPerSecond, "\(point): configurations/s",
@@ -256,7 +269,9 @@ extension Bench {
             w.arguments = ["--synthetic", String(seconds), "--connect", endpoint, "--keys", keys.path, "--name", String(format: "synthetic-%03d", i),
                            "--threads", "1", "--blas-threads", "1", "--exit-with-parent", "--log-level", "warning"]
             w.standardOutput = FileHandle.nullDevice
-            w.standardError = FileHandle.nullDevice
+            let errURL = directory.appendingPathComponent("worker-\(i).err")
+            try Data().write(to: errURL)
+            w.standardError = try FileHandle(forWritingTo: errURL)
             try w.run()
             workers.append(w)
         }
@@ -286,15 +301,23 @@ extension Bench {
             throw ValidationError("bench scale: \(point) reported no measured round:\n" + tail(stderrURL))
         }
         func mean(_ key: String) -> Double { rows.reduce(0.0) { $0 + (($1[key] as? NSNumber)?.doubleValue ?? 0) } / Double(rows.count) }
-        let log = (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
+        let coordinatorLog = (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
+        let goodbye = Date().addingTimeInterval(30)
+        while workers.contains(where: \.isRunning) && Date() < goodbye { usleep(50_000) }
+        let failed = workers.indices.filter { workers[$0].isRunning || workers[$0].terminationStatus != 0 }
+        if let first = failed.first {
+            log("bench scale: \(failed.count) workers did not exit 0; worker \(first): "
+                + tail(directory.appendingPathComponent("worker-\(first).err")).suffix(400))
+        }
         return ScaleMeasurement(point: point, parameters: (summary["parameter_bytes"] as? Int ?? 0) / 4,
                                 roundSeconds: mean("seconds"), computeSeconds: mean("compute_seconds"), stepSeconds: mean("step_seconds"),
                                 bytesSent: mean("bytes_sent"), bytesReceived: mean("bytes_received"), rounds: rows.count,
+                                workersMean: mean("workers"), failedWorkers: failed.count,
                                 coordinatorPeakRSS: summary["peak_rss_bytes"] as? Int ?? 0, workerMaxRSS: workerMax,
                                 workersTotalRSS: workersTotal,
                                 joinSeconds: joinSeconds,
-                                dropped: log.components(separatedBy: "dropped worker").count - 1,
-                                refused: log.components(separatedBy: "refused worker").count - 1)
+                                dropped: coordinatorLog.components(separatedBy: "dropped worker").count - 1,
+                                refused: coordinatorLog.components(separatedBy: "refused worker").count - 1)
     }
 
     static func tail(_ url: URL) -> String { String(((try? String(contentsOf: url, encoding: .utf8)) ?? "").suffix(3000)) }
@@ -352,7 +375,8 @@ extension Bench {
                     String(format: "%.4f", m.notComputingShare), mib(m.coordinatorPeakRSS), mib(m.workerMaxRSS), mib(m.workersTotalRSS),
                     String(format: "%.2f", m.joinSeconds ?? -1), "\(m.dropped)", "\(m.refused)", String(format: "%.4f", modelled)]
                 .joined(separator: ",") + "\n"
-            md += "| \(p.family) | \(p.workers) | \(p.configurations) | \(p.precision) | " + String(format: "%.2f | %.2f | %.1f%% | %.2f | %.2f | %.0f | %.0f",
+            md += "| \(p.family) | \(p.workers)" + (m.workersMean < Double(p.workers) ? String(format: " (%.0f)", m.workersMean) : "")
+                + " | \(p.configurations) | \(p.precision) | " + String(format: "%.2f | %.2f | %.1f%% | %.2f | %.2f | %.0f | %.0f",
                 m.roundSeconds, m.configurationsPerSecond, 100 * m.notComputingShare, modelled, m.stepSeconds, m.bytesReceived / 1e6, m.bytesSent / 1e6)
                 + " | \(mib(m.coordinatorPeakRSS)) | \(mib(m.workerMaxRSS)) / \(mib(m.workersTotalRSS)) | "
                 + (m.joinSeconds.map { String(format: "%.2f", $0) } ?? "–") + " | \(m.dropped) |\n"

@@ -377,7 +377,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
             case let .stalled(round, waitingFor, unassigned, silentFor):
                 let waiting = waitingFor.isEmpty ? "no worker holds work" : "waiting for " + waitingFor.abbreviated()
                 out.append(.log("round \(round) stalled for \(Self.format(silentFor, digits: 0)) s: \(waiting)"
-                                + (unassigned > 0 ? "; \(unassigned) configurations wait for a worker to connect" : "")))
+                                + (unassigned > 0 ? "; \(unassigned) configurations wait for a worker" : "")))
             }
         }
         return out

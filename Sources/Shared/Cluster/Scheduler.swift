@@ -10,8 +10,8 @@
 /// live worker with the fewest outstanding configurations, ties to the earliest joined. A
 /// worker silent for longer than `heartbeatTimeout`, or gone (goodbye, rejoin), is dropped and
 /// its outstanding configurations are assigned to the others the same way; with no live
-/// worker they wait for the next one to join. A result is accepted only from a worker the
-/// configuration is currently assigned to, for the round in progress, once; anything else is
+/// worker they are parked, and handed out `parkedShare` at a time as workers join or finish
+/// one. A result is accepted only from a worker the configuration is currently assigned to, for the round in progress, once; anything else is
 /// discarded with a reason. Time is a monotonic `Duration` since any fixed origin.
 ///
 /// **Speculative re-execution**: a configuration still outstanding `speculationFactor` times
@@ -98,6 +98,11 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     public static var benchAfter: Int { 2 }
     public static var benchInitial: Duration { .seconds(10) }
     public static var benchMax: Duration { .seconds(300) }
+    /// Configurations parked because no worker was live (a round that started before any
+    /// joined, or whose workers all left) go to workers as they join or return a result, at
+    /// most this many outstanding per worker (one computing, one queued): the first worker to
+    /// join does not take a whole round that the others, joining a moment later, then wait on.
+    public static var parkedShare: Int { 2 }
 
     var workers: [WorkerID: Worker] = [:]
     /// Live workers in join order, and by name: kept beside `workers` so that no event sorts
@@ -185,12 +190,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         order.append(id)
         byName[name] = id
         nextSequence += 1
-        if round != nil, !unassigned.isEmpty {
-            let waiting = unassigned
-            unassigned = []
-            actions += assign(waiting)
-        }
-        return actions
+        return actions + handOutParked(to: id)
     }
 
     /// Any message from a worker (heartbeat included) proves it alive. Returns false for an
@@ -242,7 +242,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         }
         if let since = assignedAt.removeValue(forKey: configuration) { took.append(now - since) }
         lastProgress = now; lastStallReport = nil
-        guard results.count == configurationsPerRound else { return [] }
+        guard results.count == configurationsPerRound else { return handOutParked(to: id) }
         let ordered = (0..<configurationsPerRound).compactMap { results[$0] }
         self.round = nil
         results = [:]
@@ -339,6 +339,20 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
             actions.append(.sendWork(to: idle, round: round, configurations: [configuration]))
         }
         return actions
+    }
+
+    /// Gives worker `id` parked configurations (ascending) until it holds `parkedShare`.
+    private mutating func handOutParked(to id: WorkerID) -> [Action] {
+        guard let round, !unassigned.isEmpty, let worker = workers[id], worker.assigned.count < Self.parkedShare else { return [] }
+        let given = Array(unassigned.prefix(Self.parkedShare - worker.assigned.count))
+        unassigned.removeFirst(given.count)
+        if worker.assigned.isEmpty { workers[id]?.progressSince = clock }
+        for c in given {
+            workers[id]?.assigned.insert(c)
+            assignee[c] = id
+            assignedAt[c] = clock
+        }
+        return [.sendWork(to: id, round: round, configurations: given)]
     }
 
     /// Assigns `configs` (ascending) balanced across live workers; with none, parks them.

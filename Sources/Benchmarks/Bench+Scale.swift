@@ -39,18 +39,26 @@ struct ScaleMeasurement {
     let joinSeconds: Double?
     let dropped: Int, refused: Int
 
+    /// The gradient bytes of each worker's last configuration: min(M, N) of the M received.
+    var criticalBytesReceived: Double { bytesReceived * Double(min(point.configurations, point.workers)) / Double(point.configurations) }
     var configurationsPerSecond: Double { Double(point.configurations) / roundSeconds }
     var notComputingShare: Double { max(0, 1 - computeSeconds / roundSeconds) }
 }
 
 /// The round-time model fitted to the measurements:
-///     T = C + step + t₀ + bytes received / ingress + bytes sent / egress,
+///     T = C + step + t₀ + (gradient bytes on the critical path + bytes sent) / wire rate,
 ///     step = P / updateRate + M · P / sumRate,
-/// C the configuration time per worker (S · ⌈M/N⌉), bytes received M · P · (4 or 2), bytes
-/// sent N · 4P (the stepped parameters go to every worker as float32). Both fits are
-/// non-negative least squares (a rate is never negative).
+/// C the configuration time per worker (S · ⌈M/N⌉); of the gradients (M · P · 4 or 2 bytes)
+/// only the last configuration of each worker, min(M, N) · P · (4 or 2) bytes, is on the
+/// critical path — a worker with several sends each while computing the next; bytes sent
+/// N · 4P (the stepped parameters go to every worker as float32). One rate for both
+/// directions: with M = N they carry nearly the same bytes, and separate ingress and egress
+/// rates fitted to them (`ingressBytesPerSecond`, `egressBytesPerSecond`, reported beside)
+/// are not well determined. Fits are non-negative least squares (a rate is never negative).
 struct ScaleModel {
-    let fixedSeconds, ingressBytesPerSecond, egressBytesPerSecond: Double
+    let fixedSeconds, wireBytesPerSecond: Double
+    /// The same fit with a rate per direction (infinite where the fit gives that direction no cost).
+    let ingressBytesPerSecond, egressBytesPerSecond: Double
     /// AdamW: parameters updated per second, and gradient values summed per second.
     let updateParametersPerSecond, sumValuesPerSecond: Double
 
@@ -59,12 +67,13 @@ struct ScaleModel {
                                                 points.map(\.stepSeconds))
         updateParametersPerSecond = 1 / step[0]
         sumValuesPerSecond = 1 / step[1]
-        // Unknowns (t₀, 1/ingress, 1/egress) from T − C − step = t₀ + received·a + sent·b.
-        let x = Self.nonNegativeLeastSquares(points.map { [1, $0.bytesReceived, $0.bytesSent] },
-                                             points.map { $0.roundSeconds - $0.computeSeconds - $0.stepSeconds })
+        let rest = points.map { $0.roundSeconds - $0.computeSeconds - $0.stepSeconds }
+        let x = Self.nonNegativeLeastSquares(points.map { [1, $0.criticalBytesReceived + $0.bytesSent] }, rest)
         fixedSeconds = x[0]
-        ingressBytesPerSecond = 1 / x[1]
-        egressBytesPerSecond = 1 / x[2]
+        wireBytesPerSecond = 1 / x[1]
+        let split = Self.nonNegativeLeastSquares(points.map { [1, $0.criticalBytesReceived, $0.bytesSent] }, rest)
+        ingressBytesPerSecond = 1 / split[1]
+        egressBytesPerSecond = 1 / split[2]
     }
 
     /// AdamW's seconds for M configurations of P parameters.
@@ -76,8 +85,8 @@ struct ScaleModel {
     /// gradients of `gradientBytes` bytes per value.
     func roundSeconds(workers n: Int, configurations m: Int, parameters p: Int, gradientBytes: Int, seconds: Double) -> Double {
         let compute = seconds * Double((m + n - 1) / n)
-        return compute + fixedSeconds + stepSeconds(configurations: m, parameters: p) + Double(m * p * gradientBytes) / ingressBytesPerSecond
-            + Double(n * p * 4) / egressBytesPerSecond
+        return compute + fixedSeconds + stepSeconds(configurations: m, parameters: p)
+            + Double(min(m, n) * p * gradientBytes + n * p * 4) / wireBytesPerSecond
     }
 
     /// min ‖A x − y‖ over x ≥ 0, for few columns: the best unconstrained least-squares fit over
@@ -132,6 +141,7 @@ struct ScaleModel {
 /// 64 and 256 workers, written as Markdown, CSV and SVG plots into --scale-out.
 extension Bench {
     func scalePart(_ out: inout Figures) throws {
+        if let scaleFrom { return try refit(from: scaleFrom, &out) }
         let points = try scalePoints()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("neumeta-bench-scale-\(getpid())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -173,11 +183,17 @@ extension Bench {
             first = false
         }
         guard !measured.isEmpty else { throw ValidationError("bench scale: no point fits in memory (\(skipped.joined(separator: "; ")))") }
+        try report(measured, skipped: skipped, seconds: seconds, &out)
+    }
+
+    /// The model, predictions and report of `measured`.
+    func report(_ measured: [ScaleMeasurement], skipped: [String], seconds: Double, _ out: inout Figures) throws {
         let model = ScaleModel(measured)
-        out.add("scale_ingress_gbytes_per_s", model.ingressBytesPerSecond / 1e9, "fitted coordinator ingress (gradients)",
-                String(format: "%.2f GB/s", model.ingressBytesPerSecond / 1e9), section: "scale model (least squares over the points above)")
-        out.add("scale_egress_gbytes_per_s", model.egressBytesPerSecond / 1e9, "fitted coordinator egress (parameters to every worker)",
-                String(format: "%.2f GB/s", model.egressBytesPerSecond / 1e9))
+        out.add("scale_wire_gbytes_per_s", model.wireBytesPerSecond / 1e9, "fitted coordinator traffic rate, gradients in + parameters out",
+                String(format: "%.3f GB/s", model.wireBytesPerSecond / 1e9), section: "scale model (least squares over the points above)")
+        out.add("scale_ingress_gbytes_per_s", model.ingressBytesPerSecond / 1e9, "  split by direction: ingress; egress",
+                String(format: "%.3f GB/s; %.3f GB/s", model.ingressBytesPerSecond / 1e9, model.egressBytesPerSecond / 1e9))
+        out.record("scale_egress_gbytes_per_s", model.egressBytesPerSecond / 1e9)
         out.add("scale_step_update_gparameters_per_s", model.updateParametersPerSecond / 1e9, "AdamW: update; sum of M gradients",
                 String(format: "%.3f G parameters/s; %.3f G values/s", model.updateParametersPerSecond / 1e9, model.sumValuesPerSecond / 1e9))
         out.record("scale_step_sum_gvalues_per_s", model.sumValuesPerSecond / 1e9)
@@ -192,6 +208,32 @@ extension Bench {
         try FileManager.default.createDirectory(atPath: outDirectory, withIntermediateDirectories: true)
         try Self.writeScaleReport(measured, model: model, predictions: predictions, skipped: skipped, seconds: seconds, to: outDirectory)
         out.record("scale_report", outDirectory)
+    }
+
+    /// Fits the model again to the points of an earlier run's scale.csv (its configuration
+    /// time is --scale-seconds) and writes the report.
+    func refit(from path: String, _ out: inout Figures) throws {
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
+        guard let header = lines.first else { throw ValidationError("--scale-from \(path): empty") }
+        let column = Dictionary(uniqueKeysWithValues: header.enumerated().map { ($1, $0) })
+        let measured = try lines.dropFirst().map { f -> ScaleMeasurement in
+            func v(_ key: String) throws -> String {
+                guard let i = column[key], i < f.count else { throw ValidationError("--scale-from \(path): no \(key) in a row") }
+                return f[i]
+            }
+            func d(_ key: String) throws -> Double { Double(try v(key)) ?? .nan }
+            func mib(_ key: String) throws -> Int { Int(try d(key) * 1048576) }
+            let point = ScalePoint(family: try v("family"), workers: Int(try d("workers")), configurations: Int(try d("configurations")),
+                                   precision: try v("precision"))
+            return ScaleMeasurement(point: point, parameters: Int(try d("parameters")), roundSeconds: try d("round_s"),
+                                    computeSeconds: try d("compute_s"), stepSeconds: try d("step_s"), bytesSent: try d("bytes_sent"),
+                                    bytesReceived: try d("bytes_received"), rounds: Int(try d("rounds")),
+                                    workersMean: Double(point.workers), failedWorkers: 0,
+                                    coordinatorPeakRSS: try mib("coordinator_peak_rss_mib"), workerMaxRSS: try mib("worker_max_rss_mib"),
+                                    workersTotalRSS: try mib("workers_total_rss_mib"), joinSeconds: try d("join_s"),
+                                    dropped: Int(try d("dropped")), refused: Int(try d("refused")))
+        }
+        try report(measured, skipped: [], seconds: scaleSeconds, &out)
     }
 
     /// --scale-points, or the default sweep: each family at N = 1, 4, 16, 64 (--quick: 1, 4)
@@ -381,10 +423,11 @@ extension Bench {
                 + " | \(mib(m.coordinatorPeakRSS)) | \(mib(m.workerMaxRSS)) / \(mib(m.workersTotalRSS)) | "
                 + (m.joinSeconds.map { String(format: "%.2f", $0) } ?? "–") + " | \(m.dropped) |\n"
         }
-        md += String(format: "\nModel (non-negative least squares over %d points): T = C + %.3f s + received / %.2f GB/s + sent / %.2f GB/s "
-                     + "+ step, step = P / %.3f G/s + M·P / %.3f G/s (AdamW: update, sum), C = %.2f s × ⌈M/N⌉.\n", measured.count,
-                     model.fixedSeconds, model.ingressBytesPerSecond / 1e9, model.egressBytesPerSecond / 1e9,
-                     model.updateParametersPerSecond / 1e9, model.sumValuesPerSecond / 1e9, seconds)
+        md += String(format: "\nModel (non-negative least squares over %d points): T = C + %.3f s + (min(M, N)·gradient + N·4P) / %.3f GB/s "
+                     + "+ step, step = P / %.3f G/s + M·P / %.3f G/s (AdamW: update, sum), C = %.2f s × ⌈M/N⌉. Split by direction: "
+                     + "ingress %.3f GB/s, egress %.3f GB/s.\n", measured.count, model.fixedSeconds, model.wireBytesPerSecond / 1e9,
+                     model.updateParametersPerSecond / 1e9, model.sumValuesPerSecond / 1e9, seconds,
+                     model.ingressBytesPerSecond / 1e9, model.egressBytesPerSecond / 1e9)
         md += "\n| predicted | N = M | wire | round s | configs/s | not computing |\n|---|---:|---|---:|---:|---:|\n"
         for p in predictions {
             md += "| \(p.family) | \(p.workers) | \(p.precision) | " + String(format: "%.2f | %.2f | %.1f%% |\n", p.roundSeconds,

@@ -110,6 +110,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Measured rounds per scale point (default 3, --quick 2).")
     var scaleRounds: Int?
 
+    @Option(help: "Refit the scale part's model to an earlier run's scale.csv instead of measuring.")
+    var scaleFrom: String?
+
     @Option(help: "Directory for the scale part's scale.md, scale.csv and plots.")
     var scaleOut = "bench-scale"
 

@@ -73,10 +73,10 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         var assigned: Set<Int> = []
         /// When it last made progress: got work while idle, or had a result accepted.
         var progressSince: Duration
-        /// Rounds in a row in which a speculative twin finished one of its configurations
-        /// first (the last such round in `overtakenRound`), and until when it gets no new work
-        /// for it. Counted once per round: a worker that held many configurations when the
-        /// others joined (all of round 0 went to the first) is overtaken on many at once.
+        /// Rounds in which a speculative twin finished one of its configurations first, with no
+        /// result of its own accepted in between (the last such round in `overtakenRound`), and
+        /// until when it gets no new work for it. Counted once per round: a worker holding
+        /// several configurations when idle workers take them over is overtaken on several at once.
         var overtaken = 0
         var overtakenRound: Int?
         var benchedUntil: Duration = .zero
@@ -92,8 +92,8 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     public static var speculationFactor: Double { 3 }
     /// …but never before it has been outstanding this long.
     public static var speculationMinimum: Duration { .milliseconds(500) }
-    /// A worker overtaken by speculative twins this many times in a row gets no new work for
-    /// `benchInitial`, doubling with every further overtaking up to `benchMax` (it stays
+    /// A worker overtaken by speculative twins in this many rounds in a row gets no new work
+    /// for `benchInitial`, doubling with every further such round up to `benchMax` (it stays
     /// connected; a result of its own resets the count).
     public static var benchAfter: Int { 2 }
     public static var benchInitial: Duration { .seconds(10) }

@@ -70,9 +70,10 @@ struct Bench: ParsableCommand {
         N = 4 with M = 16, and N = 4 in bfloat16; --scale-points family:N:M:precision,… for others \
         (a point that would not fit in the available memory is skipped). Reports configurations/s, \
         the share of round time not computing, the coordinator's peak RSS and the workers' RSS, the \
-        time until all N were connected and any dropped; fits T = C + t₀ + received/ingress + \
-        sent/egress + M·P/step rate by least squares and predicts 64 and 256 workers; writes \
-        scale.md, scale.csv and two SVG plots into --scale-out.
+        time until all N were connected and any dropped; fits T = C + t₀ + (min(M, N) gradients + N \
+        parameter copies) / wire rate + AdamW (P / update rate + M·P / sum rate) by non-negative \
+        least squares and predicts 64 and 256 workers; writes scale.md, scale.csv and two SVG \
+        plots into --scale-out. --scale-from CSV refits an earlier run's scale.csv.
 
         Figures depend on the machine's load: compare ratios within one run, and note the load \
         average printed with them. --quick runs every part in seconds (fewer repeats and steps).

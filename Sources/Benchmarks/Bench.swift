@@ -61,12 +61,26 @@ struct Bench: ParsableCommand {
         optimizer step (summed over the heads, which are stepped as their gradient pieces \
         arrive, overlapping the round), over the rounds after the first 5.
 
+        scale (only when named): the coordinator's cost of a round at scale. Per point, \
+        `neumeta-coordinator synthetic` (the real ClusterServer and AdamW on the INR of LeNet or \
+        ResNet-18, default recipe: 8 or 62 heads, 7.2 or 55.6 MB) and N `neumeta-worker \
+        --synthetic --scale-seconds` processes on 127.0.0.1, which sleep instead of computing and \
+        send stand-in gradients of the real sizes; --scale-rounds rounds once all N are connected. \
+        Default points: each family at N = 1, 4, 16, 64 (--quick 1, 4) with M = N float32, \
+        N = 4 with M = 16, and N = 4 in bfloat16; --scale-points family:N:M:precision,… for others \
+        (a point that would not fit in the available memory is skipped). Reports configurations/s, \
+        the share of round time not computing, the coordinator's peak RSS and the workers' RSS, the \
+        time until all N were connected and any dropped; fits T = C + t₀ + (min(M, N) gradients + N \
+        parameter copies) / wire rate + AdamW (P / update rate + M·P / sum rate) by non-negative \
+        least squares and predicts 64 and 256 workers; writes scale.md, scale.csv and two SVG \
+        plots into --scale-out. --scale-from CSV refits an earlier run's scale.csv.
+
         Figures depend on the machine's load: compare ratios within one run, and note the load \
         average printed with them. --quick runs every part in seconds (fewer repeats and steps).
         """
     )
 
-    @Option(help: "Comma-separated parts to run: sgemm, lenet, inr, permute, wire, cluster.")
+    @Option(help: "Comma-separated parts to run: sgemm, lenet, inr, permute, wire, cluster, scale (scale runs only when named).")
     var parts = "sgemm,lenet,inr,permute,wire,cluster"
 
     @Flag(help: "Few repeats and steps: every part in seconds (figures are noisier).")
@@ -87,6 +101,22 @@ struct Bench: ParsableCommand {
     @Option(help: "Rounds per cluster run (default 60, --quick 8).")
     var clusterRounds: Int?
 
+    @Option(name: .customLong("scale-points"),
+            help: "Points of the scale part, comma-separated family:N:M:precision (default: the sweep --help describes).")
+    var scalePointsOption: String?
+
+    @Option(help: "Seconds a synthetic worker takes per configuration in the scale part.")
+    var scaleSeconds = 1.0
+
+    @Option(help: "Measured rounds per scale point (default 3, --quick 2).")
+    var scaleRounds: Int?
+
+    @Option(help: "Refit the scale part's model to an earlier run's scale.csv instead of measuring.")
+    var scaleFrom: String?
+
+    @Option(help: "Directory for the scale part's scale.md, scale.csv and plots.")
+    var scaleOut = "bench-scale"
+
     @Option(help: "LeNet-32 base checkpoint for the inr, permute and cluster parts (default: random initialisation).")
     var base: String?
 
@@ -104,7 +134,7 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var blas: BLASOptions
 
-    static let knownParts: Set<String> = ["sgemm", "lenet", "inr", "permute", "wire", "cluster"]
+    static let knownParts: Set<String> = ["sgemm", "lenet", "inr", "permute", "wire", "cluster", "scale"]
     /// Steps/s of a plain PyTorch CPU implementation of the same step (paper recipe, batch 128), measured on a 2-core AVX2 machine: the reference of `speedup_vs_pytorch`.
     static let pytorchStepsPerSecond = 5.6
 
@@ -114,10 +144,16 @@ struct Bench: ParsableCommand {
         let unknown = selected.subtracting(Self.knownParts)
         guard unknown.isEmpty else { throw ValidationError("--parts: unknown \(unknown.sorted().joined(separator: ", "))") }
         for (name, value) in [("--repeats", repeats), ("--steps", steps), ("--permute-iterations", permuteIterations),
-                              ("--cluster-rounds", clusterRounds)] {
+                              ("--cluster-rounds", clusterRounds), ("--scale-rounds", scaleRounds)] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
         if let profiledSteps, profiledSteps < 0 { throw ValidationError("--profiled-steps must not be negative") }
+        if !(scaleSeconds >= 0 && scaleSeconds <= 3600) { throw ValidationError("--scale-seconds must be between 0 and 3600") }
+        if let scalePointsOption {
+            for text in scalePointsOption.split(separator: ",") where ScalePoint(text) == nil {
+                throw ValidationError("--scale-points: '\(text)' is not family:N:M:precision (family lenet or resnet18, precision float32 or bfloat16)")
+            }
+        }
     }
 
     func run() throws {
@@ -140,6 +176,7 @@ struct Bench: ParsableCommand {
         if selected.contains("permute") { try permutePart(&out) }
         if selected.contains("wire") { try wirePart(&out) }
         if selected.contains("cluster") { try clusterPart(&out) }
+        if selected.contains("scale") { try scalePart(&out) }
         let loadEnd = Self.loadAverage()
         out.add("load_average_end", loadEnd, "load average (1, 5, 15 min) at end",
                 loadEnd.map { String(format: "%.2f", $0) }.joined(separator: ", "), section: "machine")

@@ -31,6 +31,9 @@ final class ClusterServer: GradientSource {
     /// When a round's `idle` work runs: after the round's work and parameters went out (sealed
     /// per worker in ≈ 10 ms), so it does not compete with CURVE for the cores.
     static let idleDelay: Duration = .milliseconds(25)
+    /// Pending TCP connections the listening socket queues: a join storm of this many workers
+    /// connecting at once is accepted without SYN retries (libzmq's default is 100).
+    static let connectionBacklog = 1024
 
     let endpoint: String
     private let context: ZMQ.Context
@@ -103,6 +106,8 @@ final class ClusterServer: GradientSource {
         // A connection that has not finished its CURVE handshake within this is closed, so idle
         // connections cannot pile up (libzmq's default is 30 s).
         try socket.setHandshakeTimeout(WireProtocol.handshakeTimeout)
+        // Hundreds of workers may connect within a second (a batch job starting them all).
+        try socket.setBacklog(Self.connectionBacklog)
         // Every frame a worker sends is at most one gradient piece (libzmq applies the limit per
         // frame; a message of more frames is refused in `handle`).
         try socket.setMaxMessageSize(WireProtocol.maxInboundWireFrameBytes)

@@ -18,7 +18,8 @@ struct Coordinator: ParsableCommand {
         by every command, filters the log (trace, debug, info (default), notice, warning, error, \
         critical); e.g. --log-level warning leaves only warnings and errors.
         """,
-        subcommands: [Run.self, Keygen.self, TrainBase.self, Permute.self, Train.self, Evaluate.self, Sample.self, ExportFolder.self]
+        subcommands: [Run.self, Keygen.self, TrainBase.self, Permute.self, Train.self, Evaluate.self, Sample.self, ExportFolder.self,
+                      Synthetic.self]
     )
 
     static func main() {

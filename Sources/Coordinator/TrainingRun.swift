@@ -127,7 +127,7 @@ struct TrainingRun {
                           Double(r.configurations) / max(r.seconds, 1e-9))
         if r.stats.workersAlive > 0 {
             text += String(format: "  overhead %.0f%%  workers %d  stragglers %@", 100 * r.overheadShare, r.stats.workersAlive,
-                           r.stats.stragglers.isEmpty ? "-" : r.stats.stragglers.joined(separator: ","))
+                           r.stats.stragglers.isEmpty ? "-" : r.stats.stragglers.abbreviated(limit: 3, separator: ","))
         }
         return text + "  ETA " + formatDuration(eta)
     }

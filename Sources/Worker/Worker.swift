@@ -64,6 +64,16 @@ struct Worker: ParsableCommand {
     @Flag(help: "Exit when the parent process ends (set by a coordinator that starts local workers).")
     var exitWithParent = false
 
+    @Option(help: ArgumentHelp("Load generator: read no data, sleep SECONDS per configuration and send stand-in gradients of the job's sizes "
+                               + "(for a coordinator's synthetic job, e.g. neumeta-bench --parts scale).", valueName: "seconds"))
+    var synthetic: Double?
+
+    func validate() throws {
+        if let synthetic, !(synthetic >= 0 && synthetic <= WireProtocol.maxComputeSeconds) {
+            throw ValidationError("--synthetic must be between 0 and \(Int(WireProtocol.maxComputeSeconds)) seconds")
+        }
+    }
+
     static func main() {
         BLASRuntime.prepareProcess()
         do {
@@ -102,11 +112,19 @@ struct Worker: ParsableCommand {
         let directory = URL(fileURLWithPath: keys)
         let pair = try KeyStore.loadSecret(directory.appendingPathComponent("\(keyName).key"))
         let server = try KeyStore.loadPublic(directory.appendingPathComponent("\(KeyStore.coordinatorName).pub"))
-        let fingerprint = try DataFingerprint.fashionMNIST(directory: data)
-        let dataset = try FashionMNIST.load(split: .train, directory: data)
-        let loop = try WorkerLoop(name: name, endpoint: connect, keys: pair, server: server, dataset: dataset,
-                                  fingerprint: fingerprint, verbose: verbose,
-                                  parent: exitWithParent ? getppid() : nil)
+        let fingerprint: DataFingerprint, makeCompute: MakeCompute
+        if let synthetic {
+            fingerprint = SyntheticGradients.fingerprint
+            makeCompute = { spec, parameters, _, round in try SyntheticJob(spec: spec, seconds: synthetic, parameters: parameters, round: round) }
+        } else {
+            fingerprint = try DataFingerprint.fashionMNIST(directory: data)
+            let dataset = try FashionMNIST.load(split: .train, directory: data)
+            makeCompute = { spec, parameters, base, round in
+                try WorkerJob(spec: spec, dataset: dataset, localData: fingerprint, parameters: parameters, base: base, round: round)
+            }
+        }
+        let loop = try WorkerLoop(name: name, endpoint: connect, keys: pair, server: server, fingerprint: fingerprint,
+                                  makeCompute: makeCompute, verbose: verbose, parent: exitWithParent ? getppid() : nil)
         switch loop.run() {
         case .finished:
             loop.log(String(format: "coordinator finished training; exiting (peak resident memory %.0f MiB)",

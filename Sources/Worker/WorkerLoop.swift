@@ -32,12 +32,13 @@ final class WorkerLoop {
     private var connections = 0
     private var welcomed = false
 
-    init(name: String, endpoint: String, keys: CurveKeyPair, server: CurveKey, dataset: ImageDataset, fingerprint: DataFingerprint,
-         verbose: Bool, parent: pid_t?) throws {
+    /// `makeCompute` builds what computes the configurations of a welcome's job.
+    init(name: String, endpoint: String, keys: CurveKeyPair, server: CurveKey, fingerprint: DataFingerprint,
+         makeCompute: @escaping MakeCompute, verbose: Bool, parent: pid_t?) throws {
         self.name = name; self.endpoint = endpoint; self.keys = keys; self.server = server
         self.fingerprint = fingerprint; self.verbose = verbose; self.parent = parent
         context = try ZMQ.Context()
-        shared = ComputeShared(dataset: dataset, fingerprint: fingerprint)
+        shared = ComputeShared(makeCompute: makeCompute)
         wakeEndpoint = "inproc://compute-done"
     }
 
@@ -209,8 +210,7 @@ final class ComputeShared: @unchecked Sendable {
     typealias Heads = [WorkerState.ParameterHead]
 
     private let condition = NSCondition()
-    private let dataset: ImageDataset
-    private let fingerprint: DataFingerprint
+    private let makeCompute: MakeCompute
     private var session = 0
     /// The job of the current session: spec and pretrained weights from its welcome.
     private var setup: (session: Int, spec: JobSpec, base: WireTensor)?
@@ -223,8 +223,8 @@ final class ComputeShared: @unchecked Sendable {
     private var stopping = false
     private var failureText: String?
 
-    init(dataset: ImageDataset, fingerprint: DataFingerprint) {
-        self.dataset = dataset; self.fingerprint = fingerprint
+    init(makeCompute: @escaping MakeCompute) {
+        self.makeCompute = makeCompute
     }
 
     private func locked<T>(_ body: () -> T) -> T {
@@ -292,7 +292,7 @@ final class ComputeShared: @unchecked Sendable {
             shared.locked { shared.outgoing.append((session, message)) }
             wakeLock.withLock { _ = try? wake.send(frames: [[1]]) }
         }
-        var job: WorkerJob?
+        var job: (any ConfigurationCompute)?
         var jobBase: WireTensor?, jobVersion = -1
         while true {
             shared.condition.lock()
@@ -310,8 +310,7 @@ final class ComputeShared: @unchecked Sendable {
             }
             do {
                 if job == nil || job!.spec != setup.spec || jobBase != setup.base {
-                    job = try WorkerJob(spec: setup.spec, dataset: shared.dataset, localData: shared.fingerprint,
-                                        parameters: parameters.heads, base: setup.base, round: parameters.round)
+                    job = try shared.makeCompute(setup.spec, parameters.heads, setup.base, parameters.round)
                     jobBase = setup.base
                 } else if jobVersion != parameters.version {
                     try job!.setParameters(parameters.heads, round: parameters.round)

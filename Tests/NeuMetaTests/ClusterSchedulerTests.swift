@@ -159,11 +159,16 @@ private struct Simulation {
         sim.start(0)  // nobody there: the configurations wait
         #expect(sim.actions.isEmpty)
         sim.join("a")
-        #expect(sim.work(of: "a") == [0, 1, 2, 3])
+        #expect(sim.work(of: "a") == [0, 1], "parked configurations go out two at a time, while others may still join")
         sim.answer("a", limit: 1)
-        sim.join("b")  // mid-round: nothing is unassigned, so b waits for the next round
-        #expect(sim.work(of: "b").isEmpty)
-        sim.answer("a")
+        #expect(sim.work(of: "a") == [0, 2], "topped up as it finishes one")
+        sim.join("b")  // mid-round: takes the parked rest
+        #expect(sim.work(of: "b") == [3])
+        sim.answer("a"); sim.answer("b")
+        #expect(sim.completed.map(\.round) == [0])
+        sim.join("c")  // nothing parked: c waits for the next round
+        #expect(sim.work(of: "c").isEmpty)
+        sim.apply(sim.scheduler.workerLeft("c"))
         sim.start(1)
         #expect(sim.work(of: "a") == [0, 2] && sim.work(of: "b") == [1, 3])
         sim.answer("b"); sim.answer("a")

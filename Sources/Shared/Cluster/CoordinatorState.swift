@@ -100,8 +100,10 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// Whether another round follows the one in progress (its parameters are broadcast as
     /// they are stepped).
     var more = false
-    /// headsIn[b][h]: block b's gradient of head h is in.
+    /// headsIn[b][h]: block b's gradient of head h is in; headsInCount[h]: for how many blocks
+    /// (so a head's completion is known without scanning them).
     var headsIn: [[Bool]]
+    var headsInCount: [Int]
     var headsComplete = 0
     /// Heads being received, by block and head: the one worker whose pieces fill it, the values
     /// and the sum of squares received so far.
@@ -150,6 +152,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         scheduler = Scheduler(configurationsPerRound: blockSizes.count, heartbeatInterval: heartbeatInterval,
                               heartbeatTimeout: heartbeatTimeout, stallReportInterval: stallReportInterval, progressTimeout: progressTimeout)
         headsIn = Array(repeating: Array(repeating: false, count: headSizes.count), count: blockSizes.count)
+        headsInCount = Array(repeating: 0, count: headSizes.count)
         recentNorms = Array(repeating: [], count: headSizes.count)
     }
 
@@ -169,6 +172,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         precondition(!inProgress, "round \(self.round ?? -1) is still in progress")
         self.round = round; inProgress = true; self.more = more
         for c in headsIn.indices { headsIn[c] = Array(repeating: false, count: headCount) }
+        headsInCount = Array(repeating: 0, count: headCount)
         headsComplete = 0
         receiving = [:]; crossed = []
         nonFinite = [:]; verifiedFinite = []; implausible = [:]; computeByWorker = [:]; lastResult = [:]
@@ -203,7 +207,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
             return refuse("the worker's data differs from the coordinator's: " + differences.joined(separator: "; "))
         }
         var actions: [Action] = []
-        if let existing = liveWorkers.first(where: { $0 != id && scheduler.name(of: $0) == name }) {
+        if let existing = scheduler.worker(named: name), existing != id {
             guard keys[existing] == key else { return refuse("the name \(name) is in use by a worker with another key") }
             actions += translate(scheduler.workerFailed(existing, reason: "it connected again"))
         }
@@ -226,7 +230,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// The caller has checked that the piece lies within the head.
     public mutating func gradientPieceArrived(from id: WorkerID, round: Int, block: Int, head: Int, at offset: Int, count: Int) -> Bool {
         guard inProgress, round == self.round, (0..<blockCount).contains(block), (0..<headCount).contains(head),
-              scheduler.outstanding(of: id).contains(block), !headsIn[block][head] else { return false }
+              scheduler.holds(id, configuration: block), !headsIn[block][head] else { return false }
         precondition(offset >= 0 && offset + count <= headSizes[head], "a piece outside its head")
         switch receiving[block]?[head] {
         case nil where offset == 0:
@@ -288,7 +292,8 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
         recentNorms[head].append(norm)
         if recentNorms[head].count > Self.normHistory { recentNorms[head].removeFirst() }
         headsIn[block][head] = true
-        guard headsIn.allSatisfy({ $0[head] }) else { return [] }
+        headsInCount[head] += 1
+        guard headsInCount[head] == blockCount else { return [] }
         headsComplete += 1
         guard more else { return [.stepHead(head)] }
         let live = liveWorkers
@@ -302,7 +307,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// A result (the loss terms of a block's configurations), after all its gradient pieces.
     public mutating func result(from id: WorkerID, round: Int, block: Int, result: Result, now: Duration) -> [Action] {
         clock = max(clock, now)
-        let assigned = inProgress && round == self.round && scheduler.outstanding(of: id).contains(block)
+        let assigned = inProgress && round == self.round && scheduler.holds(id, configuration: block)
         if assigned {
             guard result.terms.count == blockSizes[block] else {
                 return malformed(from: id, "the result of block \(block) has \(result.terms.count) loss terms for its "
@@ -423,7 +428,10 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// came from a worker now known to be faulty and are taken again from the recomputation.
     private mutating func forgetUnsteppedHeads(of block: Int) {
         receiving[block] = nil
-        for h in 0..<headCount where headsIn[block][h] && !headsIn.allSatisfy({ $0[h] }) { headsIn[block][h] = false }
+        for h in 0..<headCount where headsIn[block][h] && headsInCount[h] < blockCount {
+            headsIn[block][h] = false
+            headsInCount[h] -= 1
+        }
     }
 
     /// Refuses `id`'s identity for a back-off that doubles on every repeat.
@@ -485,9 +493,9 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
                 out.append(.roundComplete(round: round, Completion(results: results, computeSeconds: computeByWorker.values.max() ?? 0,
                                                                    stragglers: stragglers())))
             case let .stalled(round, waitingFor, unassigned, silentFor):
-                let waiting = waitingFor.isEmpty ? "no worker holds work" : "waiting for " + waitingFor.joined(separator: ", ")
+                let waiting = waitingFor.isEmpty ? "no worker holds work" : "waiting for " + waitingFor.abbreviated()
                 out.append(.log("round \(round) stalled for \(Self.format(silentFor, digits: 0)) s: \(waiting)"
-                                + (unassigned > 0 ? "; \(unassigned) blocks wait for a worker to connect" : "")))
+                                + (unassigned > 0 ? "; \(unassigned) blocks wait for a worker" : "")))
             }
         }
         return out

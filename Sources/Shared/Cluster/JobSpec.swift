@@ -19,6 +19,9 @@ public struct JobSpec: Sendable, Equatable, Codable {
     public var data: DataFingerprint
     /// How workers send gradients.
     public var gradientEncoding: WireTensor.Encoding = .float32
+    /// A synthetic job (load generation, `SyntheticGradients`): the size of each INR head.
+    /// Its workers read no data and send stand-in gradients of these sizes; nil for training.
+    public var syntheticHeads: [Int]?
 
     public init(family: String, classCount: Int, pretrainedWidth: Int, mean: [Float], std: [Float], inr: INRConfig,
                 plan: RoundPlan, parameterCount: Int, baseParameterCount: Int, data: DataFingerprint) {

@@ -10,8 +10,8 @@
 /// live worker with the fewest outstanding configurations, ties to the earliest joined. A
 /// worker silent for longer than `heartbeatTimeout`, or gone (goodbye, rejoin), is dropped and
 /// its outstanding configurations are assigned to the others the same way; with no live
-/// worker they wait for the next one to join. A result is accepted only from a worker the
-/// configuration is currently assigned to, for the round in progress, once; anything else is
+/// worker they are parked, and handed out `parkedShare` at a time as workers join or finish
+/// one. A result is accepted only from a worker the configuration is currently assigned to, for the round in progress, once; anything else is
 /// discarded with a reason. Time is a monotonic `Duration` since any fixed origin.
 ///
 /// **Speculative re-execution**: a configuration still outstanding `speculationFactor` times
@@ -73,9 +73,12 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         var assigned: Set<Int> = []
         /// When it last made progress: got work while idle, or had a result accepted.
         var progressSince: Duration
-        /// Configurations in a row that a speculative twin finished first, and until when it
-        /// gets no new work for it.
+        /// Rounds in which a speculative twin finished one of its configurations first, with no
+        /// result of its own accepted in between (the last such round in `overtakenRound`), and
+        /// until when it gets no new work for it. Counted once per round: a worker holding
+        /// several configurations when idle workers take them over is overtaken on several at once.
         var overtaken = 0
+        var overtakenRound: Int?
         var benchedUntil: Duration = .zero
     }
 
@@ -89,14 +92,23 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     public static var speculationFactor: Double { 3 }
     /// …but never before it has been outstanding this long.
     public static var speculationMinimum: Duration { .milliseconds(500) }
-    /// A worker overtaken by speculative twins this many times in a row gets no new work for
-    /// `benchInitial`, doubling with every further overtaking up to `benchMax` (it stays
+    /// A worker overtaken by speculative twins in this many rounds in a row gets no new work
+    /// for `benchInitial`, doubling with every further such round up to `benchMax` (it stays
     /// connected; a result of its own resets the count).
     public static var benchAfter: Int { 2 }
     public static var benchInitial: Duration { .seconds(10) }
     public static var benchMax: Duration { .seconds(300) }
+    /// Configurations parked because no worker was live (a round that started before any
+    /// joined, or whose workers all left) go to workers as they join or return a result, at
+    /// most this many outstanding per worker (one computing, one queued): the first worker to
+    /// join does not take a whole round that the others, joining a moment later, then wait on.
+    public static var parkedShare: Int { 2 }
 
     var workers: [WorkerID: Worker] = [:]
+    /// Live workers in join order, and by name: kept beside `workers` so that no event sorts
+    /// or scans all workers to find one.
+    var order: [WorkerID] = []
+    var byName: [String: WorkerID] = [:]
     var nextSequence = 0
     /// The round in progress, if any.
     public private(set) var round: Int?
@@ -107,8 +119,14 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     /// accepted one took from its assignment.
     var assignedAt: [Int: Duration] = [:]
     var took: [Duration] = []
-    /// Configurations of the round given to a second worker already, and to whom.
+    /// Configurations of the round given to a second worker already, and to whom; and the
+    /// worker each was last assigned to. A configuration is held by at most these two.
     var speculated: [Int: WorkerID] = [:]
+    var assignee: [Int: WorkerID] = [:]
+    /// When `tick` last scanned the workers for timeouts and late configurations: at most every
+    /// `scanInterval`, however often it is called (once per batch of messages).
+    var lastScan: Duration?
+    public static var scanInterval: Duration { .milliseconds(20) }
     var lastProgress: Duration = .zero
     var lastStallReport: Duration?
     var lastHeartbeat: Duration?
@@ -130,13 +148,19 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     }
 
     /// Live workers in join order.
-    public var liveWorkers: [WorkerID] { workers.sorted { $0.value.sequence < $1.value.sequence }.map(\.key) }
+    public var liveWorkers: [WorkerID] { order }
 
     /// The name a worker joined with.
     public func name(of id: WorkerID) -> String? { workers[id]?.name }
 
+    /// The live worker that joined with `name` last.
+    public func worker(named name: String) -> WorkerID? { byName[name] }
+
     /// Outstanding configurations of a worker, ascending.
     public func outstanding(of id: WorkerID) -> [Int] { workers[id]?.assigned.sorted() ?? [] }
+
+    /// Whether `configuration` is outstanding with worker `id`.
+    public func holds(_ id: WorkerID, configuration: Int) -> Bool { workers[id]?.assigned.contains(configuration) ?? false }
 
     // MARK: Events
 
@@ -146,7 +170,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         clock = max(clock, now)
         precondition(self.round == nil, "round \(self.round ?? -1) is still in progress")
         self.round = round
-        results = [:]; unassigned = []; assignedAt = [:]; took = []; speculated = [:]
+        results = [:]; unassigned = []; assignedAt = [:]; took = []; speculated = [:]; assignee = [:]
         lastProgress = now; lastStallReport = nil
         for id in workers.keys { workers[id]?.assigned = [] }
         let live = liveWorkers
@@ -163,13 +187,10 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         var actions: [Action] = []
         if workers[id] != nil { actions += drop(id, reason: .rejoined) }
         workers[id] = Worker(name: name, sequence: nextSequence, lastHeard: now, progressSince: now)
+        order.append(id)
+        byName[name] = id
         nextSequence += 1
-        if round != nil, !unassigned.isEmpty {
-            let waiting = unassigned
-            unassigned = []
-            actions += assign(waiting)
-        }
-        return actions
+        return actions + handOutParked(to: id)
     }
 
     /// Any message from a worker (heartbeat included) proves it alive. Returns false for an
@@ -208,11 +229,12 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         workers[id]?.overtaken = 0
         // A speculative twin of this configuration need not finish it any more; a twin that had
         // it first was overtaken (repeat offenders are benched).
-        for other in workers.keys where other != id {
+        for other in Set([assignee[configuration], speculated[configuration]].compactMap { $0 }) where other != id {
             guard workers[other]?.assigned.remove(configuration) != nil, speculated[configuration] == id,
-                  let worker = workers[other] else { continue }
+                  let worker = workers[other], worker.overtakenRound != current else { continue }
             let strikes = worker.overtaken + 1
             workers[other]?.overtaken = strikes
+            workers[other]?.overtakenRound = current
             if strikes >= Self.benchAfter {
                 let doublings = min(strikes - Self.benchAfter, 5)
                 workers[other]?.benchedUntil = now + min(Self.benchInitial * (1 << doublings), Self.benchMax)
@@ -220,7 +242,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         }
         if let since = assignedAt.removeValue(forKey: configuration) { took.append(now - since) }
         lastProgress = now; lastStallReport = nil
-        guard results.count == configurationsPerRound else { return [] }
+        guard results.count == configurationsPerRound else { return handOutParked(to: id) }
         let ordered = (0..<configurationsPerRound).compactMap { results[$0] }
         self.round = nil
         results = [:]
@@ -232,26 +254,11 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
     /// reports a stall every `stallReportInterval` without progress.
     public mutating func tick(now: Duration) -> [Action] {
         clock = max(clock, now)
-        // Remove every silent worker before reassigning, so nothing goes to one about to be dropped.
-        var actions: [Action] = [], orphaned: [Int] = []
-        for id in liveWorkers {
-            guard let worker = workers[id] else { continue }
-            let reason: DropReason
-            if now - worker.lastHeard > heartbeatTimeout {
-                reason = .heartbeatTimeout(silentFor: now - worker.lastHeard)
-            } else if !worker.assigned.isEmpty, now - worker.progressSince > progressTimeout {
-                reason = .noProgress(for: now - worker.progressSince)
-            } else {
-                continue
-            }
-            workers[id] = nil
-            actions.append(.dropWorker(id, name: worker.name, reason: reason))
-            orphaned += worker.assigned
+        var actions: [Action] = []
+        if lastScan.map({ now - $0 >= Self.scanInterval }) ?? true {
+            lastScan = now
+            actions += scan(now: now)
         }
-        // A configuration a dropped worker shared with a speculative twin is still in hand.
-        let held = Set(workers.values.flatMap(\.assigned))
-        actions += assign(orphaned.filter { !held.contains($0) }.sorted())
-        actions += speculate(now: now)
         let live = liveWorkers
         if !live.isEmpty, lastHeartbeat.map({ now - $0 >= heartbeatInterval }) ?? true {
             actions.append(.sendHeartbeat(to: live))
@@ -268,11 +275,49 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
 
     // MARK: Internals
 
+    /// Drops workers silent past the heartbeat timeout or without progress (reassigning their
+    /// configurations) and speculates late configurations: O(workers + configurations).
+    private mutating func scan(now: Duration) -> [Action] {
+        // Remove every silent worker before reassigning, so nothing goes to one about to be dropped.
+        var actions: [Action] = [], orphaned: [Int] = []
+        for id in liveWorkers {
+            guard let worker = workers[id] else { continue }
+            let reason: DropReason
+            if now - worker.lastHeard > heartbeatTimeout {
+                reason = .heartbeatTimeout(silentFor: now - worker.lastHeard)
+            } else if !worker.assigned.isEmpty, now - worker.progressSince > progressTimeout {
+                reason = .noProgress(for: now - worker.progressSince)
+            } else {
+                continue
+            }
+            remove(id)
+            actions.append(.dropWorker(id, name: worker.name, reason: reason))
+            orphaned += worker.assigned
+        }
+        // A configuration a dropped worker shared with a speculative twin is still in hand.
+        actions += assign(orphaned.filter { !isHeld($0) }.sorted())
+        actions += speculate(now: now)
+        return actions
+    }
+
     /// Removes `id` and reassigns its outstanding configurations (those no other worker holds).
     private mutating func drop(_ id: WorkerID, reason: DropReason) -> [Action] {
-        guard let worker = workers.removeValue(forKey: id) else { return [] }
-        let held = Set(workers.values.flatMap(\.assigned))
-        return [.dropWorker(id, name: worker.name, reason: reason)] + assign(worker.assigned.filter { !held.contains($0) }.sorted())
+        guard let worker = remove(id) else { return [] }
+        return [.dropWorker(id, name: worker.name, reason: reason)] + assign(worker.assigned.filter { !isHeld($0) }.sorted())
+    }
+
+    /// Forgets worker `id` (O(workers), on a drop only).
+    @discardableResult
+    private mutating func remove(_ id: WorkerID) -> Worker? {
+        guard let worker = workers.removeValue(forKey: id) else { return nil }
+        order.removeAll { $0 == id }
+        if byName[worker.name] == id { byName[worker.name] = nil }
+        return worker
+    }
+
+    /// Whether a live worker holds `configuration` (its assignee or its speculative twin).
+    private func isHeld(_ configuration: Int) -> Bool {
+        [assignee[configuration], speculated[configuration]].contains { $0.map { holds($0, configuration: configuration) } ?? false }
     }
 
     /// Gives idle workers a second copy of configurations outstanding for longer than
@@ -296,6 +341,20 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
         return actions
     }
 
+    /// Gives worker `id` parked configurations (ascending) until it holds `parkedShare`.
+    private mutating func handOutParked(to id: WorkerID) -> [Action] {
+        guard let round, !unassigned.isEmpty, let worker = workers[id], worker.assigned.count < Self.parkedShare else { return [] }
+        let given = Array(unassigned.prefix(Self.parkedShare - worker.assigned.count))
+        unassigned.removeFirst(given.count)
+        if worker.assigned.isEmpty { workers[id]?.progressSince = clock }
+        for c in given {
+            workers[id]?.assigned.insert(c)
+            assignee[c] = id
+            assignedAt[c] = clock
+        }
+        return [.sendWork(to: id, round: round, configurations: given)]
+    }
+
     /// Assigns `configs` (ascending) balanced across live workers; with none, parks them.
     private mutating func assign(_ configs: [Int]) -> [Action] {
         guard let round, !configs.isEmpty else { return [] }
@@ -316,6 +375,7 @@ public struct Scheduler<WorkerID: Hashable & Sendable, Payload> {
             guard let target else { continue }
             if workers[target]?.assigned.isEmpty == true { workers[target]?.progressSince = clock }
             workers[target]?.assigned.insert(c)
+            assignee[c] = target
             assignedAt[c] = clock
             given[target, default: []].append(c)
         }

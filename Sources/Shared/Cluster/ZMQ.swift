@@ -195,6 +195,10 @@ extension ZMQ {
         public func setLinger(_ duration: Duration) throws { try setOption(ZMQ_LINGER, Self.milliseconds(duration)) }
         /// Closes a connection whose security handshake has not finished within `duration` (ZMQ_HANDSHAKE_IVL).
         public func setHandshakeTimeout(_ duration: Duration) throws { try setOption(ZMQ_HANDSHAKE_IVL, Self.milliseconds(duration)) }
+        /// Connections the kernel queues for a listening socket before they are accepted
+        /// (ZMQ_BACKLOG, listen(2)'s backlog; libzmq's default is 100, the kernel caps it at
+        /// net.core.somaxconn). Set before `bind`.
+        public func setBacklog(_ connections: Int) throws { try setOption(ZMQ_BACKLOG, Int32(clamping: connections)) }
 
         /// `d` in whole milliseconds, clamped to 0…Int32.max; nil → −1 (libzmq's "forever").
         static func milliseconds(_ d: Duration?) -> Int32 {

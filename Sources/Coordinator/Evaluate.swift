@@ -28,6 +28,8 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Seed of the sampling noise.") var seed: UInt64 = 0
     @Flag(help: "Sample from the raw last-step INR parameters instead of their EMA.") var raw = false
     @Option(help: "Dataset directory.") var data = FashionMNIST.defaultDirectory
+    @Option(help: "What --data holds: \(DatasetSpec.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (default: the one the INR was trained on, as its checkpoint records, else told by the directory's contents). An image folder is evaluated on DIR/val at the INR's image size.")
+    var dataset: String?
     @Flag(help: "Print the table as one JSON object ({\"rows\": [...]}).") var json = false
     @OptionGroup var blas: BLASOptions
 
@@ -38,15 +40,18 @@ struct Evaluate: ParsableCommand {
     func validate() throws {
         _ = try parsedWidths()
         guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+        if let dataset, DatasetSpec.Kind(rawValue: dataset) == nil {
+            throw ValidationError("--dataset must be one of \(DatasetSpec.Kind.allCases.map(\.rawValue).joined(separator: ", ")), not '\(dataset)'")
+        }
     }
 
     func run() throws {
         blas.apply()
         let checkpoint = try INRCheckpoint.load(path: inr)
-        let test = try FashionMNIST.load(split: .test, directory: data)
+        let (spec, test) = try Self.testData(of: checkpoint, path: inr, directory: data, dataset: dataset)
         let generator = checkpoint.makeGenerator(ema: !raw)
         let family = checkpoint.family, baseWidth = checkpoint.plan.pretrainedWidth
-        let baseNetwork = try NetworkFamily.make(family, widths: [baseWidth], classCount: checkpoint.classCount)
+        let baseNetwork = try NetworkFamily.make(family, widths: [baseWidth], classCount: checkpoint.classCount, imageSize: checkpoint.imageSize)
         let kColumn = "neumeta_k\(samples)"
         var columns = ["neumeta_k1"]
         if samples != 1 { columns.append(kColumn) }
@@ -65,7 +70,7 @@ struct Evaluate: ParsableCommand {
                 let (_, kw) = try generator.sample(width: width, samples: samples, noise: checkpoint.plan.noise, seed: seed)
                 row[kColumn] = try accuracy(network, kw, mean: checkpoint.mean, std: checkpoint.std)
             }
-            if let individual = try individualBaseline(family: family, width: width) {
+            if let individual = try individualBaseline(family: family, width: width, data: spec) {
                 row["individual"] = try accuracy(individual.network, individual.parameters, mean: individual.mean, std: individual.std)
             }
             if width <= baseWidth {
@@ -94,8 +99,8 @@ struct Evaluate: ParsableCommand {
         if json { printJSON(["rows": table.jsonRows, "inr": inr, "samples": samples]) }
     }
 
-    /// The individually trained network of `width`, trained first when asked and missing.
-    func individualBaseline(family: String, width: Int) throws -> NetworkCheckpoint? {
+    /// The individually trained network of `width`, trained first on `data` when asked and missing.
+    func individualBaseline(family: String, width: Int, data spec: DatasetSpec) throws -> NetworkCheckpoint? {
         let path = "\(baselines)/\(family)-\(width).safetensors"
         if FileManager.default.fileExists(atPath: path) {
             // A broken baseline costs its cell, not the whole table.
@@ -106,9 +111,24 @@ struct Evaluate: ParsableCommand {
         }
         guard trainBaselines else { return nil }
         log("training the individual baseline \(family) width \(width) (\(baselineEpochs) epochs) into \(path)")
-        let command = try TrainBase.parse(["--family", family, "--width", String(width), "--epochs", String(baselineEpochs),
-                                           "--data", data, "--out", path])
+        var arguments = ["--family", family, "--width", String(width), "--epochs", String(baselineEpochs), "--data", data, "--out", path]
+        arguments += ["--dataset", spec.kind.rawValue]
+        if let size = spec.imageSize { arguments += ["--image-size", String(size)] }
+        let command = try TrainBase.parse(arguments)
         try command.run()
         return try NetworkCheckpoint.load(path: path)
+    }
+
+    /// The test split of `directory` for the networks of `checkpoint` (at `path`): of the kind
+    /// `dataset` names, else the one it was trained on as it records, else the one the
+    /// directory holds; an image folder's at the INR's image size.
+    static func testData(of checkpoint: INRCheckpoint, path: String, directory: String, dataset: String?) throws -> (DatasetSpec, any TrainingImages) {
+        let kind = dataset.flatMap(DatasetSpec.Kind.init(rawValue:)) ?? checkpoint.extra["dataset"].flatMap(DatasetSpec.Kind.init(rawValue:))
+            ?? DatasetSpec.Kind.detect(directory: directory)
+        let spec = DatasetSpec(kind: kind, imageSize: kind == .folder ? checkpoint.imageSize : nil)
+        if let problem = spec.problem { throw ValidationError("\(path) cannot be evaluated on \(kind.rawValue) data: \(problem)") }
+        let test = try LocalTrainingData(kind: kind, directory: directory).test(spec, mean: checkpoint.mean, std: checkpoint.std,
+                                                                               classCount: checkpoint.classCount)
+        return (spec, test)
     }
 }

@@ -24,6 +24,8 @@ struct Sample: ParsableCommand {
     @Option(help: "Seed of the sampling noise.") var seed: UInt64 = 0
     @Flag(help: "Also measure the test accuracy of the sampled network.") var evaluate = false
     @Option(help: "Dataset directory for --evaluate.") var data = FashionMNIST.defaultDirectory
+    @Option(help: "What --data holds (default: what the INR was trained on, as its checkpoint records, else told by the directory's contents).")
+    var dataset: String?
     @Flag(help: "Print one JSON object with the result.") var json = false
     @OptionGroup var blas: BLASOptions
 
@@ -40,7 +42,7 @@ struct Sample: ParsableCommand {
         var metadata = ["sampled_from": inr, "samples": String(samples), "recipe": checkpoint.recipe]
         var result: [String: Any] = ["width": width, "samples": samples, "out": out, "params": weights.count]
         if evaluate {
-            let test = try FashionMNIST.load(split: .test, directory: data)
+            let (_, test) = try Evaluate.testData(of: checkpoint, path: inr, directory: data, dataset: dataset)
             let accuracy = try BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: checkpoint.mean, std: checkpoint.std)
             metadata["test_accuracy"] = String(accuracy)
             result["test_accuracy"] = accuracy

@@ -39,7 +39,7 @@ struct Train: ParsableCommand {
         let seconds = try run.train(with: source)
 
         let plan = run.trainer.plan
-        let test = try FashionMNIST.load(split: .test, directory: c.experiment.data)
+        let test = try setup.data.test(setup.dataset, mean: setup.checkpoint.mean, std: setup.checkpoint.std, classCount: setup.classCount)
         let generator = run.trainer.checkpoint().makeGenerator()
         var accuracies: [String: Double] = [:]
         for width in Set([plan.minWidth, (plan.minWidth + plan.maxWidth) / 2, plan.maxWidth]).sorted() {

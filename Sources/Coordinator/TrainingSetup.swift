@@ -13,6 +13,13 @@ struct ExperimentOptions: ParsableArguments {
 
     @Option(help: "Start from this trained base network (overrides base.checkpoint; never trained).") var base: String?
     @Option(help: "Dataset directory (overrides experiment.data).") var data: String?
+    @Option(help: "What the dataset directory holds: \(DatasetSpec.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (overrides experiment.dataset).")
+    var dataset: String?
+    @Option(help: "Image folder: side of the square batch images (overrides experiment.image_size).") var imageSize: Int?
+    @Option(help: "Image folder: batches decoded ahead on background threads (overrides workers.prefetch; never changes a result).")
+    var prefetch: Int?
+    @Flag(help: "Image folder: decode it into memory once instead of streaming it (as workers.in_memory; never changes a result).")
+    var inMemory = false
     @Option(help: "Recipe: default or paper (overrides experiment.recipe; the options below override the recipe).") var recipe: String?
     @Option(help: "INR epochs, passes over the training set (overrides experiment.epochs).") var epochs: Double?
     @Option(help: "Smallest trained width (overrides experiment.widths.min).") var minWidth: Int?
@@ -67,6 +74,12 @@ struct ExperimentOptions: ParsableArguments {
         if let reconstruction { try check(reconstruction.isFinite && reconstruction >= 0, "--reconstruction must be ≥ 0") }
         if let checkpointEvery { try check(checkpointEvery >= 1, "--checkpoint-every must be at least 1") }
         if let rounds { try check(rounds >= 1, "--rounds must be at least 1") }
+        if let imageSize { try check((1...4096).contains(imageSize), "--image-size must be in 1…4096") }
+        if let prefetch { try check(prefetch >= 0, "--prefetch must not be negative") }
+        if let dataset {
+            try check(DatasetSpec.Kind(rawValue: dataset) != nil,
+                      "--dataset must be one of \(DatasetSpec.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         try check(logEvery >= 1, "--log-every must be at least 1")
         if let recipe {
             try check(ClusterConfig.Recipe(rawValue: recipe) != nil,
@@ -88,6 +101,13 @@ struct ExperimentOptions: ParsableArguments {
         }
         if let base { c.base.checkpoint = base }
         if let data { c.experiment.data = data }
+        if let dataset, let kind = DatasetSpec.Kind(rawValue: dataset) { c.experiment.dataset = kind }
+        if let imageSize { c.experiment.imageSize = imageSize }
+        if c.experiment.dataset != .folder, let size = c.experiment.imageSize {
+            throw ValidationError("an image size (\(size)) applies to image folders only (experiment.dataset: folder), not to \(c.experiment.dataset.rawValue)")
+        }
+        if let prefetch { c.workers.prefetch = prefetch }
+        if inMemory { c.workers.inMemory = true }
         if let recipe, let r = ClusterConfig.Recipe(rawValue: recipe) { c.experiment.recipe = r }
         if let epochs { c.experiment.epochs = epochs }
         if let minWidth { c.experiment.widths.min = minWidth }
@@ -118,11 +138,15 @@ struct ExperimentOptions: ParsableArguments {
 }
 
 /// What INR training starts from, shared by `train` (one process) and `run` (the cluster):
-/// the base network and its SHP permutation, the training set's size, and the recipe's INR,
-/// round plan and optimizer with the experiment's overrides.
+/// the base network and its SHP permutation, the training data (what it is, how batches are
+/// made of it, its size), and the recipe's INR, round plan and optimizer with the experiment's
+/// overrides.
 struct TrainingSetup {
     let settings: ClusterConfig
     let checkpoint: NetworkCheckpoint
+    /// This process's copy of the training data, and how batches are made of it.
+    let data: LocalTrainingData
+    let dataset: DatasetSpec
     /// The base network's parameters after the permutation (the reconstruction target).
     let permuted: ParameterSet
     let classCount: Int
@@ -134,15 +158,22 @@ struct TrainingSetup {
     init(_ c: ClusterConfig, baseGiven: Bool, permute: Bool) throws {
         settings = c
         let e = c.experiment
-        guard e.dataset == .fashionMNIST else {
-            throw ValidationError("experiment.dataset \(e.dataset.rawValue) is not supported for INR training yet (fashion-mnist is)")
-        }
         let basePath = try Self.ensureBase(c, given: baseGiven)
         checkpoint = try NetworkCheckpoint.load(path: basePath)
-        guard checkpoint.network.widths.count == 1 else { throw ValidationError("only single-width families can be trained into an INR") }
-        let pretrainedWidth = checkpoint.network.widths[0]
-        log("base: \(checkpoint.network.family) width \(pretrainedWidth) from \(basePath)")
-        let examples = try FashionMNIST.count(split: .train, directory: e.data)
+        let network = checkpoint.network
+        guard network.widths.count == 1 else {
+            throw ValidationError("\(basePath): a \(network.family) base network (widths \(network.widths)) cannot be morphed by the INR of "
+                                  + "this build: it morphs single-width families (lenet) only")
+        }
+        let pretrainedWidth = network.widths[0]
+        log("base: \(network.family) width \(pretrainedWidth) on \(network.inputShape.map(String.init).joined(separator: "×")) inputs from \(basePath)")
+        data = LocalTrainingData(kind: e.dataset, directory: e.data, contentHashes: e.contentHashes, prefetch: c.workers.prefetch,
+                                 inMemory: c.workers.inMemory)
+        dataset = try Self.dataset(e, base: network, path: basePath)
+        let examples = try data.count()
+        guard examples.classes == network.classCount else {
+            throw ValidationError("\(e.data) holds \(examples.classes) classes; the base network \(basePath) classifies \(network.classCount)")
+        }
         classCount = examples.classes
 
         recipe = e.recipe
@@ -177,6 +208,31 @@ struct TrainingSetup {
         }
     }
 
+    /// How batches are made of the experiment's data for `base`, whose input shape they must
+    /// have: an image folder at the base network's image size (experiment.image_size, when
+    /// given, must agree), the kinds held in memory at their stored size.
+    static func dataset(_ e: ClusterConfig.Experiment, base: Network, path: String) throws -> DatasetSpec {
+        let input = base.inputShape, described = input.map(String.init).joined(separator: "×")
+        switch e.dataset {
+        case .folder:
+            guard input[0] == 3, input[1] == input[2] else {
+                throw ValidationError("\(path): the base network takes \(described) inputs; an image folder gives 3×S×S")
+            }
+            if let size = e.imageSize, size != input[1] {
+                throw ValidationError("experiment.image_size is \(size) but the base network \(path) takes \(described) inputs: "
+                                      + "set image_size to \(input[1]), or train a base network at \(size)")
+            }
+            return DatasetSpec(kind: .folder, imageSize: input[1], augment: e.augment)
+        case .fashionMNIST, .cifar10, .cifar100:
+            let stored = e.dataset == .fashionMNIST ? [1, 28, 28] : [3, 32, 32]
+            guard input == stored else {
+                throw ValidationError("\(path): the base network takes \(described) inputs; \(e.dataset.rawValue) images are "
+                                      + stored.map(String.init).joined(separator: "×"))
+            }
+            return DatasetSpec(kind: e.dataset)
+        }
+    }
+
     /// The base checkpoint: base.checkpoint if it exists, else trained now (unless it was named
     /// on the command line, where a missing file is an error).
     static func ensureBase(_ c: ClusterConfig, given: Bool) throws -> String {
@@ -186,8 +242,12 @@ struct TrainingSetup {
         log("no base network at \(path): training \(c.experiment.family) width \(c.base.width) for \(c.base.epochs) epochs")
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-        try TrainBase.parse(["--family", c.experiment.family, "--width", String(c.base.width), "--epochs", String(c.base.epochs),
-                             "--data", c.experiment.data, "--seed", String(c.experiment.seed), "--out", path]).run()
+        var arguments = ["--family", c.experiment.family, "--width", String(c.base.width), "--epochs", String(c.base.epochs),
+                         "--dataset", c.experiment.dataset.rawValue, "--data", c.experiment.data, "--seed", String(c.experiment.seed), "--out", path]
+        if c.experiment.dataset == .folder {
+            arguments += ["--image-size", String(c.experiment.imageSize ?? 64), "--prefetch", String(c.workers.prefetch)]
+        }
+        try TrainBase.parse(arguments).run()
         return path
     }
 
@@ -195,16 +255,16 @@ struct TrainingSetup {
     func makeTrainer() -> INRTrainer {
         let inr = HyperNetwork(config: config, targetSpecs: checkpoint.network.trainableSpecs, seed: plan.seed)
         let target = TrainingTarget(base: permuted, family: checkpoint.network.family, classCount: classCount, mean: checkpoint.mean,
-                                    std: checkpoint.std, recipe: recipe.rawValue)
+                                    std: checkpoint.std, recipe: recipe.rawValue, imageSize: dataset.imageSize)
         log("INR (\(recipe.rawValue) recipe): \(inr.parameters.count) parameters, hidden \(config.hidden), L \(config.layers), "
             + "F \(config.frequencies); \(plan.rounds) rounds × \(plan.configurationsPerRound) configurations "
             + "(\(String(format: "%.2f", plan.epochs)) epochs), widths \(plan.minWidth)…\(plan.maxWidth)")
         return INRTrainer(inr: inr, plan: plan, optimizer: optimizer, target: target)
     }
 
-    /// Gradients computed in this process, over the training set loaded now.
+    /// Gradients computed in this process, over the training set opened now.
     func makeLocalSource(for trainer: INRTrainer) throws -> LocalGradientSource {
-        let train = try FashionMNIST.load(split: .train, directory: settings.experiment.data)
+        let train = try data.training(dataset, mean: checkpoint.mean, std: checkpoint.std)
         let objective = ConfigurationGradient(inr: trainer.inr, family: checkpoint.network.family, dataset: train, mean: checkpoint.mean,
                                               std: checkpoint.std, pretrained: permuted, pretrainedWidth: plan.pretrainedWidth)
         return LocalGradientSource(objective: objective, plan: plan)

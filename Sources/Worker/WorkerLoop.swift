@@ -32,12 +32,12 @@ final class WorkerLoop {
     private var connections = 0
     private var welcomed = false
 
-    init(name: String, endpoint: String, keys: CurveKeyPair, server: CurveKey, dataset: ImageDataset, fingerprint: DataFingerprint,
+    init(name: String, endpoint: String, keys: CurveKeyPair, server: CurveKey, data: LocalTrainingData,
          verbose: Bool, parent: pid_t?) throws {
         self.name = name; self.endpoint = endpoint; self.keys = keys; self.server = server
-        self.fingerprint = fingerprint; self.verbose = verbose; self.parent = parent
+        self.fingerprint = try data.fingerprint(); self.verbose = verbose; self.parent = parent
         context = try ZMQ.Context()
-        shared = ComputeShared(dataset: dataset, fingerprint: fingerprint)
+        shared = ComputeShared(data: data)
         wakeEndpoint = "inproc://compute-done"
     }
 
@@ -207,8 +207,8 @@ final class ComputeShared: @unchecked Sendable {
     typealias Heads = [WorkerState.ParameterHead]
 
     private let condition = NSCondition()
-    private let dataset: ImageDataset
-    private let fingerprint: DataFingerprint
+    /// This worker's copy of the training data.
+    private let data: LocalTrainingData
     private var session = 0
     /// The job of the current session: spec and pretrained weights from its welcome.
     private var setup: (session: Int, spec: JobSpec, base: WireTensor)?
@@ -221,8 +221,8 @@ final class ComputeShared: @unchecked Sendable {
     private var stopping = false
     private var failureText: String?
 
-    init(dataset: ImageDataset, fingerprint: DataFingerprint) {
-        self.dataset = dataset; self.fingerprint = fingerprint
+    init(data: LocalTrainingData) {
+        self.data = data
     }
 
     private func locked<T>(_ body: () -> T) -> T {
@@ -297,6 +297,7 @@ final class ComputeShared: @unchecked Sendable {
             while shared.pending.isEmpty && !shared.stopping { shared.condition.wait() }
             if shared.stopping { shared.condition.unlock(); return }
             let item = shared.pending.removeFirst()
+            let queued = shared.pending.filter { $0.session == item.session }.map { (round: $0.round, configuration: $0.configuration) }
             let setup = shared.setup, parameters = shared.parameters
             shared.condition.unlock()
 
@@ -308,13 +309,14 @@ final class ComputeShared: @unchecked Sendable {
             }
             do {
                 if job == nil || job!.spec != setup.spec || jobBase != setup.base {
-                    job = try WorkerJob(spec: setup.spec, dataset: shared.dataset, localData: shared.fingerprint,
-                                        parameters: parameters.heads, base: setup.base, round: parameters.round)
+                    job = try WorkerJob(spec: setup.spec, data: shared.data, parameters: parameters.heads, base: setup.base,
+                                        round: parameters.round)
                     jobBase = setup.base
                 } else if jobVersion != parameters.version {
                     try job!.setParameters(parameters.heads, round: parameters.round)
                 }
                 jobVersion = parameters.version
+                job!.prefetch([(item.round, item.configuration)] + queued)
                 let started = ContinuousClock.now
                 let terms = try job!.gradient(round: item.round, configuration: item.configuration) { offset, values in
                     hand(.gradientHead(round: item.round, configuration: item.configuration, offset: offset, values: values),

@@ -13,7 +13,27 @@ public final class WorkerJob {
     public private(set) var parameterRound: Int
     /// The data order of the epoch the last configuration came from (shuffled once per epoch).
     private var epochOrder: (epoch: Int, indices: [Int])?
+    /// The same for the configurations whose batches are prefetched (another epoch, at times).
+    private var prefetchOrder: (epoch: Int, indices: [Int])?
+    /// The configurations of the newest round this worker was given (see `prefetch`).
+    private var given: (round: Int, configurations: Set<Int>)?
     private let headRanges: [Range<Int>]
+
+    /// Checks the spec against this build and the local data, opens the training set as the
+    /// spec describes it, then sets up the INR.
+    public convenience init(spec: JobSpec, data: LocalTrainingData, parameters: [WorkerState.ParameterHead], base: WireTensor,
+                            round: Int) throws {
+        let local = try data.fingerprint()
+        let differences = spec.data.differences(from: local)
+        guard differences.isEmpty else {
+            throw JobSpecError.unusable("this worker's data differs from the coordinator's: " + differences.joined(separator: "; "))
+        }
+        let dataset: any TrainingImages
+        do { dataset = try data.training(spec.dataset, mean: spec.mean, std: spec.std) } catch {
+            throw JobSpecError.unusable("\(error)")
+        }
+        try self.init(spec: spec, dataset: dataset, localData: local, parameters: parameters, base: base, round: round)
+    }
 
     /// Checks the spec against this build and the local data, then sets up the INR.
     /// `dataset` must be the training split the fingerprint describes.
@@ -39,9 +59,18 @@ public final class WorkerJob {
             throw JobSpecError.unusable("the round plan is out of range (widths \(plan.minWidth)…\(plan.maxWidth), batch \(plan.batchSize) "
                                         + "of \(plan.datasetCount), \(plan.configurationsPerRound) configurations per round)")
         }
+        if let problem = spec.dataset.problem { throw JobSpecError.unusable("data: \(problem)") }
+        let shape = dataset.batchImageShape
         let network: Network
-        do { network = try NetworkFamily.make(spec.family, widths: [spec.pretrainedWidth], classCount: spec.classCount) } catch {
+        do {
+            network = try NetworkFamily.make(spec.family, widths: [spec.pretrainedWidth], classCount: spec.classCount,
+                                             imageSize: shape.channels == 3 ? shape.height : nil)
+        } catch {
             throw JobSpecError.unusable("\(error)")
+        }
+        guard network.inputShape == [shape.channels, shape.height, shape.width] else {
+            throw JobSpecError.unusable("\(spec.family) takes \(network.inputShape) inputs, the data gives "
+                                        + "\([shape.channels, shape.height, shape.width])")
         }
         guard dataset.classCount == spec.classCount, dataset.count == spec.plan.datasetCount else {
             throw JobSpecError.unusable("the local data set has \(dataset.count) images in \(dataset.classCount) classes; the job expects "
@@ -103,5 +132,27 @@ public final class WorkerJob {
             let values = UnsafeBufferPointer(start: g + ranges[t].lowerBound, count: ranges[t].count)
             head(ranges[t].lowerBound, encoding == .float32 ? WireTensor(copying: values) : WireTensor(bfloat16Rounding: values))
         }
+    }
+
+    /// Says which configurations this worker computes next, in order (the one about to be
+    /// computed first, then those queued), so that a streaming data source decodes their
+    /// batches ahead, up to its prefetch depth. Since the coordinator tends to give a worker the
+    /// same configurations round after round, the rest of the depth goes to those of the next
+    /// round (a wrong guess costs a decoded batch, never a result).
+    public func prefetch(_ upcoming: [(round: Int, configuration: Int)]) {
+        let depth = objective.dataset.prefetchDepth
+        guard depth > 0, let last = upcoming.last else { return }
+        if given?.round != last.round { given = (last.round, []) }
+        for item in upcoming where item.round == last.round { given!.configurations.insert(item.configuration) }
+        var wanted = Array(upcoming.prefix(depth))
+        if wanted.count < depth, last.round + 1 < spec.plan.rounds {
+            let next = given!.configurations.sorted().map { (round: last.round + 1, configuration: $0) }
+            wanted += next.prefix(depth - wanted.count)
+        }
+        let batches = wanted.map { item in
+            let c = spec.plan.configuration(round: item.round, index: item.configuration, reusing: &prefetchOrder)
+            return (indices: c.batch, augmentation: c.augmentation)
+        }
+        objective.dataset.prefetch(batches)
     }
 }

@@ -9,13 +9,15 @@ import Foundation
 /// - `base.*`: the permuted pretrained network (reconstruction target, pruning baseline),
 ///
 /// with metadata holding the INR size, the round plan, the optimizer settings, the round reached,
-/// the family and input normalisation. Saved atomically with a BLAKE2b digest.
+/// the family, its input image size (RGB families) and input normalisation. Saved atomically with a BLAKE2b digest.
 public struct INRCheckpoint {
     public var config: INRConfig
     public var plan: RoundPlan
     public var optimizer: OptimizerSettings
     public var family: String
     public var classCount: Int
+    /// Side of the square RGB input of the target networks (nil: the family's default input).
+    public var imageSize: Int?
     public var mean: [Float], std: [Float]
     public var round: Int
     public var adamStep: Int
@@ -38,7 +40,7 @@ public struct INRCheckpoint {
         precondition(!trainer.emaPending, "checkpoint with the EMA behind the parameters")
         let target = trainer.target
         config = trainer.inr.config; plan = trainer.plan; optimizer = trainer.optimizerSettings
-        family = target.family; classCount = target.classCount
+        family = target.family; classCount = target.classCount; imageSize = target.imageSize
         mean = target.mean; std = target.std; round = trainer.round; adamStep = trainer.optimizer.step; recipe = target.recipe
         ema = trainer.ema.average; raw = trainer.inr.parameters.values
         adamM = trainer.optimizer.firstMoment; adamV = trainer.optimizer.secondMoment
@@ -76,6 +78,7 @@ public struct INRCheckpoint {
         meta["optimizer"] = Self.encode(optimizer)
         meta["family"] = family
         meta["class_count"] = String(classCount)
+        if let imageSize { meta["image_size"] = String(imageSize) }
         meta["input_mean"] = Self.encode(mean)
         meta["input_std"] = Self.encode(std)
         meta["round"] = String(round)
@@ -105,7 +108,14 @@ public struct INRCheckpoint {
                 throw Failure.invalid(path: path, problem: "state.progress disagrees with the metadata's round \(round) / adam_step \(adamStep)")
             }
         }
-        let network = try NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount)
+        var imageSize: Int?
+        if let text = meta["image_size"] {
+            guard let size = Int(text), (1...4096).contains(size) else {
+                throw Failure.invalid(path: path, problem: "metadata 'image_size' is not a side length in 1…4096: \(text)")
+            }
+            imageSize = size
+        }
+        let network = try NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount, imageSize: imageSize)
         let base = network.makeParameters()
         for (i, s) in base.specs.enumerated() {
             guard let t = file["base." + s.name], t.shape == s.shape else {
@@ -128,28 +138,29 @@ public struct INRCheckpoint {
             (ema.base + offset).update(from: t.data, count: s.count)
             offset += s.count
         }
-        var c = INRCheckpoint(config: config, plan: plan, optimizer: optimizer, family: family, classCount: classCount,
+        var c = INRCheckpoint(config: config, plan: plan, optimizer: optimizer, family: family, classCount: classCount, imageSize: imageSize,
                               mean: try decode("input_mean", as: [Float].self), std: try decode("input_std", as: [Float].self),
                               round: round, adamStep: adamStep, recipe: meta["recipe"] ?? "", ema: ema, raw: try flat("state.inr"),
                               adamM: try flat("state.adam_m"), adamV: try flat("state.adam_v"), base: base)
-        c.extra = meta.filter { !["format", "inr_config", "plan", "optimizer", "family", "class_count", "input_mean", "input_std",
+        c.extra = meta.filter { !["format", "inr_config", "plan", "optimizer", "family", "class_count", "image_size", "input_mean", "input_std",
                                    "round", "adam_step", "recipe", CheckpointStore.digestKey].contains($0.key) }
         return c
     }
 
-    init(config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings, family: String, classCount: Int, mean: [Float],
-         std: [Float], round: Int, adamStep: Int, recipe: String, ema: FloatStorage, raw: FloatStorage, adamM: FloatStorage,
-         adamV: FloatStorage, base: ParameterSet) {
+    init(config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings, family: String, classCount: Int, imageSize: Int?,
+         mean: [Float], std: [Float], round: Int, adamStep: Int, recipe: String, ema: FloatStorage, raw: FloatStorage,
+         adamM: FloatStorage, adamV: FloatStorage, base: ParameterSet) {
         self.config = config; self.plan = plan; self.optimizer = optimizer; self.family = family; self.classCount = classCount
+        self.imageSize = imageSize
         self.mean = mean; self.std = std; self.round = round; self.adamStep = adamStep; self.recipe = recipe
         self.ema = ema; self.raw = raw; self.adamM = adamM; self.adamV = adamV; self.base = base
     }
 
     /// A generator over the EMA parameters (or the raw, last-step parameters).
     public func makeGenerator(ema useEMA: Bool = true) -> NetworkGenerator {
-        let network = try! NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount)
+        let network = try! NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount, imageSize: imageSize)
         let inr = HyperNetwork(config: config, targetSpecs: network.trainableSpecs, seed: 0)
         inr.parameters.values.base.update(from: (useEMA ? ema : raw).base, count: ema.count)
-        return NetworkGenerator(inr: inr, family: family, classCount: classCount)
+        return NetworkGenerator(inr: inr, family: family, classCount: classCount, imageSize: imageSize)
     }
 }

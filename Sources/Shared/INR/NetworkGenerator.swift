@@ -4,6 +4,8 @@ public final class NetworkGenerator: @unchecked Sendable {
     public let inr: HyperNetwork
     public let family: String
     public let classCount: Int
+    /// Side of the square RGB input of the generated networks (nil: the family's default input).
+    public let imageSize: Int?
 
     struct WidthCache {
         let network: Network
@@ -18,14 +20,14 @@ public final class NetworkGenerator: @unchecked Sendable {
     private var caches: [Int: WidthCache] = [:]
     let activations: INRActivations
 
-    public init(inr: HyperNetwork, family: String, classCount: Int) {
-        self.inr = inr; self.family = family; self.classCount = classCount
+    public init(inr: HyperNetwork, family: String, classCount: Int, imageSize: Int? = nil) {
+        self.inr = inr; self.family = family; self.classCount = classCount; self.imageSize = imageSize
         activations = INRActivations(config: inr.config)
     }
 
     func cache(width: Int) throws -> WidthCache {
         if let c = caches[width] { return c }
-        let network = try NetworkFamily.make(family, widths: [width], classCount: classCount)
+        let network = try NetworkFamily.make(family, widths: [width], classCount: classCount, imageSize: imageSize)
         let weights = network.makeParameters()
         let trainable = weights.specs.indices.filter { weights.specs[$0].role.trainable }
         precondition(trainable == Array(0..<trainable.count), "generated tensors must precede buffers in the state dict")

@@ -74,7 +74,9 @@ public final class ConfigurationGradient: @unchecked Sendable {
                 pretrained: ParameterSet?, pretrainedWidth: Int?) {
         self.inr = inr; self.family = family; self.dataset = dataset; self.mean = mean; self.std = std
         self.pretrained = pretrained; self.pretrainedWidth = pretrainedWidth
-        generator = NetworkGenerator(inr: inr, family: family, classCount: dataset.classCount)
+        let shape = dataset.batchImageShape
+        generator = NetworkGenerator(inr: inr, family: family, classCount: dataset.classCount,
+                                     imageSize: shape.channels == 3 ? shape.height : nil)
     }
 
     deinit { labels.deallocate() }

@@ -67,8 +67,11 @@ public struct TrainingTarget {
     public let classCount: Int
     public let mean: [Float], std: [Float]
     public let recipe: String
-    public init(base: ParameterSet, family: String, classCount: Int, mean: [Float], std: [Float], recipe: String) {
+    /// Side of the square RGB input of the target networks (nil: the family's default input).
+    public let imageSize: Int?
+    public init(base: ParameterSet, family: String, classCount: Int, mean: [Float], std: [Float], recipe: String, imageSize: Int? = nil) {
         self.base = base; self.family = family; self.classCount = classCount; self.mean = mean; self.std = std; self.recipe = recipe
+        self.imageSize = imageSize
     }
 }
 

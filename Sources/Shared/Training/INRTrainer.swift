@@ -300,6 +300,7 @@ public final class INRTrainer {
         guard checkpoint.config == inr.config, checkpoint.raw.count == n else { throw mismatch("another INR") }
         guard checkpoint.plan == plan else { throw mismatch("another round plan (widths, batches, rounds, seed or data size)") }
         guard checkpoint.optimizer == optimizerSettings else { throw mismatch("other optimizer settings") }
+        guard checkpoint.imageSize == target.imageSize else { throw mismatch("another input image size") }
         let base = target.base
         guard checkpoint.base.count == base.count, memcmp(checkpoint.base.values.base, base.values.base, 4 * base.count) == 0 else {
             throw mismatch("another (permuted) base network")

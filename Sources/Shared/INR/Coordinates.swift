@@ -9,6 +9,9 @@ public struct CoordinateLayout: Sendable {
     public struct Entry: Sendable {
         /// Index of the tensor among the generated ones (= which INR head generates it).
         public let tensor: Int
+        /// Index of the tensor in the target network's `ParameterSet` (= `tensor` when every
+        /// tensor is generated, as for LeNet).
+        public let parameter: Int
         public let spec: ParameterSpec
         public let firstRow: Int
         public let rows: Int
@@ -24,14 +27,16 @@ public struct CoordinateLayout: Sendable {
     /// The layout of `specs` (the trainable tensors of a network, in state-dict order) for heads
     /// with `outputSize` outputs. A k×k kernel takes the centre k² outputs
     /// (start = outputSize/2 − k²/2); linear weights and biases take output 0.
-    public init(specs: [ParameterSpec], outputSize: Int) {
+    /// `parameters[t]`: where tensor t lives in the target's `ParameterSet` (default: at t).
+    public init(specs: [ParameterSpec], outputSize: Int, parameters: [Int]? = nil) {
+        precondition(parameters == nil || parameters!.count == specs.count, "one parameter index per generated tensor")
         var entries = [Entry](), row = 0
         for (t, spec) in specs.enumerated() {
             let area = spec.kernelArea
             precondition(area <= outputSize, "\(spec.name): kernel area \(area) exceeds INR output size \(outputSize)")
             let start = spec.role == .convWeight ? outputSize / 2 - area / 2 : 0
             let rows = spec.outSize * spec.inSize
-            entries.append(Entry(tensor: t, spec: spec, firstRow: row, rows: rows, outputStart: start))
+            entries.append(Entry(tensor: t, parameter: parameters?[t] ?? t, spec: spec, firstRow: row, rows: rows, outputStart: start))
             row += rows
         }
         self.entries = entries

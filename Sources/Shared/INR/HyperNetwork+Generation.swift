@@ -156,7 +156,7 @@ extension HyperNetwork {
                 Self.addBiasReluResidual(a, h, previous, rows: R, p.value(block.bias).data, H, scale: p.value(block.scale)[0])
                 previous = h
             }
-            let out = target.value(e.tensor).data + chunk.lo * area
+            let out = target.value(e.parameter).data + chunk.lo * area
             Gemm.sgemmSingle(m: R, n: area, k: H, a: previous, lda: H, b: wt + offsets.output + e.outputStart, ldb: O, beta: 0,
                              c: out, ldc: area)
             let bias = p.value(head.outBias).data + e.outputStart, raw = act.raw.base + 6 * row
@@ -201,7 +201,7 @@ extension HyperNetwork {
             let destination = chunk.slot < 0 ? p.gradients.base + headBase : act.partials.base + chunk.slot * headCount
             func gradient(_ i: Int) -> UnsafeMutablePointer<Float> { destination + (p.offsets[i] - headBase) }
 
-            let raw = act.raw.base + 6 * row, dTarget = target.gradient(e.tensor).data + chunk.lo * area
+            let raw = act.raw.base + 6 * row, dTarget = target.gradient(e.parameter).data + chunk.lo * area
             let dy = act.dOut.base + row * config.outputSize
             let scaling = Profile.start(.elementwise)
             for r in 0..<R {

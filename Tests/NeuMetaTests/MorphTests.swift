@@ -197,3 +197,43 @@ func syntheticRGB(count: Int, size: Int, seed: UInt64) -> ImageDataset {
         #expect(Array(a.values.buffer) == Array(b.values.buffer))
     }
 }
+
+@Suite struct MorphJobSpecTests {
+    /// A worker built from a ResNet last-block job spec (through its JSON) computes the bits of
+    /// the single-process gradient; a LeNet spec's JSON has no morph plan, as before there was one.
+    @Test func workerComputesTheLocalLastBlockGradient() throws {
+        let (net, base) = MorphGenerationTests.base(batchNorm: true)
+        let morph = try MorphPlan(base: net, scope: .lastBlock)
+        let config = MorphGenerationTests.tiny
+        let data = syntheticRGB(count: 16, size: 8, seed: 2)
+        var plan = RoundPlan()
+        plan.minWidth = 2; plan.maxWidth = 4; plan.pretrainedWidth = 4; plan.batchSize = 4; plan.datasetCount = 16; plan.rounds = 3
+        plan.configurationsPerRound = 2
+        let inr = HyperNetwork(config: config, targetSpecs: try morph.generatedSpecs(classCount: 10), seed: 3)
+        let local = ConfigurationGradient(inr: inr, morph: morph, dataset: data, mean: [0.5, 0.5, 0.5], std: [0.3, 0.3, 0.3], pretrained: base)
+        let fingerprint = DataFingerprint(dataset: "synthetic-rgb", files: [.init(name: "images", size: 1, digest: "ab")])
+        var spec = JobSpec(family: net.family, classCount: 10, pretrainedWidth: 4, mean: [0.5, 0.5, 0.5], std: [0.3, 0.3, 0.3], inr: config,
+                           plan: plan, parameterCount: inr.parameters.count, baseParameterCount: base.count, data: fingerprint)
+        #expect(!String(decoding: spec.json, as: UTF8.self).contains("morph"))
+        spec.morph = morph
+        let decoded = try JobSpec.decode(spec.json)
+        #expect(decoded.morphPlan == morph)
+        let worker = try WorkerJob(spec: decoded, dataset: data, localData: fingerprint, parameters: WireTensor(copying: inr.parameters.values),
+                                   base: WireTensor(copying: base.values), round: 1)
+        for index in 0..<2 {
+            var fromWorker = [Float](repeating: .nan, count: inr.parameters.count)
+            let lock = NSLock()
+            _ = try worker.gradient(round: 1, configuration: index) { offset, values in
+                lock.withLock { fromWorker.replaceSubrange(offset..<(offset + values.count), with: values.array) }
+            }
+            _ = try local.compute(plan.configuration(round: 1, index: index))
+            #expect(fromWorker == Array(inr.parameters.gradients.buffer))
+        }
+        // A plan that disagrees with the spec's pretrained width is refused by name.
+        spec.morph = MorphPlan(family: net.family, baseWidths: morph.baseWidths.dropLast() + [5], scope: .lastBlock, imageSize: 8)
+        #expect(throws: JobSpecError.self) {
+            try WorkerJob(spec: spec, dataset: data, localData: fingerprint, parameters: WireTensor(copying: inr.parameters.values),
+                          base: WireTensor(copying: base.values), round: 1)
+        }
+    }
+}

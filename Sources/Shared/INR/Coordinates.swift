@@ -89,20 +89,25 @@ public struct CoordinateEmbedding: Sendable {
     /// Float angle differs from the exact 2ᵏπv by up to ≈ 0.006 rad; keeping it keeps the paper
     /// recipe identical to the public code.)
     public func embed(raw: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
-        let D = width, F = frequencies, norm = self.norm
         Parallel.forRanges(rows, minimum: 512) { range in
-            for r in range {
-                let c = raw + 6 * r, e = out + D * r
-                e[0] = c[0] / c[3]; e[1] = c[1] / c[4]; e[2] = c[2] / c[5]
-                e[3] = c[3] / norm; e[4] = c[4] / norm; e[5] = c[5] / norm
-                for d in 0..<6 {
-                    let angle = Double(Float.pi * e[d])
-                    var s = Foundation.sin(angle), co = Foundation.cos(angle)
-                    for k in 0..<F {
-                        e[6 + 12 * k + d] = Float(s)
-                        e[12 + 12 * k + d] = Float(co)
-                        (s, co) = (2 * s * co, (co - s) * (co + s))
-                    }
+            embedSerially(raw: raw + 6 * range.lowerBound, rows: range.count, into: out + width * range.lowerBound)
+        }
+    }
+
+    /// `embed` on the calling thread (a row's embedding does not depend on how rows are split).
+    func embedSerially(raw: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let D = width, F = frequencies, norm = self.norm
+        for r in 0..<rows {
+            let c = raw + 6 * r, e = out + D * r
+            e[0] = c[0] / c[3]; e[1] = c[1] / c[4]; e[2] = c[2] / c[5]
+            e[3] = c[3] / norm; e[4] = c[4] / norm; e[5] = c[5] / norm
+            for d in 0..<6 {
+                let angle = Double(Float.pi * e[d])
+                var s = Foundation.sin(angle), co = Foundation.cos(angle)
+                for k in 0..<F {
+                    e[6 + 12 * k + d] = Float(s)
+                    e[12 + 12 * k + d] = Float(co)
+                    (s, co) = (2 * s * co, (co - s) * (co + s))
                 }
             }
         }

@@ -92,11 +92,12 @@ struct Run: ParsableCommand {
         let trainer = training.trainer, plan = trainer.plan
         let e = c.experiment
 
-        var spec = JobSpec(family: setup.checkpoint.network.family, classCount: setup.classCount,
+        var spec = JobSpec(family: setup.network.family, classCount: setup.classCount,
                            pretrainedWidth: plan.pretrainedWidth, mean: setup.checkpoint.mean, std: setup.checkpoint.std,
                            inr: setup.config, plan: plan, parameterCount: trainer.inr.parameters.count,
                            baseParameterCount: setup.permuted.count, data: try setup.data.fingerprint())
         spec.dataset = setup.dataset
+        if setup.morph != spec.morphPlan { spec.morph = setup.morph }
         spec.gradientEncoding = c.workers.gradients == .bfloat16 ? .bfloat16 : .float32
         let server = try ClusterServer(bind: c.coordinator.bind, keys: coordinatorKeys, allowed: allowed, spec: spec,
                                        base: WireTensor(copying: setup.permuted.values), parameters: trainer.inr.parameters.values,

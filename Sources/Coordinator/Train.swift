@@ -44,6 +44,9 @@ struct Train: ParsableCommand {
         var accuracies: [String: Double] = [:]
         for width in Set([plan.minWidth, (plan.minWidth + plan.maxWidth) / 2, plan.maxWidth]).sorted() {
             let (network, weights) = try generator.sample(width: width, samples: 1, noise: plan.noise, seed: plan.seed)
+            try BatchNormRecalibration.recalibrate(network: network, parameters: weights, data: source.objective.dataset,
+                                                   mean: setup.checkpoint.mean, std: setup.checkpoint.std,
+                                                   batches: BatchNormRecalibration.defaultBatches, batchSize: plan.batchSize, seed: plan.seed)
             let acc = try BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: setup.checkpoint.mean,
                                            std: setup.checkpoint.std)
             accuracies[String(width)] = acc

@@ -40,6 +40,9 @@ struct ExperimentOptions: ParsableArguments {
     @Option(help: "Clamp every averaged gradient value to ±this (overrides experiment.optimizer.gradient_clip).") var gradientClip: Float?
     @Option(help: "λ_rec at round 0, decaying linearly to 0 (overrides experiment.reconstruction).") var reconstruction: Float?
     @Flag(help: "Skip the channel permutation (ablation).") var noPermute = false
+    @Option(help: "What the INR generates: all (every tensor) or last-block (a ResNet's last block; overrides experiment.morph).")
+    var morph: String?
+    @Option(help: "A ResNet base's batch norm: fold or recalibrate (overrides experiment.batch_norm).") var batchNorm: String?
 
     @Option(help: "Checkpoint directory (overrides checkpoints.directory).") var checkpointDir: String?
     @Option(help: "Checkpoint every this many rounds (overrides checkpoints.every_rounds).") var checkpointEvery: Int?
@@ -81,6 +84,8 @@ struct ExperimentOptions: ParsableArguments {
                       "--dataset must be one of \(DatasetSpec.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         try check(logEvery >= 1, "--log-every must be at least 1")
+        if let morph { try check(MorphScope(rawValue: morph) != nil, "--morph must be all or last-block") }
+        if let batchNorm { try check(BatchNormHandling(rawValue: batchNorm) != nil, "--batch-norm must be fold or recalibrate") }
         if let recipe {
             try check(ClusterConfig.Recipe(rawValue: recipe) != nil,
                       "--recipe must be one of \(ClusterConfig.Recipe.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -108,6 +113,8 @@ struct ExperimentOptions: ParsableArguments {
         }
         if let prefetch { c.workers.prefetch = prefetch }
         if inMemory { c.workers.inMemory = true }
+        if let morph, let m = MorphScope(rawValue: morph) { c.experiment.morph = m }
+        if let batchNorm, let b = BatchNormHandling(rawValue: batchNorm) { c.experiment.batchNorm = b }
         if let recipe, let r = ClusterConfig.Recipe(rawValue: recipe) { c.experiment.recipe = r }
         if let epochs { c.experiment.epochs = epochs }
         if let minWidth { c.experiment.widths.min = minWidth }
@@ -138,43 +145,50 @@ struct ExperimentOptions: ParsableArguments {
 }
 
 /// What INR training starts from, shared by `train` (one process) and `run` (the cluster):
-/// the base network and its SHP permutation, the training data (what it is, how batches are
-/// made of it, its size), and the recipe's INR, round plan and optimizer with the experiment's
-/// overrides.
+/// the base network (batch norm folded when asked) and its SHP permutation, the morph plan, the
+/// training data (what it is, how batches are made of it, its size), and the recipe's INR,
+/// round plan and optimizer with the experiment's overrides.
 struct TrainingSetup {
     let settings: ClusterConfig
     let checkpoint: NetworkCheckpoint
     /// This process's copy of the training data, and how batches are made of it.
     let data: LocalTrainingData
     let dataset: DatasetSpec
-    /// The base network's parameters after the permutation (the reconstruction target).
+    /// The base network trained toward: the checkpoint's, or its batch-norm-folded form.
+    let network: Network
+    /// The base network's parameters after folding and the permutation (the reconstruction target).
     let permuted: ParameterSet
+    let morph: MorphPlan
     let classCount: Int
     let config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings
     let recipe: ClusterConfig.Recipe
 
     /// Reads the base network (training it first when base.checkpoint is missing and was not
-    /// named on the command line) and permutes it; the training set is only counted here.
+    /// named on the command line), folds its batch norm (`experiment.batch_norm: fold`) and
+    /// permutes it; the training set is only counted here.
     init(_ c: ClusterConfig, baseGiven: Bool, permute: Bool) throws {
         settings = c
         let e = c.experiment
         let basePath = try Self.ensureBase(c, given: baseGiven)
         checkpoint = try NetworkCheckpoint.load(path: basePath)
-        let network = checkpoint.network
-        guard network.widths.count == 1 else {
-            throw ValidationError("\(basePath): a \(network.family) base network (widths \(network.widths)) cannot be morphed by the INR of "
-                                  + "this build: it morphs single-width families (lenet) only")
-        }
-        let pretrainedWidth = network.widths[0]
-        log("base: \(network.family) width \(pretrainedWidth) on \(network.inputShape.map(String.init).joined(separator: "×")) inputs from \(basePath)")
         data = LocalTrainingData(kind: e.dataset, directory: e.data, contentHashes: e.contentHashes, prefetch: c.workers.prefetch,
                                  inMemory: c.workers.inMemory)
-        dataset = try Self.dataset(e, base: network, path: basePath)
+        dataset = try Self.dataset(e, base: checkpoint.network, path: basePath)
         let examples = try data.count()
-        guard examples.classes == network.classCount else {
-            throw ValidationError("\(e.data) holds \(examples.classes) classes; the base network \(basePath) classifies \(network.classCount)")
-        }
         classCount = examples.classes
+        guard checkpoint.network.classCount == classCount else {
+            throw ValidationError("\(e.data) holds \(classCount) classes; the base network \(basePath) classifies \(checkpoint.network.classCount)")
+        }
+        var network = checkpoint.network, parameters = checkpoint.parameters
+        if e.batchNorm == .fold, let folded = NetworkFamily.foldedBatchNorm(network, parameters) {
+            (network, parameters) = folded
+            log("folded the base network's batch norm into its convolutions (\(network.family))")
+        }
+        self.network = network
+        do { morph = try MorphPlan(base: network, scope: e.morph) } catch { throw ValidationError("\(error)") }
+        let generated = morph.generated(network.parameterSpecs)
+        log("base: \(network.family) widths \(network.widths) from \(basePath); morph \(e.morph.rawValue): scalar width \(morph.baseWidth), "
+            + "\(generated.count) generated tensors (\(generated.reduce(0) { $0 + network.parameterSpecs[$1].count }) values)")
 
         recipe = e.recipe
         var config = INRConfig(), plan = RoundPlan(), optimizer = OptimizerSettings()
@@ -192,7 +206,8 @@ struct TrainingSetup {
         if let v = e.optimizer.weightDecay { optimizer.weightDecay = v }
         if let v = e.optimizer.gradientClip { optimizer.gradientClip = v }
         config.norm = Float(e.widths.max)
-        plan.minWidth = e.widths.min; plan.maxWidth = e.widths.max; plan.pretrainedWidth = pretrainedWidth
+        config.outputSize = try morph.largestKernelArea(classCount: classCount)
+        plan.minWidth = e.widths.min; plan.maxWidth = e.widths.max; plan.pretrainedWidth = morph.baseWidth
         plan.batchSize = e.batchSize; plan.seed = e.seed; plan.datasetCount = examples.examples
         guard plan.datasetCount >= plan.batchSize else {
             throw ValidationError("the training set has \(plan.datasetCount) images, fewer than one batch of \(plan.batchSize)")
@@ -200,9 +215,9 @@ struct TrainingSetup {
         plan.rounds = plan.rounds(forEpochs: e.epochs)
         self.config = config; self.plan = plan; self.optimizer = optimizer
 
-        permuted = checkpoint.parameters
+        permuted = parameters
         if permute {
-            let report = Permutation.permute(permuted, groups: checkpoint.network.channelGroups, seed: e.seed)
+            let report = Permutation.permute(permuted, groups: network.channelGroups, seed: e.seed)
             log(String(format: "permuted %d channel groups: total variation %.1f → %.1f", report.groups.count, report.totalVariationBefore,
                        report.totalVariationAfter))
         }
@@ -253,9 +268,10 @@ struct TrainingSetup {
 
     /// A trainer at round 0 (the INR initialised from the seed).
     func makeTrainer() -> INRTrainer {
-        let inr = HyperNetwork(config: config, targetSpecs: checkpoint.network.trainableSpecs, seed: plan.seed)
-        let target = TrainingTarget(base: permuted, family: checkpoint.network.family, classCount: classCount, mean: checkpoint.mean,
-                                    std: checkpoint.std, recipe: recipe.rawValue, imageSize: dataset.imageSize)
+        let specs = network.parameterSpecs, targetSpecs = morph.generated(specs).map { specs[$0] }
+        let inr = HyperNetwork(config: config, targetSpecs: targetSpecs, seed: plan.seed)
+        let target = TrainingTarget(base: permuted, family: network.family, morph: morph, classCount: classCount, mean: checkpoint.mean,
+                                    std: checkpoint.std, recipe: recipe.rawValue)
         log("INR (\(recipe.rawValue) recipe): \(inr.parameters.count) parameters, hidden \(config.hidden), L \(config.layers), "
             + "F \(config.frequencies); \(plan.rounds) rounds × \(plan.configurationsPerRound) configurations "
             + "(\(String(format: "%.2f", plan.epochs)) epochs), widths \(plan.minWidth)…\(plan.maxWidth)")
@@ -265,8 +281,8 @@ struct TrainingSetup {
     /// Gradients computed in this process, over the training set opened now.
     func makeLocalSource(for trainer: INRTrainer) throws -> LocalGradientSource {
         let train = try data.training(dataset, mean: checkpoint.mean, std: checkpoint.std)
-        let objective = ConfigurationGradient(inr: trainer.inr, family: checkpoint.network.family, dataset: train, mean: checkpoint.mean,
-                                              std: checkpoint.std, pretrained: permuted, pretrainedWidth: plan.pretrainedWidth)
+        let objective = ConfigurationGradient(inr: trainer.inr, morph: morph, dataset: train, mean: checkpoint.mean, std: checkpoint.std,
+                                              pretrained: permuted)
         return LocalGradientSource(objective: objective, plan: plan)
     }
 }

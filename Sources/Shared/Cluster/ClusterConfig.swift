@@ -78,6 +78,10 @@ public struct ClusterConfig: Sendable, Equatable {
         public var optimizer = Optimizer()
         /// λ_rec at round 0, the reconstruction weight at the pretrained width; ≥ 0.
         public var reconstruction: Float?
+        /// What the INR generates: the whole network, or a ResNet's last block (set by `--morph`).
+        public var morph = MorphScope.all
+        /// What happens to a base network's batch norm (set by `--batch-norm`).
+        public var batchNorm = BatchNormHandling.fold
         public init() {}
     }
 

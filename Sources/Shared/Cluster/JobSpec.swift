@@ -21,6 +21,12 @@ public struct JobSpec: Sendable, Equatable, Codable {
     public var dataset = DatasetSpec()
     /// How workers send gradients.
     public var gradientEncoding: WireTensor.Encoding = .float32
+    /// The target family's morph plan (nil: every tensor generated, `family`'s one width the
+    /// scalar width, as for LeNet).
+    public var morph: MorphPlan?
+
+    /// `morph`, or the plan a spec without one means.
+    public var morphPlan: MorphPlan { morph ?? MorphPlan(family: family, baseWidths: [pretrainedWidth], imageSize: dataset.imageSize) }
 
     public init(family: String, classCount: Int, pretrainedWidth: Int, mean: [Float], std: [Float], inr: INRConfig,
                 plan: RoundPlan, parameterCount: Int, baseParameterCount: Int, data: DataFingerprint) {

@@ -61,11 +61,13 @@ public final class WorkerJob {
         }
         if let problem = spec.dataset.problem { throw JobSpecError.unusable("data: \(problem)") }
         let shape = dataset.batchImageShape
-        let network: Network
-        do {
-            network = try NetworkFamily.make(spec.family, widths: [spec.pretrainedWidth], classCount: spec.classCount,
-                                             imageSize: shape.channels == 3 ? shape.height : nil)
-        } catch {
+        let morph = spec.morphPlan, network: Network
+        guard !morph.baseWidths.isEmpty, morph.baseWidths.allSatisfy({ $0 >= 1 }), morph.family == spec.family,
+              morph.baseWidth == spec.pretrainedWidth else {
+            throw JobSpecError.unusable("the morph plan (\(morph.family), base width \(morph.baseWidth)) disagrees with the family "
+                                        + "\(spec.family) at pretrained width \(spec.pretrainedWidth)")
+        }
+        do { network = try morph.network(width: morph.baseWidth, classCount: spec.classCount) } catch {
             throw JobSpecError.unusable("\(error)")
         }
         guard network.inputShape == [shape.channels, shape.height, shape.width] else {
@@ -79,7 +81,9 @@ public final class WorkerJob {
         guard spec.mean.count == dataset.batchImageShape.channels, spec.std.count == dataset.batchImageShape.channels else {
             throw JobSpecError.unusable("input normalisation has \(spec.mean.count) channels, the data \(dataset.batchImageShape.channels)")
         }
-        let inr = HyperNetwork(config: spec.inr, targetSpecs: network.trainableSpecs, seed: 0)
+        let generated = morph.generated(network.parameterSpecs).map { network.parameterSpecs[$0] }
+        guard !generated.isEmpty else { throw JobSpecError.unusable("the morph plan generates no tensor of \(spec.family)") }
+        let inr = HyperNetwork(config: spec.inr, targetSpecs: generated, seed: 0)
         let pretrained = network.makeParameters()
         let sent = parameters.reduce(0) { $0 + $1.values.count }
         guard inr.parameters.count == spec.parameterCount, sent == spec.parameterCount else {
@@ -92,8 +96,7 @@ public final class WorkerJob {
         }
         base.copy(into: pretrained.values.buffer)
         self.spec = spec
-        objective = ConfigurationGradient(inr: inr, family: spec.family, dataset: dataset, mean: spec.mean, std: spec.std,
-                                          pretrained: pretrained, pretrainedWidth: spec.pretrainedWidth)
+        objective = ConfigurationGradient(inr: inr, morph: morph, dataset: dataset, mean: spec.mean, std: spec.std, pretrained: pretrained)
         parameterRound = round
         headRanges = inr.headRanges
         try setParameters(parameters, round: round)

@@ -66,6 +66,16 @@ public enum NetworkFamily {
         }
     }
 
+    /// The batch-norm-folded form of `network` and its parameters (same inference logits), or
+    /// nil when the network has no batch norm.
+    public static func foldedBatchNorm(_ network: Network, _ parameters: ParameterSet) -> (Network, ParameterSet)? {
+        switch network {
+        case let n as CIFARResNet where n.batchNorm: return n.foldedBatchNorm(parameters)
+        case let n as ResNet18 where n.batchNorm: return n.foldedBatchNorm(parameters)
+        default: return nil
+        }
+    }
+
     /// Default widths of a family (the paper's base networks).
     public static func defaultWidths(_ family: String) -> [Int]? {
         switch family {

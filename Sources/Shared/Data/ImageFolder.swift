@@ -57,14 +57,7 @@ public struct ImageFolderDataset: Sendable {
         var names: [UInt8] = [], nameEnds: [UInt32] = [], classStarts = [0]
         for name in classNames {
             let classDirectory = directory + "/" + name
-            guard let walk = manager.enumerator(atPath: classDirectory) else {
-                throw DataError.unreadable(path: classDirectory, reason: "cannot list directory")
-            }
-            var images: [String] = []
-            while let relative = walk.nextObject() as? String {
-                let isDirectory = walk.fileAttributes?[.type] as? FileAttributeType == .typeDirectory
-                if !isDirectory, ImageFolderDataset.isImage(relative) { images.append(relative) }
-            }
+            var images = try Self.images(below: classDirectory)
             images.sort()
             guard !images.isEmpty else {
                 throw DataError.badDirectory(path: classDirectory, reason: "no .jpg, .jpeg or .png images")
@@ -111,6 +104,31 @@ public struct ImageFolderDataset: Sendable {
 
     /// Every image's label, in listing order (built on each call: for tests and tools).
     public var labels: [Int32] { (0..<classNames.count).flatMap { c in repeatElement(Int32(c), count: classStarts[c + 1] - classStarts[c]) } }
+
+    /// The images below `directory`, as paths relative to it, unsorted; hidden files and
+    /// directories are skipped, symbolic links are taken as files. Read with readdir, whose
+    /// entry types spare a stat per file (Foundation's enumerator stats each one: minutes
+    /// for 1.28 M files instead of seconds).
+    private static func images(below directory: String) throws -> [String] {
+        var found: [String] = [], pending = [""]  // subdirectories still to read, relative
+        while let relative = pending.popLast() {
+            let path = relative.isEmpty ? directory : directory + "/" + relative
+            guard let handle = opendir(path) else { throw DataError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+            defer { closedir(handle) }
+            while let entry = readdir(handle) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                guard !name.hasPrefix(".") else { continue }
+                let child = relative.isEmpty ? name : relative + "/" + name
+                var isDirectory = entry.pointee.d_type == UInt8(DT_DIR)
+                if entry.pointee.d_type == UInt8(DT_UNKNOWN) {
+                    var info = stat()
+                    isDirectory = lstat(path + "/" + name, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
+                }
+                if isDirectory { pending.append(child) } else if isImage(name) { found.append(child) }
+            }
+        }
+        return found
+    }
 
     /// Whether `relativePath` names an image: a `.jpg`, `.jpeg` or `.png` extension in any
     /// case, and no hidden component (such as macOS `._name.jpg` resource forks).

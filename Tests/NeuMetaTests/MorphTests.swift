@@ -303,3 +303,22 @@ func syntheticRGB(count: Int, size: Int, seed: UInt64) -> ImageDataset {
         #expect(fromZero == full)
     }
 }
+
+@Suite struct GeneratorCacheTests {
+    /// A residual family keeps only the 2 most recently used widths; a width generated again
+    /// after eviction is the same network bit for bit (copied tensors included). LeNet keeps all.
+    @Test func residualWidthsAreEvictedAndRebuiltIdentically() throws {
+        let (net, base) = MorphGenerationTests.base(batchNorm: true)
+        let morph = try MorphPlan(base: net, scope: .lastBlock)
+        let inr = HyperNetwork(config: MorphGenerationTests.tiny, targetSpecs: try morph.generatedSpecs(classCount: 10), seed: 4)
+        let generator = NetworkGenerator(inr: inr, morph: morph, classCount: 10, base: base)
+        let first = Array(try generator.generate(width: 2, noise: 0.5, noiseSeed: 3).1.values.buffer)
+        for w in [3, 4, 3] { _ = try generator.generate(width: w, noise: 0.5, noiseSeed: 1) }
+        #expect(generator.cachedWidths == [4, 3])
+        #expect(Array(try generator.generate(width: 2, noise: 0.5, noiseSeed: 3).1.values.buffer) == first)
+        let lenet = NetworkGenerator(inr: HyperNetwork(config: INRTests.tiny, targetSpecs: LeNet(width: 4).trainableSpecs, seed: 1),
+                                     family: "lenet", classCount: 10)
+        for w in 1...4 { _ = try lenet.generate(width: w, noise: 0, noiseSeed: 0) }
+        #expect(lenet.cachedWidths == [1, 2, 3, 4])
+    }
+}

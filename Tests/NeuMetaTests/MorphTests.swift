@@ -281,3 +281,44 @@ func syntheticRGB(count: Int, size: Int, seed: UInt64) -> ImageDataset {
         #expect(specs.contains { $0.outSize * $0.inSize > 4 * 16 })  // some tensor spans more chunks than tasks
     }
 }
+
+@Suite struct PartialBackwardTests {
+    /// A ResNet's backward from a parameter on gives that parameter's and every later one's
+    /// gradients bit for bit as the full backward, and leaves the earlier blocks and the stem
+    /// untouched (their gradients stay 0); from 0 it is the full backward.
+    @Test(arguments: [true, false]) func backwardStopsAfterTheFirstNeededBlock(batchNorm: Bool) {
+        let (net, p) = MorphGenerationTests.base(batchNorm: batchNorm)
+        let x = randomTensor([3, 3, 8, 8], seed: 4), dLogits = randomTensor([3, 10], seed: 5)
+        let first = p.index(of: "layer3.0.conv1.weight")!
+        func gradients(from start: Int?) -> [Float] {
+            p.zeroGradients()
+            _ = net.forward(p, input: x, mode: .training)
+            if let start { net.backward(p, input: x, dLogits: dLogits, from: start) } else { net.backward(p, input: x, dLogits: dLogits) }
+            return Array(p.gradients.buffer)
+        }
+        let full = gradients(from: nil), partial = gradients(from: first), fromZero = gradients(from: 0)
+        let split = p.offsets[first]
+        #expect(Array(partial[split...]) == Array(full[split...]))
+        #expect(partial[..<split].allSatisfy { $0 == 0 } && full[..<split].contains { $0 != 0 })
+        #expect(fromZero == full)
+    }
+}
+
+@Suite struct GeneratorCacheTests {
+    /// A residual family keeps only the 2 most recently used widths; a width generated again
+    /// after eviction is the same network bit for bit (copied tensors included). LeNet keeps all.
+    @Test func residualWidthsAreEvictedAndRebuiltIdentically() throws {
+        let (net, base) = MorphGenerationTests.base(batchNorm: true)
+        let morph = try MorphPlan(base: net, scope: .lastBlock)
+        let inr = HyperNetwork(config: MorphGenerationTests.tiny, targetSpecs: try morph.generatedSpecs(classCount: 10), seed: 4)
+        let generator = NetworkGenerator(inr: inr, morph: morph, classCount: 10, base: base)
+        let first = Array(try generator.generate(width: 2, noise: 0.5, noiseSeed: 3).1.values.buffer)
+        for w in [3, 4, 3] { _ = try generator.generate(width: w, noise: 0.5, noiseSeed: 1) }
+        #expect(generator.cachedWidths == [4, 3])
+        #expect(Array(try generator.generate(width: 2, noise: 0.5, noiseSeed: 3).1.values.buffer) == first)
+        let lenet = NetworkGenerator(inr: HyperNetwork(config: INRTests.tiny, targetSpecs: LeNet(width: 4).trainableSpecs, seed: 1),
+                                     family: "lenet", classCount: 10)
+        for w in 1...4 { _ = try lenet.generate(width: w, noise: 0, noiseSeed: 0) }
+        #expect(lenet.cachedWidths == [1, 2, 3, 4])
+    }
+}

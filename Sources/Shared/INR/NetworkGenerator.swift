@@ -23,6 +23,14 @@ public final class NetworkGenerator: @unchecked Sendable {
     }
 
     private var caches: [Int: WidthCache] = [:]
+    /// Cached widths, least recently used first.
+    private var recency: [Int] = []
+    /// A residual network holds hundreds of MB of activations at a batch of 128 (ResNet-20 at
+    /// 32×32: ≈ 300 MB), so only this many of its widths stay cached; LeNet's take kilobytes
+    /// and all stay.
+    static let residualWidthsCached = 2
+    /// The widths cached now, least recently used first.
+    var cachedWidths: [Int] { recency }
     let activations: INRActivations
 
     public init(inr: HyperNetwork, morph: MorphPlan, classCount: Int, base: ParameterSet?) {
@@ -39,8 +47,14 @@ public final class NetworkGenerator: @unchecked Sendable {
     public var family: String { morph.family }
 
     func cache(width: Int) throws -> WidthCache {
-        if let c = caches[width] { return c }
+        if let c = caches[width] {
+            if recency.last != width { recency.removeAll { $0 == width }; recency.append(width) }
+            return c
+        }
         let network = try morph.network(width: width, classCount: classCount)
+        if network is any ResidualNetwork {
+            while caches.count >= Self.residualWidthsCached { caches[recency.removeFirst()] = nil }
+        }
         let weights = network.makeParameters(), average = network.makeParameters()
         let generated = morph.generated(weights.specs)
         precondition(generated.count == inr.targetSpecs.count, "\(generated.count) generated tensors for an INR of \(inr.targetSpecs.count) heads")
@@ -59,6 +73,7 @@ public final class NetworkGenerator: @unchecked Sendable {
         let layout = CoordinateLayout(specs: generated.map { weights.specs[$0] }, outputSize: inr.config.outputSize, parameters: generated)
         let c = WidthCache(network: network, weights: weights, layout: layout, generated: generated, average: average)
         caches[width] = c
+        recency.append(width)
         return c
     }
 

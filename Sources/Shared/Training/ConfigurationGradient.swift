@@ -118,7 +118,9 @@ public final class ConfigurationGradient: @unchecked Sendable {
         weights.zeroGradients()
         let logits = network.forward(weights, input: x, mode: .training)
         let (ce, correct) = SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: labels, dLogits: dz)
-        network.backward(weights, input: x, dLogits: dz)
+        // Only the generated tensors' gradients are used: a ResNet morphed in its last block
+        // back-propagates no further than that block.
+        network.backward(weights, input: x, dLogits: dz, from: c.generated.first ?? 0)
 
         var terms = LossTerms()
         terms.crossEntropy = ce; terms.correct = correct; terms.samples = n

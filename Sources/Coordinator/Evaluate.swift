@@ -12,7 +12,11 @@ struct Evaluate: ParsableCommand {
         --baselines DIR/<family>-<w>.safetensors; trained there first with --train-baselines), \
         L1-norm channel pruning of the base network without fine-tuning (widths up to the \
         base width), and the permuted base network resampled to the width (nearest channel \
-        position, weights scaled by the fan-in ratio). Writes the table as CSV and Markdown and an SVG plot next to --out.
+        position, weights scaled by the fan-in ratio). Writes the table as CSV and Markdown and an SVG plot next to --out. \
+        Widths are the INR's scalar width: LeNet's w, a ResNet's first stage width (morph all; \
+        the other widths keep the base's ratios) or its last block's hidden width (morph \
+        last-block). Sampled networks with batch norm get their running statistics recomputed \
+        on --recalibration-batches training batches; the baselines keep theirs.
 
         Example: neumeta-coordinator evaluate --inr runs/inr.safetensors --widths 4,8,16,32,48 --samples 10 --json
         """
@@ -27,7 +31,11 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.svg (default: next to --inr).") var out: String?
     @Option(help: "Seed of the sampling noise.") var seed: UInt64 = 0
     @Flag(help: "Sample from the raw last-step INR parameters instead of their EMA.") var raw = false
-    @Option(help: "Dataset directory.") var data = FashionMNIST.defaultDirectory
+    @Option(help: "Dataset directory (default for fashion-mnist: \(FashionMNIST.defaultDirectory)).") var data: String?
+    @Option(help: "Dataset: fashion-mnist, cifar10, cifar100 or folder (default: the one the INR was trained on; a folder is tested on DIR/val at the INR's image size).")
+    var dataset: String?
+    @Option(help: "Training batches the running statistics of a sampled network with batch norm are recomputed on.")
+    var recalibrationBatches = BatchNormRecalibration.defaultBatches
     @Flag(help: "Print the table as one JSON object ({\"rows\": [...]}).") var json = false
     @OptionGroup var blas: BLASOptions
 
@@ -38,15 +46,17 @@ struct Evaluate: ParsableCommand {
     func validate() throws {
         _ = try parsedWidths()
         guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+        guard recalibrationBatches >= 1 else { throw ValidationError("--recalibration-batches must be at least 1") }
     }
 
     func run() throws {
         blas.apply()
         let checkpoint = try INRCheckpoint.load(path: inr)
-        let test = try FashionMNIST.load(split: .test, directory: data)
+        let sets = try SampledNetworkData(checkpoint: checkpoint, dataset: dataset, directory: data)
+        let test = sets.test
         let generator = checkpoint.makeGenerator(ema: !raw)
         let family = checkpoint.family, baseWidth = checkpoint.plan.pretrainedWidth
-        let baseNetwork = try NetworkFamily.make(family, widths: [baseWidth], classCount: checkpoint.classCount)
+        let baseNetwork = try checkpoint.morph.network(width: baseWidth, classCount: checkpoint.classCount)
         let kColumn = "neumeta_k\(samples)"
         var columns = ["neumeta_k1"]
         if samples != 1 { columns.append(kColumn) }
@@ -60,12 +70,14 @@ struct Evaluate: ParsableCommand {
             }
             var row: [String: Double] = [:]
             let (network, k1) = try generator.sample(width: width, samples: 1, noise: checkpoint.plan.noise, seed: seed)
+            try sets.recalibrate(network, k1, checkpoint: checkpoint, batches: recalibrationBatches)
             row["neumeta_k1"] = try accuracy(network, k1, mean: checkpoint.mean, std: checkpoint.std)
             if samples != 1 {
                 let (_, kw) = try generator.sample(width: width, samples: samples, noise: checkpoint.plan.noise, seed: seed)
+                try sets.recalibrate(network, kw, checkpoint: checkpoint, batches: recalibrationBatches)
                 row[kColumn] = try accuracy(network, kw, mean: checkpoint.mean, std: checkpoint.std)
             }
-            if let individual = try individualBaseline(family: family, width: width) {
+            if let individual = try individualBaseline(checkpoint, sets, width: width) {
                 row["individual"] = try accuracy(individual.network, individual.parameters, mean: individual.mean, std: individual.std)
             }
             if width <= baseWidth {
@@ -95,8 +107,8 @@ struct Evaluate: ParsableCommand {
     }
 
     /// The individually trained network of `width`, trained first when asked and missing.
-    func individualBaseline(family: String, width: Int) throws -> NetworkCheckpoint? {
-        let path = "\(baselines)/\(family)-\(width).safetensors"
+    func individualBaseline(_ checkpoint: INRCheckpoint, _ sets: SampledNetworkData, width: Int) throws -> NetworkCheckpoint? {
+        let family = checkpoint.family, path = "\(baselines)/\(family)-\(width).safetensors"
         if FileManager.default.fileExists(atPath: path) {
             // A broken baseline costs its cell, not the whole table.
             do { return try NetworkCheckpoint.load(path: path) } catch {
@@ -106,8 +118,14 @@ struct Evaluate: ParsableCommand {
         }
         guard trainBaselines else { return nil }
         log("training the individual baseline \(family) width \(width) (\(baselineEpochs) epochs) into \(path)")
-        let command = try TrainBase.parse(["--family", family, "--width", String(width), "--epochs", String(baselineEpochs),
-                                           "--data", data, "--out", path])
+        guard checkpoint.morph.scope == .all, checkpoint.morph.baseWidths.count == 1 else {
+            log("no individual baseline \(path): --train-baselines trains single-width families (train-base --widths makes the others)")
+            return nil
+        }
+        var arguments = ["--family", family, "--width", String(width), "--epochs", String(baselineEpochs),
+                         "--dataset", sets.dataset.kind.rawValue, "--data", sets.directory, "--out", path]
+        if let size = sets.dataset.imageSize { arguments += ["--image-size", String(size)] }
+        let command = try TrainBase.parse(arguments)
         try command.run()
         return try NetworkCheckpoint.load(path: path)
     }

@@ -18,15 +18,17 @@ final class LocalWorkers {
         return candidate
     }
 
-    /// Starts `count` workers named `local-1…` connecting to `endpoint`.
-    init(count: Int, endpoint: String, keys: String, data: String, threads: Int) throws {
+    /// Starts `count` workers named `local-1…` connecting to `endpoint`, reading `data` as this
+    /// process does (same directory, kind, fingerprint, prefetch depth and loading).
+    init(count: Int, endpoint: String, keys: String, data: LocalTrainingData, threads: Int) throws {
         let executable = try Self.workerExecutable()
         for i in 0..<count {
             let name = "local-\(i + 1)"
             let process = Process()
             process.executableURL = executable
-            process.arguments = ["--connect", endpoint, "--keys", keys, "--name", name, "--data", data, "--threads", String(threads),
-                                 "--exit-with-parent"]
+            process.arguments = ["--connect", endpoint, "--keys", keys, "--name", name, "--data", data.directory, "--dataset", data.kind.rawValue,
+                                 "--prefetch", String(data.prefetch), "--threads", String(threads), "--exit-with-parent"]
+                + (data.inMemory ? ["--in-memory"] : []) + (data.contentHashes ? ["--content-hashes"] : [])
             process.terminationHandler = { p in
                 if p.terminationStatus != 0 { log("local worker \(name) exited with status \(p.terminationStatus)") }
             }

@@ -92,10 +92,12 @@ struct Run: ParsableCommand {
         let trainer = training.trainer, plan = trainer.plan
         let e = c.experiment
 
-        var spec = JobSpec(family: setup.checkpoint.network.family, classCount: setup.classCount,
+        var spec = JobSpec(family: setup.network.family, classCount: setup.classCount,
                            pretrainedWidth: plan.pretrainedWidth, mean: setup.checkpoint.mean, std: setup.checkpoint.std,
                            inr: setup.config, plan: plan, parameterCount: trainer.inr.parameters.count,
-                           baseParameterCount: setup.permuted.count, data: try DataFingerprint.fashionMNIST(directory: e.data))
+                           baseParameterCount: setup.permuted.count, data: try setup.data.fingerprint())
+        spec.dataset = setup.dataset
+        if setup.morph != spec.morphPlan { spec.morph = setup.morph }
         spec.gradientEncoding = c.workers.gradients == .bfloat16 ? .bfloat16 : .float32
         let server = try ClusterServer(bind: c.coordinator.bind, keys: coordinatorKeys, allowed: allowed, spec: spec,
                                        base: WireTensor(copying: setup.permuted.values), parameters: trainer.inr.parameters.values,
@@ -108,8 +110,8 @@ struct Run: ParsableCommand {
         let workerEndpoint = bound.connectEndpoint
         log("listening on \(server.endpoint) (CURVE, \(allowed.count) allow-listed worker key\(allowed.count == 1 ? "" : "s")); "
             + "workers connect to \(workerEndpoint)")
-        let local = try LocalWorkers(count: c.workers.local, endpoint: workerEndpoint, keys: c.keys.directory,
-                                     data: e.data, threads: c.workers.threads)
+        let local = try LocalWorkers(count: c.workers.local, endpoint: workerEndpoint, keys: c.keys.directory, data: setup.data,
+                                     threads: c.workers.threads)
         defer { local.stop() }
 
         _ = try training.train(with: server)
@@ -119,7 +121,7 @@ struct Run: ParsableCommand {
         if trainer.round == plan.rounds && !skipEvaluation {
             var arguments = ["--inr", c.output.inr, "--widths", c.evaluation.widths.map(String.init).joined(separator: ","),
                              "--samples", String(c.evaluation.samples), "--out", c.evaluation.out, "--data", e.data,
-                             "--baselines", baselineDirectory(c)]
+                             "--dataset", e.dataset.rawValue, "--baselines", baselineDirectory(c)]
             if experiment.json { arguments.append("--json") }
             try Evaluate.parse(arguments).run()
         }

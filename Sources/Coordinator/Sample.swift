@@ -10,7 +10,9 @@ struct Sample: ParsableCommand {
         Generates the width-w network from the EMA INR (averaging K samples: the first with clean \
         coordinates, the rest with coordinate noise) and writes it as a safetensors file with the \
         base family's PyTorch key names and input normalisation, loadable by train-base's \
-        consumers and by PyTorch. With --evaluate, prints its test accuracy.
+        consumers and by PyTorch. With --evaluate, prints its test accuracy. A network with batch \
+        norm gets its running statistics recomputed on --recalibration-batches training batches \
+        (--data names the data set's directory where it is not Fashion-MNIST's default).
 
         Example: neumeta-coordinator sample --inr runs/inr.safetensors --width 20 --out runs/lenet-20.safetensors
         """
@@ -23,13 +25,17 @@ struct Sample: ParsableCommand {
     @Option(help: "Coordinate noise ε of samples 2…K (default: the training noise).") var noise: Float?
     @Option(help: "Seed of the sampling noise.") var seed: UInt64 = 0
     @Flag(help: "Also measure the test accuracy of the sampled network.") var evaluate = false
-    @Option(help: "Dataset directory for --evaluate.") var data = FashionMNIST.defaultDirectory
+    @Option(help: "Dataset directory (default for fashion-mnist: \(FashionMNIST.defaultDirectory)).") var data: String?
+    @Option(help: "Dataset: fashion-mnist, cifar10, cifar100 or folder (default: the one the INR was trained on).") var dataset: String?
+    @Option(help: "Training batches the running statistics of a network with batch norm are recomputed on.")
+    var recalibrationBatches = BatchNormRecalibration.defaultBatches
     @Flag(help: "Print one JSON object with the result.") var json = false
     @OptionGroup var blas: BLASOptions
 
     func validate() throws {
         guard width >= 1 else { throw ValidationError("--width must be at least 1") }
         guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+        guard recalibrationBatches >= 1 else { throw ValidationError("--recalibration-batches must be at least 1") }
     }
 
     func run() throws {
@@ -39,8 +45,13 @@ struct Sample: ParsableCommand {
         let (network, weights) = try generator.sample(width: width, samples: samples, noise: noise ?? checkpoint.plan.noise, seed: seed)
         var metadata = ["sampled_from": inr, "samples": String(samples), "recipe": checkpoint.recipe]
         var result: [String: Any] = ["width": width, "samples": samples, "out": out, "params": weights.count]
-        if evaluate {
-            let test = try FashionMNIST.load(split: .test, directory: data)
+        let needsData = evaluate || weights.specs.contains { $0.role == .runningMean }
+        let sets = needsData ? try SampledNetworkData(checkpoint: checkpoint, dataset: dataset, directory: data) : nil
+        if let sets, sets.train != nil {
+            try sets.recalibrate(network, weights, checkpoint: checkpoint, batches: recalibrationBatches)
+            metadata["recalibration_batches"] = String(recalibrationBatches)
+        }
+        if evaluate, let test = sets?.test {
             let accuracy = try BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: checkpoint.mean, std: checkpoint.std)
             metadata["test_accuracy"] = String(accuracy)
             result["test_accuracy"] = accuracy

@@ -39,11 +39,14 @@ struct Train: ParsableCommand {
         let seconds = try run.train(with: source)
 
         let plan = run.trainer.plan
-        let test = try FashionMNIST.load(split: .test, directory: c.experiment.data)
+        let test = try setup.data.test(setup.dataset, mean: setup.checkpoint.mean, std: setup.checkpoint.std, classCount: setup.classCount)
         let generator = run.trainer.checkpoint().makeGenerator()
         var accuracies: [String: Double] = [:]
         for width in Set([plan.minWidth, (plan.minWidth + plan.maxWidth) / 2, plan.maxWidth]).sorted() {
             let (network, weights) = try generator.sample(width: width, samples: 1, noise: plan.noise, seed: plan.seed)
+            try BatchNormRecalibration.recalibrate(network: network, parameters: weights, data: source.objective.dataset,
+                                                   mean: setup.checkpoint.mean, std: setup.checkpoint.std,
+                                                   batches: BatchNormRecalibration.defaultBatches, batchSize: plan.batchSize, seed: plan.seed)
             let acc = try BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: setup.checkpoint.mean,
                                            std: setup.checkpoint.std)
             accuracies[String(width)] = acc

@@ -13,6 +13,13 @@ struct ExperimentOptions: ParsableArguments {
 
     @Option(help: "Start from this trained base network (overrides base.checkpoint; never trained).") var base: String?
     @Option(help: "Dataset directory (overrides experiment.data).") var data: String?
+    @Option(help: "What the dataset directory holds: \(DatasetSpec.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (overrides experiment.dataset).")
+    var dataset: String?
+    @Option(help: "Image folder: side of the square batch images (overrides experiment.image_size).") var imageSize: Int?
+    @Option(help: "Image folder: batches decoded ahead on background threads (overrides workers.prefetch; never changes a result).")
+    var prefetch: Int?
+    @Flag(help: "Image folder: decode it into memory once instead of streaming it (as workers.in_memory; never changes a result).")
+    var inMemory = false
     @Option(help: "Recipe: default or paper (overrides experiment.recipe; the options below override the recipe).") var recipe: String?
     @Option(help: "INR epochs, passes over the training set (overrides experiment.epochs).") var epochs: Double?
     @Option(help: "Smallest trained width (overrides experiment.widths.min).") var minWidth: Int?
@@ -35,6 +42,9 @@ struct ExperimentOptions: ParsableArguments {
     @Option(help: "Clamp every averaged gradient value to ±this (overrides experiment.optimizer.gradient_clip).") var gradientClip: Float?
     @Option(help: "λ_rec at round 0, decaying linearly to 0 (overrides experiment.reconstruction).") var reconstruction: Float?
     @Flag(help: "Skip the channel permutation (ablation).") var noPermute = false
+    @Option(help: "What the INR generates: all (every tensor) or last-block (a ResNet's last block; overrides experiment.morph).")
+    var morph: String?
+    @Option(help: "A ResNet base's batch norm: fold or recalibrate (overrides experiment.batch_norm).") var batchNorm: String?
 
     @Option(help: "Checkpoint directory (overrides checkpoints.directory).") var checkpointDir: String?
     @Option(help: "Checkpoint every this many rounds (overrides checkpoints.every_rounds).") var checkpointEvery: Int?
@@ -73,7 +83,15 @@ struct ExperimentOptions: ParsableArguments {
         if let reconstruction { try check(reconstruction.isFinite && reconstruction >= 0, "--reconstruction must be ≥ 0") }
         if let checkpointEvery { try check(checkpointEvery >= 1, "--checkpoint-every must be at least 1") }
         if let rounds { try check(rounds >= 1, "--rounds must be at least 1") }
+        if let imageSize { try check((1...4096).contains(imageSize), "--image-size must be in 1…4096") }
+        if let prefetch { try check(prefetch >= 0, "--prefetch must not be negative") }
+        if let dataset {
+            try check(DatasetSpec.Kind(rawValue: dataset) != nil,
+                      "--dataset must be one of \(DatasetSpec.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         try check(logEvery >= 1, "--log-every must be at least 1")
+        if let morph { try check(MorphScope(rawValue: morph) != nil, "--morph must be all or last-block") }
+        if let batchNorm { try check(BatchNormHandling(rawValue: batchNorm) != nil, "--batch-norm must be fold or recalibrate") }
         if let recipe {
             try check(ClusterConfig.Recipe(rawValue: recipe) != nil,
                       "--recipe must be one of \(ClusterConfig.Recipe.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -94,6 +112,15 @@ struct ExperimentOptions: ParsableArguments {
         }
         if let base { c.base.checkpoint = base }
         if let data { c.experiment.data = data }
+        if let dataset, let kind = DatasetSpec.Kind(rawValue: dataset) { c.experiment.dataset = kind }
+        if let imageSize { c.experiment.imageSize = imageSize }
+        if c.experiment.dataset != .folder, let size = c.experiment.imageSize {
+            throw ValidationError("an image size (\(size)) applies to image folders only (experiment.dataset: folder), not to \(c.experiment.dataset.rawValue)")
+        }
+        if let prefetch { c.workers.prefetch = prefetch }
+        if inMemory { c.workers.inMemory = true }
+        if let morph, let m = MorphScope(rawValue: morph) { c.experiment.morph = m }
+        if let batchNorm, let b = BatchNormHandling(rawValue: batchNorm) { c.experiment.batchNorm = b }
         if let recipe, let r = ClusterConfig.Recipe(rawValue: recipe) { c.experiment.recipe = r }
         if let epochs { c.experiment.epochs = epochs }
         if let minWidth { c.experiment.widths.min = minWidth }
@@ -125,32 +152,50 @@ struct ExperimentOptions: ParsableArguments {
 }
 
 /// What INR training starts from, shared by `train` (one process) and `run` (the cluster):
-/// the base network and its SHP permutation, the training set's size, and the recipe's INR,
+/// the base network (batch norm folded when asked) and its SHP permutation, the morph plan, the
+/// training data (what it is, how batches are made of it, its size), and the recipe's INR,
 /// round plan and optimizer with the experiment's overrides.
 struct TrainingSetup {
     let settings: ClusterConfig
     let checkpoint: NetworkCheckpoint
-    /// The base network's parameters after the permutation (the reconstruction target).
+    /// This process's copy of the training data, and how batches are made of it.
+    let data: LocalTrainingData
+    let dataset: DatasetSpec
+    /// The base network trained toward: the checkpoint's, or its batch-norm-folded form.
+    let network: Network
+    /// The base network's parameters after folding and the permutation (the reconstruction target).
     let permuted: ParameterSet
+    let morph: MorphPlan
     let classCount: Int
     let config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings
     let recipe: ClusterConfig.Recipe
 
     /// Reads the base network (training it first when base.checkpoint is missing and was not
-    /// named on the command line) and permutes it; the training set is only counted here.
+    /// named on the command line), folds its batch norm (`experiment.batch_norm: fold`) and
+    /// permutes it; the training set is only counted here.
     init(_ c: ClusterConfig, baseGiven: Bool, permute: Bool) throws {
         settings = c
         let e = c.experiment
-        guard e.dataset == .fashionMNIST else {
-            throw ValidationError("experiment.dataset \(e.dataset.rawValue) is not supported for INR training yet (fashion-mnist is)")
-        }
         let basePath = try Self.ensureBase(c, given: baseGiven)
         checkpoint = try NetworkCheckpoint.load(path: basePath)
-        guard checkpoint.network.widths.count == 1 else { throw ValidationError("only single-width families can be trained into an INR") }
-        let pretrainedWidth = checkpoint.network.widths[0]
-        log("base: \(checkpoint.network.family) width \(pretrainedWidth) from \(basePath)")
-        let examples = try FashionMNIST.count(split: .train, directory: e.data)
+        data = LocalTrainingData(kind: e.dataset, directory: e.data, contentHashes: e.contentHashes, prefetch: c.workers.prefetch,
+                                 inMemory: c.workers.inMemory)
+        dataset = try Self.dataset(e, base: checkpoint.network, path: basePath)
+        let examples = try data.count()
         classCount = examples.classes
+        guard checkpoint.network.classCount == classCount else {
+            throw ValidationError("\(e.data) holds \(classCount) classes; the base network \(basePath) classifies \(checkpoint.network.classCount)")
+        }
+        var network = checkpoint.network, parameters = checkpoint.parameters
+        if e.batchNorm == .fold, let folded = NetworkFamily.foldedBatchNorm(network, parameters) {
+            (network, parameters) = folded
+            log("folded the base network's batch norm into its convolutions (\(network.family))")
+        }
+        self.network = network
+        do { morph = try MorphPlan(base: network, scope: e.morph) } catch { throw ValidationError("\(error)") }
+        let generated = morph.generated(network.parameterSpecs)
+        log("base: \(network.family) widths \(network.widths) from \(basePath); morph \(e.morph.rawValue): scalar width \(morph.baseWidth), "
+            + "\(generated.count) generated tensors (\(generated.reduce(0) { $0 + network.parameterSpecs[$1].count }) values)")
 
         recipe = e.recipe
         var config = INRConfig(), plan = RoundPlan(), optimizer = OptimizerSettings()
@@ -169,7 +214,8 @@ struct TrainingSetup {
         if let v = e.optimizer.weightDecay { optimizer.weightDecay = v }
         if let v = e.optimizer.gradientClip { optimizer.gradientClip = v }
         config.norm = Float(e.widths.max)
-        plan.minWidth = e.widths.min; plan.maxWidth = e.widths.max; plan.pretrainedWidth = pretrainedWidth
+        config.outputSize = try morph.largestKernelArea(classCount: classCount)
+        plan.minWidth = e.widths.min; plan.maxWidth = e.widths.max; plan.pretrainedWidth = morph.baseWidth
         plan.batchSize = e.batchSize; plan.seed = e.seed; plan.datasetCount = examples.examples
         guard plan.datasetCount >= plan.batchSize else {
             throw ValidationError("the training set has \(plan.datasetCount) images, fewer than one batch of \(plan.batchSize)")
@@ -177,11 +223,36 @@ struct TrainingSetup {
         plan.rounds = plan.rounds(forEpochs: e.epochs)
         self.config = config; self.plan = plan; self.optimizer = optimizer
 
-        permuted = checkpoint.parameters
+        permuted = parameters
         if permute {
-            let report = Permutation.permute(permuted, groups: checkpoint.network.channelGroups, seed: e.seed)
+            let report = Permutation.permute(permuted, groups: network.channelGroups, seed: e.seed)
             log(String(format: "permuted %d channel groups: total variation %.1f → %.1f", report.groups.count, report.totalVariationBefore,
                        report.totalVariationAfter))
+        }
+    }
+
+    /// How batches are made of the experiment's data for `base`, whose input shape they must
+    /// have: an image folder at the base network's image size (experiment.image_size, when
+    /// given, must agree), the kinds held in memory at their stored size.
+    static func dataset(_ e: ClusterConfig.Experiment, base: Network, path: String) throws -> DatasetSpec {
+        let input = base.inputShape, described = input.map(String.init).joined(separator: "×")
+        switch e.dataset {
+        case .folder:
+            guard input[0] == 3, input[1] == input[2] else {
+                throw ValidationError("\(path): the base network takes \(described) inputs; an image folder gives 3×S×S")
+            }
+            if let size = e.imageSize, size != input[1] {
+                throw ValidationError("experiment.image_size is \(size) but the base network \(path) takes \(described) inputs: "
+                                      + "set image_size to \(input[1]), or train a base network at \(size)")
+            }
+            return DatasetSpec(kind: .folder, imageSize: input[1], augment: e.augment)
+        case .fashionMNIST, .cifar10, .cifar100:
+            let stored = e.dataset == .fashionMNIST ? [1, 28, 28] : [3, 32, 32]
+            guard input == stored else {
+                throw ValidationError("\(path): the base network takes \(described) inputs; \(e.dataset.rawValue) images are "
+                                      + stored.map(String.init).joined(separator: "×"))
+            }
+            return DatasetSpec(kind: e.dataset)
         }
     }
 
@@ -194,15 +265,20 @@ struct TrainingSetup {
         log("no base network at \(path): training \(c.experiment.family) width \(c.base.width) for \(c.base.epochs) epochs")
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-        try TrainBase.parse(["--family", c.experiment.family, "--width", String(c.base.width), "--epochs", String(c.base.epochs),
-                             "--data", c.experiment.data, "--seed", String(c.experiment.seed), "--out", path]).run()
+        var arguments = ["--family", c.experiment.family, "--width", String(c.base.width), "--epochs", String(c.base.epochs),
+                         "--dataset", c.experiment.dataset.rawValue, "--data", c.experiment.data, "--seed", String(c.experiment.seed), "--out", path]
+        if c.experiment.dataset == .folder {
+            arguments += ["--image-size", String(c.experiment.imageSize ?? 64), "--prefetch", String(c.workers.prefetch)]
+        }
+        try TrainBase.parse(arguments).run()
         return path
     }
 
     /// A trainer at round 0 (the INR initialised from the seed).
     func makeTrainer() -> INRTrainer {
-        let inr = HyperNetwork(config: config, targetSpecs: checkpoint.network.trainableSpecs, seed: plan.seed)
-        let target = TrainingTarget(base: permuted, family: checkpoint.network.family, classCount: classCount, mean: checkpoint.mean,
+        let specs = network.parameterSpecs, targetSpecs = morph.generated(specs).map { specs[$0] }
+        let inr = HyperNetwork(config: config, targetSpecs: targetSpecs, seed: plan.seed)
+        let target = TrainingTarget(base: permuted, family: network.family, morph: morph, classCount: classCount, mean: checkpoint.mean,
                                     std: checkpoint.std, recipe: recipe.rawValue)
         log("INR (\(recipe.rawValue) recipe): \(inr.parameters.count) parameters, hidden \(config.hidden), L \(config.layers), "
             + "F \(config.frequencies); \(plan.rounds) rounds × \(plan.configurationsPerRound) configurations "
@@ -210,11 +286,11 @@ struct TrainingSetup {
         return INRTrainer(inr: inr, plan: plan, optimizer: optimizer, target: target)
     }
 
-    /// Gradients computed in this process, over the training set loaded now.
+    /// Gradients computed in this process, over the training set opened now.
     func makeLocalSource(for trainer: INRTrainer) throws -> LocalGradientSource {
-        let train = try FashionMNIST.load(split: .train, directory: settings.experiment.data)
-        let objective = ConfigurationGradient(inr: trainer.inr, family: checkpoint.network.family, dataset: train, mean: checkpoint.mean,
-                                              std: checkpoint.std, pretrained: permuted, pretrainedWidth: plan.pretrainedWidth)
+        let train = try data.training(dataset, mean: checkpoint.mean, std: checkpoint.std)
+        let objective = ConfigurationGradient(inr: trainer.inr, morph: morph, dataset: train, mean: checkpoint.mean, std: checkpoint.std,
+                                              pretrained: permuted)
         return LocalGradientSource(objective: objective, plan: plan)
     }
 }

@@ -11,9 +11,19 @@ protocol ConfigurationCompute: AnyObject {
     /// gradient piece to `piece(offset, values)` as soon as it is final, and returns the
     /// configurations' loss terms.
     func gradient(round: Int, block: Int, piece: @escaping (_ offset: Int, _ values: WireTensor) -> Void) throws -> [LossTerms]
+    /// Starts reading the data of these blocks (the one about to be computed first), if any.
+    func prefetch(blocks: [(round: Int, block: Int)])
 }
 
-extension WorkerJob: ConfigurationCompute {}
+extension ConfigurationCompute {
+    func prefetch(blocks: [(round: Int, block: Int)]) {}
+}
+
+extension WorkerJob: ConfigurationCompute {
+    func prefetch(blocks: [(round: Int, block: Int)]) {
+        prefetch(blocks.flatMap { item in spec.plan.configurations(ofBlock: item.block).map { (round: item.round, configuration: $0) } })
+    }
+}
 
 /// Builds the compute of a welcome from its job spec, parameter heads, pretrained weights and round.
 typealias MakeCompute = (_ spec: JobSpec, _ parameters: [WorkerState.ParameterHead], _ base: WireTensor, _ round: Int) throws

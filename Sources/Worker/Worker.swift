@@ -12,8 +12,12 @@ struct Worker: ParsableCommand {
         Connects to the coordinator over ZeroMQ with CURVE encryption, proves its identity with \
         its key pair (DIR/<key-name>.key, whose public key must be in the coordinator's \
         authorized_workers) and checks the coordinator's identity (DIR/coordinator.pub). It reads \
-        the training data from its own --data directory; the coordinator refuses a worker whose \
-        data differs from its own (the refusal says which file differs).
+        the training data from its own --data directory — Fashion-MNIST IDX files, CIFAR binary \
+        batches, or an image folder DIR/train/<class>/*.{jpg,png} streamed from disk, decoded on \
+        background threads --prefetch batches ahead (--in-memory: decoded once) — and makes each \
+        batch as the coordinator's job says (image size, augmentation); the coordinator refuses a \
+        worker whose data differs from its own (the refusal says which file, or which classes \
+        of a folder, differ).
 
         The worker decides nothing: it computes the gradient of each configuration it is sent \
         (a pure function of the parameters, the round and the configuration index) and returns \
@@ -24,8 +28,8 @@ struct Worker: ParsableCommand {
         1 on a local error.
 
         With --config, the endpoint (coordinator.connect, or coordinator.bind read from this \
-        side), key directory, data directory and thread count come from that cluster.yaml; the \
-        options override them.
+        side), key directory, data directory and kind, thread count, prefetch depth and folder \
+        loading come from that cluster.yaml; the options override them.
 
         Logs go to standard error as [name] lines; --log-level LEVEL filters them (trace, debug, \
         info (default), notice, warning, error, critical).
@@ -49,8 +53,20 @@ struct Worker: ParsableCommand {
     @Option(help: "Name in the coordinator's logs (default: host-pid). Unique per worker.")
     var name: String?
 
-    @Option(help: "Local dataset directory (Fashion-MNIST IDX files; default \(FashionMNIST.defaultDirectory)).")
+    @Option(help: "Local dataset directory (default \(FashionMNIST.defaultDirectory)).")
     var data: String?
+
+    @Option(help: "What --data holds: \(DatasetSpec.Kind.allCases.map(\.rawValue).joined(separator: ", ")) (default: experiment.dataset of --config, else told by its contents: a train/ subdirectory is a folder).")
+    var dataset: String?
+
+    @Option(help: "Batches of an image folder decoded ahead on background threads (default: workers.prefetch, else 8).")
+    var prefetch: Int?
+
+    @Flag(help: "Decode an image folder into memory once instead of streaming it (default: workers.in_memory).")
+    var inMemory = false
+
+    @Flag(help: "Fingerprint an image folder's bytes, not just its file names and sizes (default: experiment.content_hashes; must match the coordinator).")
+    var contentHashes = false
 
     @Option(help: "Compute threads (default: one per core).")
     var threads: Int?
@@ -102,6 +118,16 @@ struct Worker: ParsableCommand {
         }
         guard let keys = keys ?? file?.keys.directory else { throw ValidationError("give --keys DIR (or --config cluster.yaml)") }
         let data = data ?? file?.experiment.data ?? FashionMNIST.defaultDirectory
+        let kind: DatasetSpec.Kind
+        if let dataset {
+            guard let given = DatasetSpec.Kind(rawValue: dataset) else {
+                throw ValidationError("--dataset must be one of \(DatasetSpec.Kind.allCases.map(\.rawValue).joined(separator: ", ")), not '\(dataset)'")
+            }
+            kind = given
+        } else {
+            kind = file?.experiment.dataset ?? DatasetSpec.Kind.detect(directory: data)
+        }
+        if let prefetch, prefetch < 0 { throw ValidationError("--prefetch must not be negative") }
         BLASRuntime.configureThreads(threads: threads ?? file?.workers.threads, blasThreads: blasThreads)
         let name = try self.name.map { given in
             guard KeyStore.isValidWorkerName(given) else {
@@ -117,10 +143,11 @@ struct Worker: ParsableCommand {
             fingerprint = SyntheticGradients.fingerprint
             makeCompute = { spec, parameters, _, round in try SyntheticJob(spec: spec, seconds: synthetic, parameters: parameters, round: round) }
         } else {
-            fingerprint = try DataFingerprint.fashionMNIST(directory: data)
-            let dataset = try FashionMNIST.load(split: .train, directory: data)
+            let local = LocalTrainingData(kind: kind, directory: data, contentHashes: contentHashes || file?.experiment.contentHashes == true,
+                                          prefetch: prefetch ?? file?.workers.prefetch ?? 8, inMemory: inMemory || file?.workers.inMemory == true)
+            fingerprint = try local.fingerprint()
             makeCompute = { spec, parameters, base, round in
-                try WorkerJob(spec: spec, dataset: dataset, localData: fingerprint, parameters: parameters, base: base, round: round)
+                try WorkerJob(spec: spec, data: local, parameters: parameters, base: base, round: round)
             }
         }
         let loop = try WorkerLoop(name: name, endpoint: connect, keys: pair, server: server, fingerprint: fingerprint,

@@ -299,6 +299,7 @@ final class ComputeShared: @unchecked Sendable {
             while shared.pending.isEmpty && !shared.stopping { shared.condition.wait() }
             if shared.stopping { shared.condition.unlock(); return }
             let item = shared.pending.removeFirst()
+            let queued = shared.pending.filter { $0.session == item.session }.map { (round: $0.round, block: $0.block) }
             let setup = shared.setup, parameters = shared.parameters
             shared.condition.unlock()
 
@@ -316,6 +317,7 @@ final class ComputeShared: @unchecked Sendable {
                     try job!.setParameters(parameters.heads, round: parameters.round)
                 }
                 jobVersion = parameters.version
+                job!.prefetch(blocks: [(item.round, item.block)] + queued)
                 let started = ContinuousClock.now
                 let terms = try job!.gradient(round: item.round, block: item.block) { offset, values in
                     hand(.gradientPiece(round: item.round, block: item.block, offset: offset, values: values), session: item.session)

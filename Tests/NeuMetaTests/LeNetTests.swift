@@ -15,9 +15,12 @@ import Testing
             AvgPool2d.forward(x: y, y: pooled, pg)
             return pooled
         }
-        let h1 = convReLUPool(x, 1, 28, 3, w, 0), h2 = convReLUPool(h1, w, 14, 5, 2 * w, 2), h3 = convReLUPool(h2, 2 * w, 7, 5, 4 * w, 4)
+        let (channels, side) = (x.shape[1], x.shape[2])
+        let h1 = convReLUPool(x, channels, side, 3, w, 0), h2 = convReLUPool(h1, w, side / 2, 5, 2 * w, 2)
+        let h3 = convReLUPool(h2, 2 * w, side / 4, 5, 4 * w, 4)
+        let plane = (side / 8) * (side / 8)
         let feature = Tensor(zeros: [n, 4 * w])
-        for i in 0..<n { for c in 0..<(4 * w) { feature[i * 4 * w + c] = h3[(i * 4 * w + c) * 9] } }
+        for i in 0..<n { for c in 0..<(4 * w) { feature[i * 4 * w + c] = h3[(i * 4 * w + c) * plane] } }
         let logits = Tensor(zeros: [n, 10])
         Linear.forward(x: feature, weight: p.value(6), bias: p.value(7), y: logits)
         return logits.toArray()
@@ -31,6 +34,24 @@ import Testing
         let x = randomTensor([2, 1, 28, 28], seed: 2)
         let logits = net.forward(p, input: x, mode: .training).toArray()
         expectClose(logits, referenceLogits(net, p, x), atol: 1e-5, rtol: 1e-4, "LeNet logits vs full-size reference")
+    }
+
+    /// RGB inputs of other sizes (an image folder's): the cropped computation is still the full
+    /// network's, whatever rows the poolings drop.
+    @Test(arguments: [8, 16, 30, 64])
+    func rgbInputsOfAnySizeEqualTheFullNetwork(side: Int) throws {
+        let net = try #require(try NetworkFamily.make("lenet", widths: [3], imageSize: side) as? LeNet)
+        #expect(net.inputShape == [3, side, side] && net.parameterSpecs[0].shape == [3, 3, 3, 3])
+        let p = net.makeParameters()
+        var rng = SeededRandom(5)
+        p.initializeDefault(rng: &rng)
+        let x = randomTensor([2, 3, side, side], seed: 6)
+        let logits = net.forward(p, input: x, mode: .training).toArray()
+        expectClose(logits, referenceLogits(net, p, x), atol: 1e-5, rtol: 1e-4, "LeNet \(side)×\(side) RGB logits vs full-size reference")
+    }
+
+    @Test func tooSmallImagesAreRefused() {
+        #expect(throws: (any Error).self) { try NetworkFamily.make("lenet", widths: [3], imageSize: 7) }
     }
 
     @Test func specsAndGroups() {

@@ -39,6 +39,8 @@ extension ClusterConfig {
                 ("local", { c.workers.local = try $0.int(atLeast: 0) }),
                 ("threads", { c.workers.threads = try $0.int(atLeast: 1) }),
                 ("gradients", { c.workers.gradients = try $0.choice() }),
+                ("prefetch", { c.workers.prefetch = try $0.int(atLeast: 0) }),
+                ("in_memory", { c.workers.inMemory = try $0.bool() }),
             ]) }),
             ("checkpoints", { n in try n.fields([
                 ("directory", { c.checkpoints.directory = try $0.string() }),
@@ -56,12 +58,19 @@ extension ClusterConfig {
 }
 
 extension ClusterConfig.Experiment {
+    /// The experiment; the image-folder keys (image_size, augment, content_hashes) set to other
+    /// than their defaults are refused with another dataset, on their line.
     static func read(_ n: ConfigNode) throws -> Self {
         var e = Self()
+        var folderKeys: [(key: String, line: Int?)] = []
+        func folderOnly(_ key: String, _ node: ConfigNode) { folderKeys.append((key, node.node.mark?.line)) }
         try n.fields([
             ("family", { e.family = try $0.oneOf(NetworkFamily.names) }),
             ("dataset", { e.dataset = try $0.choice() }),
             ("data", { e.data = try $0.string() }),
+            ("image_size", { e.imageSize = try $0.orNull { try $0.int(atLeast: 1, atMost: 4096) }; if e.imageSize != nil { folderOnly("image_size", $0) } }),
+            ("augment", { e.augment = try $0.bool(); if !e.augment { folderOnly("augment", $0) } }),
+            ("content_hashes", { e.contentHashes = try $0.bool(); if e.contentHashes { folderOnly("content_hashes", $0) } }),
             ("recipe", { e.recipe = try $0.choice() }),
             ("widths", { e.widths = try .read($0) }),
             ("epochs", { e.epochs = try $0.number("a positive number") { $0 > 0 } }),
@@ -89,6 +98,10 @@ extension ClusterConfig.Experiment {
             ]) }),
             ("reconstruction", { e.reconstruction = try $0.orNull { try $0.number("a number ≥ 0") { $0 >= 0 } } }),
         ])
+        if e.dataset != .folder, let (key, line) = folderKeys.first {
+            throw ConfigError(file: n.file, line: line, message: "\(n.path).\(key) applies to image folders only "
+                              + "(\(n.path).dataset: folder), not to \(e.dataset.rawValue)")
+        }
         return e
     }
 }

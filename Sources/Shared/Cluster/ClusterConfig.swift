@@ -32,9 +32,7 @@ public struct ClusterConfig: Sendable, Equatable {
     public static let defaults = ClusterConfig()
 
     /// Datasets by their `experiment.dataset` names.
-    public enum Dataset: String, Sendable, CaseIterable {
-        case fashionMNIST = "fashion-mnist", cifar10, cifar100
-    }
+    public typealias Dataset = DatasetSpec.Kind
 
     /// INR training recipes by their `experiment.recipe` names: `paper` is the paper's recipe
     /// exactly, `default` ours (see `neumeta-coordinator train --help`).
@@ -49,6 +47,15 @@ public struct ClusterConfig: Sendable, Equatable {
         public var dataset = Dataset.fashionMNIST
         /// Local dataset directory (a worker may override it with `--data`).
         public var data = FashionMNIST.defaultDirectory
+        /// Image folder: side of the square batch images, 1…4096 (nil: the base network's, or
+        /// 64 when the base network is trained first).
+        public var imageSize: Int?
+        /// Image folder: random-resized crops and flips for training batches (false: resize and
+        /// centre crop).
+        public var augment = true
+        /// Image folder: the data fingerprint covers every image's bytes, not only the file names
+        /// and sizes (reads the whole folder at every start, on every worker).
+        public var contentHashes = false
         /// The recipe that fills in every nil below.
         public var recipe = Recipe.default
         /// The trained width range.
@@ -73,6 +80,10 @@ public struct ClusterConfig: Sendable, Equatable {
         public var optimizer = Optimizer()
         /// λ_rec at round 0, the reconstruction weight at the pretrained width; ≥ 0.
         public var reconstruction: Float?
+        /// What the INR generates: the whole network, or a ResNet's last block (set by `--morph`).
+        public var morph = MorphScope.all
+        /// What happens to a base network's batch norm (set by `--batch-norm`).
+        public var batchNorm = BatchNormHandling.fold
         public init() {}
     }
 
@@ -161,6 +172,12 @@ public struct ClusterConfig: Sendable, Equatable {
         /// How workers send gradients: float32 (exact) or bfloat16 (half the bytes; the sum and
         /// the optimizer stay float32).
         public var gradients = GradientPrecision.float32
+        /// Batches of an image folder a worker (or `train`) decodes ahead on background threads;
+        /// ≥ 0. It changes when decoding happens, never a result.
+        public var prefetch = 8
+        /// Decode an image folder into memory once instead of streaming it (same results; 3
+        /// bytes a pixel of memory on every worker).
+        public var inMemory = false
         public init() {}
     }
 

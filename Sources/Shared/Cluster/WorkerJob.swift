@@ -13,9 +13,29 @@ public final class WorkerJob {
     public private(set) var parameterRound: Int
     /// The data order of the epoch the last configuration came from (shuffled once per epoch).
     private var epochOrder: (epoch: Int, indices: [Int])?
+    /// The same for the configurations whose batches are prefetched (another epoch, at times).
+    private var prefetchOrder: (epoch: Int, indices: [Int])?
+    /// The configurations of the newest round this worker was given (see `prefetch`).
+    private var given: (round: Int, configurations: Set<Int>)?
     private let headRanges: [Range<Int>]
     /// A block's running gradient sum (allocated with the first block of several configurations).
     private var blockSum: FloatStorage?
+
+    /// Checks the spec against this build and the local data, opens the training set as the
+    /// spec describes it, then sets up the INR.
+    public convenience init(spec: JobSpec, data: LocalTrainingData, parameters: [WorkerState.ParameterHead], base: WireTensor,
+                            round: Int) throws {
+        let local = try data.fingerprint()
+        let differences = spec.data.differences(from: local)
+        guard differences.isEmpty else {
+            throw JobSpecError.unusable("this worker's data differs from the coordinator's: " + differences.joined(separator: "; "))
+        }
+        let dataset: any TrainingImages
+        do { dataset = try data.training(spec.dataset, mean: spec.mean, std: spec.std) } catch {
+            throw JobSpecError.unusable("\(error)")
+        }
+        try self.init(spec: spec, dataset: dataset, localData: local, parameters: parameters, base: base, round: round)
+    }
 
     /// Checks the spec against this build and the local data, then sets up the INR.
     /// `dataset` must be the training split the fingerprint describes.
@@ -41,9 +61,20 @@ public final class WorkerJob {
             throw JobSpecError.unusable("the round plan is out of range (widths \(plan.minWidth)…\(plan.maxWidth), batch \(plan.batchSize) "
                                         + "of \(plan.datasetCount), \(plan.configurationsPerRound) configurations per round)")
         }
-        let network: Network
-        do { network = try NetworkFamily.make(spec.family, widths: [spec.pretrainedWidth], classCount: spec.classCount) } catch {
+        if let problem = spec.dataset.problem { throw JobSpecError.unusable("data: \(problem)") }
+        let shape = dataset.batchImageShape
+        let morph = spec.morphPlan, network: Network
+        guard !morph.baseWidths.isEmpty, morph.baseWidths.allSatisfy({ $0 >= 1 }), morph.family == spec.family,
+              morph.baseWidth == spec.pretrainedWidth else {
+            throw JobSpecError.unusable("the morph plan (\(morph.family), base width \(morph.baseWidth)) disagrees with the family "
+                                        + "\(spec.family) at pretrained width \(spec.pretrainedWidth)")
+        }
+        do { network = try morph.network(width: morph.baseWidth, classCount: spec.classCount) } catch {
             throw JobSpecError.unusable("\(error)")
+        }
+        guard network.inputShape == [shape.channels, shape.height, shape.width] else {
+            throw JobSpecError.unusable("\(spec.family) takes \(network.inputShape) inputs, the data gives "
+                                        + "\([shape.channels, shape.height, shape.width])")
         }
         guard dataset.classCount == spec.classCount, dataset.count == spec.plan.datasetCount else {
             throw JobSpecError.unusable("the local data set has \(dataset.count) images in \(dataset.classCount) classes; the job expects "
@@ -52,7 +83,9 @@ public final class WorkerJob {
         guard spec.mean.count == dataset.batchImageShape.channels, spec.std.count == dataset.batchImageShape.channels else {
             throw JobSpecError.unusable("input normalisation has \(spec.mean.count) channels, the data \(dataset.batchImageShape.channels)")
         }
-        let inr = HyperNetwork(config: spec.inr, targetSpecs: network.trainableSpecs, seed: 0)
+        let generated = morph.generated(network.parameterSpecs).map { network.parameterSpecs[$0] }
+        guard !generated.isEmpty else { throw JobSpecError.unusable("the morph plan generates no tensor of \(spec.family)") }
+        let inr = HyperNetwork(config: spec.inr, targetSpecs: generated, seed: 0)
         let pretrained = network.makeParameters()
         let sent = parameters.reduce(0) { $0 + $1.values.count }
         guard inr.parameters.count == spec.parameterCount, sent == spec.parameterCount else {
@@ -65,8 +98,7 @@ public final class WorkerJob {
         }
         base.copy(into: pretrained.values.buffer)
         self.spec = spec
-        objective = ConfigurationGradient(inr: inr, family: spec.family, dataset: dataset, mean: spec.mean, std: spec.std,
-                                          pretrained: pretrained, pretrainedWidth: spec.pretrainedWidth)
+        objective = ConfigurationGradient(inr: inr, morph: morph, dataset: dataset, mean: spec.mean, std: spec.std, pretrained: pretrained)
         parameterRound = round
         headRanges = inr.headRanges
         try setParameters(parameters, round: round)
@@ -129,5 +161,27 @@ public final class WorkerJob {
             })
         }
         return terms
+    }
+
+    /// Says which configurations this worker computes next, in order (the one about to be
+    /// computed first, then those queued), so that a streaming data source decodes their
+    /// batches ahead, up to its prefetch depth. Since the coordinator tends to give a worker the
+    /// same configurations round after round, the rest of the depth goes to those of the next
+    /// round (a wrong guess costs a decoded batch, never a result).
+    public func prefetch(_ upcoming: [(round: Int, configuration: Int)]) {
+        let depth = objective.dataset.prefetchDepth
+        guard depth > 0, let last = upcoming.last else { return }
+        if given?.round != last.round { given = (last.round, []) }
+        for item in upcoming where item.round == last.round { given!.configurations.insert(item.configuration) }
+        var wanted = Array(upcoming.prefix(depth))
+        if wanted.count < depth, last.round + 1 < spec.plan.rounds {
+            let next = given!.configurations.sorted().map { (round: last.round + 1, configuration: $0) }
+            wanted += next.prefix(depth - wanted.count)
+        }
+        let batches = wanted.map { item in
+            let c = spec.plan.configuration(round: item.round, index: item.configuration, reusing: &prefetchOrder)
+            return (indices: c.batch, augmentation: c.augmentation)
+        }
+        objective.dataset.prefetch(batches)
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// CIFAR-10 and CIFAR-100 in their binary distribution: files of fixed-size records, each
 /// the label byte(s) followed by a 32×32 colour image as 1024 red, 1024 green and 1024 blue
 /// bytes (rows top to bottom) — already the `[channels, height, width]` order of
@@ -74,5 +76,21 @@ public enum CIFAR {
         let base = directory.hasSuffix("/") ? directory : directory + "/"
         return try load(files: variant.fileNames(split: split).map { base + $0 }, variant: variant,
                         name: "\(variant.rawValue)-\(split.rawValue)")
+    }
+
+    /// The number of records in `split` and the class count, from the files' sizes alone.
+    public static func count(split: DatasetSplit, directory: String, variant: Variant) throws -> (examples: Int, classes: Int) {
+        let base = directory.hasSuffix("/") ? directory : directory + "/"
+        var records = 0
+        for name in variant.fileNames(split: split) {
+            var info = stat()
+            guard stat(base + name, &info) == 0 else { throw DataError.missingFile(path: base + name) }
+            guard info.st_size > 0, Int(info.st_size) % variant.recordSize == 0 else {
+                throw DataError.badSize(path: base + name, reason: "\(info.st_size) bytes is not a whole, non-zero number of "
+                                        + "\(variant.recordSize)-byte \(variant.rawValue) records")
+            }
+            records += Int(info.st_size) / variant.recordSize
+        }
+        return (records, variant.classCount)
     }
 }

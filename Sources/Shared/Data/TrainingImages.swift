@@ -26,8 +26,9 @@ public protocol TrainingImages: Sendable {
     /// How many batches `prefetch` decodes ahead (0: it does nothing, the data is in memory).
     var prefetchDepth: Int { get }
 
-    /// Hints that these batches will be asked for soon, in this order (a streaming source
-    /// decodes them ahead; an in-memory one ignores it).
+    /// Says which batches will be asked for next, in this order (a streaming source decodes
+    /// the first `prefetchDepth` of them ahead and forgets batches ahead that are no longer
+    /// listed; an in-memory one ignores it).
     func prefetch(_ batches: [(indices: [Int], augmentation: UInt64)])
 }
 
@@ -49,7 +50,7 @@ extension ImageDataset: TrainingImages {
 /// decoded, transformed to `size × size` and normalised on background threads, up to `depth`
 /// batches ahead of the one being computed, so decoding never runs inside the compute step
 /// when the caller prefetches. Memory holds at most `depth` decoded batches (plus the one being
-/// filled), whatever the size of the folder.
+/// filled and one being decoded that is no longer wanted), whatever the size of the folder.
 ///
 /// A batch not prefetched (or `depth` 0) is decoded on the spot, with the same result: the
 /// output depends only on (indices, augmentation seed).
@@ -73,6 +74,8 @@ public final class StreamingImageFolder: TrainingImages, @unchecked Sendable {
         var images: [Float] = [], labels: [Int32] = []
         var error: Error?
         var done = false
+        /// No longer wanted: not decoded if not started, not handed out if done.
+        var cancelled = false
     }
 
     private let condition = NSCondition()
@@ -87,11 +90,20 @@ public final class StreamingImageFolder: TrainingImages, @unchecked Sendable {
 
     public func prefetch(_ batches: [(indices: [Int], augmentation: UInt64)]) {
         guard depth > 0 else { return }
-        condition.lock()
-        var started: [(Key, Batch)] = []
-        for (indices, augmentation) in batches {
+        var wanted: [Key] = []
+        for (indices, augmentation) in batches where wanted.count < depth {
             let key = Key(indices: indices, augmentation: augmentation)
-            guard ahead.count < depth, !ahead.contains(where: { $0.key == key }) else { continue }
+            if !wanted.contains(key) { wanted.append(key) }
+        }
+        condition.lock()
+        ahead.removeAll { entry in
+            guard !wanted.contains(entry.key) else { return false }
+            entry.batch.cancelled = true
+            return true
+        }
+        var started: [(Key, Batch)] = []
+        for key in wanted {
+            guard !ahead.contains(where: { $0.key == key }) else { continue }
             let batch = Batch()
             ahead.append((key, batch))
             started.append((key, batch))
@@ -99,6 +111,11 @@ public final class StreamingImageFolder: TrainingImages, @unchecked Sendable {
         condition.unlock()
         for (key, batch) in started {
             queue.async { [self] in
+                condition.lock()
+                let skip = batch.cancelled
+                if skip { batch.done = true; condition.broadcast() }
+                condition.unlock()
+                if skip { return }
                 var images = [Float](repeating: 0, count: key.indices.count * 3 * size * size)
                 var labels = [Int32](repeating: 0, count: key.indices.count)
                 var failure: Error?
@@ -128,8 +145,11 @@ public final class StreamingImageFolder: TrainingImages, @unchecked Sendable {
         }
         let batch = ahead[slot].batch
         while !batch.done { condition.wait() }
-        ahead.remove(at: slot)
+        ahead.removeAll { $0.batch === batch }
+        let cancelled = batch.cancelled
         condition.unlock()
+        // Forgotten by a `prefetch` on another thread while this one waited: decode it here.
+        if cancelled { return try decode(key, images: images, labels: labels) }
         if let error = batch.error { throw error }
         batch.images.withUnsafeBufferPointer { images.update(from: $0.baseAddress!, count: $0.count) }
         batch.labels.withUnsafeBufferPointer { labels.update(from: $0.baseAddress!, count: $0.count) }

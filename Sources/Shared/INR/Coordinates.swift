@@ -9,6 +9,9 @@ public struct CoordinateLayout: Sendable {
     public struct Entry: Sendable {
         /// Index of the tensor among the generated ones (= which INR head generates it).
         public let tensor: Int
+        /// Index of the tensor in the target network's `ParameterSet` (= `tensor` when every
+        /// tensor is generated, as for LeNet).
+        public let parameter: Int
         public let spec: ParameterSpec
         public let firstRow: Int
         public let rows: Int
@@ -24,14 +27,16 @@ public struct CoordinateLayout: Sendable {
     /// The layout of `specs` (the trainable tensors of a network, in state-dict order) for heads
     /// with `outputSize` outputs. A k×k kernel takes the centre k² outputs
     /// (start = outputSize/2 − k²/2); linear weights and biases take output 0.
-    public init(specs: [ParameterSpec], outputSize: Int) {
+    /// `parameters[t]`: where tensor t lives in the target's `ParameterSet` (default: at t).
+    public init(specs: [ParameterSpec], outputSize: Int, parameters: [Int]? = nil) {
+        precondition(parameters == nil || parameters!.count == specs.count, "one parameter index per generated tensor")
         var entries = [Entry](), row = 0
         for (t, spec) in specs.enumerated() {
             let area = spec.kernelArea
             precondition(area <= outputSize, "\(spec.name): kernel area \(area) exceeds INR output size \(outputSize)")
             let start = spec.role == .convWeight ? outputSize / 2 - area / 2 : 0
             let rows = spec.outSize * spec.inSize
-            entries.append(Entry(tensor: t, spec: spec, firstRow: row, rows: rows, outputStart: start))
+            entries.append(Entry(tensor: t, parameter: parameters?[t] ?? t, spec: spec, firstRow: row, rows: rows, outputStart: start))
             row += rows
         }
         self.entries = entries
@@ -84,20 +89,25 @@ public struct CoordinateEmbedding: Sendable {
     /// Float angle differs from the exact 2ᵏπv by up to ≈ 0.006 rad; keeping it keeps the paper
     /// recipe identical to the public code.)
     public func embed(raw: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
-        let D = width, F = frequencies, norm = self.norm
         Parallel.forRanges(rows, minimum: 512) { range in
-            for r in range {
-                let c = raw + 6 * r, e = out + D * r
-                e[0] = c[0] / c[3]; e[1] = c[1] / c[4]; e[2] = c[2] / c[5]
-                e[3] = c[3] / norm; e[4] = c[4] / norm; e[5] = c[5] / norm
-                for d in 0..<6 {
-                    let angle = Double(Float.pi * e[d])
-                    var s = Foundation.sin(angle), co = Foundation.cos(angle)
-                    for k in 0..<F {
-                        e[6 + 12 * k + d] = Float(s)
-                        e[12 + 12 * k + d] = Float(co)
-                        (s, co) = (2 * s * co, (co - s) * (co + s))
-                    }
+            embedSerially(raw: raw + 6 * range.lowerBound, rows: range.count, into: out + width * range.lowerBound)
+        }
+    }
+
+    /// `embed` on the calling thread (a row's embedding does not depend on how rows are split).
+    func embedSerially(raw: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let D = width, F = frequencies, norm = self.norm
+        for r in 0..<rows {
+            let c = raw + 6 * r, e = out + D * r
+            e[0] = c[0] / c[3]; e[1] = c[1] / c[4]; e[2] = c[2] / c[5]
+            e[3] = c[3] / norm; e[4] = c[4] / norm; e[5] = c[5] / norm
+            for d in 0..<6 {
+                let angle = Double(Float.pi * e[d])
+                var s = Foundation.sin(angle), co = Foundation.cos(angle)
+                for k in 0..<F {
+                    e[6 + 12 * k + d] = Float(s)
+                    e[12 + 12 * k + d] = Float(co)
+                    (s, co) = (2 * s * co, (co - s) * (co + s))
                 }
             }
         }

@@ -2,9 +2,15 @@ import Foundation
 
 /// Activations of one generation pass over a `CoordinateLayout`, kept for its backward.
 /// Buffers grow to the largest layout seen and are reused, so steady-state steps allocate nothing.
+/// For a layout of more than `HyperNetwork.recomputeRows` rows only the raw coordinates are kept
+/// (24 bytes a row) and per-thread scratch of one task's chunk (`RowScratch`).
 public final class INRActivations: @unchecked Sendable {
     private(set) var rows = 0
-    private var capacity = 0
+    private var capacity = 0, rawCapacity = 0
+    /// Whether the last `generate` kept every activation (false: `backward` recomputes them).
+    private(set) var keepsActivations = true
+    /// Scratch of the recomputing passes, one per concurrently running task.
+    let scratch: RowScratchPool
     let hidden: Int, depth: Int, embeddingWidth: Int, outputSize: Int
     /// Raw noisy coordinates [rows, 6], embedded coordinates [rows, D].
     private(set) var raw = FloatStorage(count: 0), embedded = FloatStorage(count: 0)
@@ -26,6 +32,7 @@ public final class INRActivations: @unchecked Sendable {
     public init(config: INRConfig) {
         hidden = config.hidden; depth = config.layers - 1
         embeddingWidth = 6 + 12 * config.frequencies; outputSize = config.outputSize
+        scratch = RowScratchPool(config: config)
     }
 
     /// Grows the transposed-weight, partial-sum and per-head buffers to at least these sizes.
@@ -39,12 +46,15 @@ public final class INRActivations: @unchecked Sendable {
         if partials.count < count { partials = FloatStorage(count: count) }
     }
 
-    func prepare(rows n: Int) {
+    /// Sizes the buffers for `n` rows: all of them, or the raw coordinates only.
+    func prepare(rows n: Int, keepActivations: Bool = true) {
         rows = n
-        guard n > capacity else { return }
+        keepsActivations = keepActivations
+        if n > rawCapacity { raw = FloatStorage(count: n * 6); rawCapacity = n }
+        guard keepActivations, n > capacity else { return }
         capacity = n
         let H = hidden
-        raw = FloatStorage(count: n * 6); embedded = FloatStorage(count: n * embeddingWidth)
+        embedded = FloatStorage(count: n * embeddingWidth)
         h0 = FloatStorage(count: n * H)
         blockA = (0..<depth).map { _ in FloatStorage(count: n * H) }
         blockH = (0..<depth).map { _ in FloatStorage(count: n * H) }
@@ -53,8 +63,6 @@ public final class INRActivations: @unchecked Sendable {
 
     deinit { remainingChunks.deallocate() }
 
-    /// The last hidden state h_{L−1} (h₀ when there are no residual blocks).
-    var last: FloatStorage { depth == 0 ? h0 : blockH[depth - 1] }
 }
 
 extension HyperNetwork {
@@ -63,7 +71,11 @@ extension HyperNetwork {
     /// into the gradients). Chunks run in parallel, each on one thread, with products of fixed
     /// shapes, so their results do not depend on the thread count; a chunk's activations stay in
     /// cache from one layer to the next.
-    struct RowChunk { let entry: Int, lo: Int, hi: Int, count: Int, slot: Int }
+    ///
+    /// With recomputation (`HyperNetwork.recomputeRows`) a task covers several consecutive row
+    /// chunks of its tensor, at most `tasksPerTensor` tasks per tensor; `index` is the task's
+    /// position among its tensor's.
+    struct RowChunk { let entry: Int, lo: Int, hi: Int, count: Int, slot: Int, index: Int }
 
     /// Rows per chunk (`HyperNetwork.rowChunk`, which tests may change) by default.
     public static let defaultRowChunk = 512
@@ -94,7 +106,7 @@ extension HyperNetwork {
                 let e = layout.entries[t], count = (e.rows + rowChunk - 1) / rowChunk
                 for i in 0..<count {
                     act.chunks.append(RowChunk(entry: t, lo: i * rowChunk, hi: min(e.rows, (i + 1) * rowChunk), count: count,
-                                               slot: i == 0 ? -1 : slots))
+                                               slot: i == 0 ? -1 : slots, index: i))
                     if i > 0 { slots += 1 }
                 }
             }
@@ -113,7 +125,9 @@ extension HyperNetwork {
     }
 
     /// Generates every tensor of `layout` into `target` (values), using coordinate noise ε drawn
-    /// from `rng`, and keeps what the backward pass needs in `act`.
+    /// from `rng`, and keeps what the backward pass needs in `act`: every activation, or — for
+    /// layouts of more than `recomputeRows` rows — only the raw coordinates, from which
+    /// `backward` recomputes each chunk's activations (see `HyperNetwork+Recompute.swift`).
     ///
     /// Per row chunk (in parallel, one thread each):
     ///     h₀ = relu(X W_inᵀ + b_in);  hᵢ = sᵢ·relu(hᵢ₋₁ Wᵢᵀ + bᵢ) + hᵢ₋₁;  y = (h W_outᵀ + b_out) / in_size
@@ -122,15 +136,29 @@ extension HyperNetwork {
     public func generate(_ layout: CoordinateLayout, noise epsilon: Float, rng: inout SeededRandom,
                          activations act: INRActivations, into target: ParameterSet) {
         precondition(layout.entries.count == heads.count, "layout has \(layout.entries.count) tensors, INR has \(heads.count) heads")
-        act.prepare(rows: layout.rowCount)
-        planChunks(layout, act)
+        let recompute = layout.rowCount > recomputeRows
+        act.prepare(rows: layout.rowCount, keepActivations: !recompute)
+        recompute ? planTasks(layout, act) : planChunks(layout, act)
         let embeddingTiming = Profile.start(.embedding)
         layout.rawCoordinates(noise: epsilon, rng: &rng, into: act.raw.base)
-        embedding.embed(raw: act.raw.base, rows: layout.rowCount, into: act.embedded.base)
+        if !recompute { embedding.embed(raw: act.raw.base, rows: layout.rowCount, into: act.embedded.base) }
         embeddingTiming?.stop()
+        transposeWeights(layout, act)
+        if recompute { return generateRecomputing(layout, act, into: target) }
+        let H = config.hidden, D = embedding.width
+        Parallel.forTasks(act.chunks.count) { c in
+            let chunk = act.chunks[c], e = layout.entries[chunk.entry], row = e.firstRow + chunk.lo
+            let rows = RowActivations(x: act.embedded.base + row * D, h0: act.h0.base + row * H,
+                                      a: act.blockA.map { $0.base + row * H }, h: act.blockH.map { $0.base + row * H })
+            forwardRows(e, head: chunk.entry, lo: chunk.lo, count: chunk.hi - chunk.lo, raw: act.raw.base + 6 * row, rows, act,
+                        output: target.value(e.parameter).data + chunk.lo * e.spec.kernelArea)
+        }
+    }
+
+    /// Transposes the weights of every head in use into `act.transposedWeights`: (head, matrix) tasks.
+    func transposeWeights(_ layout: CoordinateLayout, _ act: INRActivations) {
         let H = config.hidden, D = embedding.width, O = config.outputSize, p = parameters, wt = act.transposedWeights.base
         let blocks = heads[0].blocks.count
-        // Transpose the weights of every head in use: (head, matrix) tasks.
         Parallel.forTasks(layout.entries.count * (blocks + 2)) { task in
             let (t, matrix) = task.quotientAndRemainder(dividingBy: blocks + 2)
             guard layout.entries[t].rows > 0 else { return }
@@ -143,30 +171,43 @@ extension HyperNetwork {
                                     into: wt + offsets.blocks + (matrix - 1) * H * H, threaded: false)
             }
         }
-        Parallel.forTasks(act.chunks.count) { c in
-            let chunk = act.chunks[c], e = layout.entries[chunk.entry], head = heads[chunk.entry], offsets = transposedOffsets(head: chunk.entry)
-            let R = chunk.hi - chunk.lo, row = e.firstRow + chunk.lo, area = e.spec.kernelArea
-            let x = act.embedded.base + row * D, h0 = act.h0.base + row * H
-            Gemm.sgemmSingle(m: R, n: H, k: D, a: x, lda: D, b: wt + offsets.input, ldb: H, beta: 0, c: h0, ldc: H)
-            Self.addBiasRelu(h0, rows: R, p.value(head.inBias).data, H)
-            var previous = h0
-            for (i, block) in head.blocks.enumerated() {
-                let a = act.blockA[i].base + row * H, h = act.blockH[i].base + row * H
-                Gemm.sgemmSingle(m: R, n: H, k: H, a: previous, lda: H, b: wt + offsets.blocks + i * H * H, ldb: H, beta: 0, c: a, ldc: H)
-                Self.addBiasReluResidual(a, h, previous, rows: R, p.value(block.bias).data, H, scale: p.value(block.scale)[0])
-                previous = h
-            }
-            let out = target.value(e.tensor).data + chunk.lo * area
-            Gemm.sgemmSingle(m: R, n: area, k: H, a: previous, lda: H, b: wt + offsets.output + e.outputStart, ldb: O, beta: 0,
-                             c: out, ldc: area)
-            let bias = p.value(head.outBias).data + e.outputStart, raw = act.raw.base + 6 * row
-            let timing = Profile.start(.elementwise)
-            for r in 0..<R {
-                let scale = 1 / raw[6 * r + 5]
-                for k in 0..<area { out[r * area + k] = (out[r * area + k] + bias[k]) * scale }
-            }
-            timing?.stop()
+    }
+
+    /// Where the activations of R consecutive rows live (each [R, width], rows contiguous): the
+    /// embedded coordinates x [R, D], h₀, and per residual block aᵢ = relu(zᵢ) and hᵢ [R, H].
+    struct RowActivations {
+        let x: UnsafeMutablePointer<Float>, h0: UnsafeMutablePointer<Float>
+        let a: [UnsafeMutablePointer<Float>], h: [UnsafeMutablePointer<Float>]
+        /// h_{L−1} (h₀ without residual blocks).
+        var last: UnsafeMutablePointer<Float> { h.last ?? h0 }
+    }
+
+    /// The forward pass of rows `lo ..< lo + R` of entry `e` through head `t` (x already holds
+    /// their embedding), on the calling thread: the hidden activations into `rows`, and — with
+    /// `output` — the generated values y = (h W_outᵀ + b_out) / in_size [R, area].
+    func forwardRows(_ e: CoordinateLayout.Entry, head t: Int, lo: Int, count R: Int, raw: UnsafePointer<Float>, _ rows: RowActivations,
+                     _ act: INRActivations, output: UnsafeMutablePointer<Float>?) {
+        let H = config.hidden, D = embedding.width, O = config.outputSize, p = parameters, wt = act.transposedWeights.base
+        let head = heads[t], offsets = transposedOffsets(head: t), area = e.spec.kernelArea
+        Gemm.sgemmSingle(m: R, n: H, k: D, a: rows.x, lda: D, b: wt + offsets.input, ldb: H, beta: 0, c: rows.h0, ldc: H)
+        Self.addBiasRelu(rows.h0, rows: R, p.value(head.inBias).data, H)
+        var previous = rows.h0
+        for (i, block) in head.blocks.enumerated() {
+            let a = rows.a[i], h = rows.h[i]
+            Gemm.sgemmSingle(m: R, n: H, k: H, a: previous, lda: H, b: wt + offsets.blocks + i * H * H, ldb: H, beta: 0, c: a, ldc: H)
+            Self.addBiasReluResidual(a, h, previous, rows: R, p.value(block.bias).data, H, scale: p.value(block.scale)[0])
+            previous = h
         }
+        guard let out = output else { return }
+        Gemm.sgemmSingle(m: R, n: area, k: H, a: previous, lda: H, b: wt + offsets.output + e.outputStart, ldb: O, beta: 0,
+                         c: out, ldc: area)
+        let bias = p.value(head.outBias).data + e.outputStart
+        let timing = Profile.start(.elementwise)
+        for r in 0..<R {
+            let scale = 1 / raw[6 * r + 5]
+            for k in 0..<area { out[r * area + k] = (out[r * area + k] + bias[k]) * scale }
+        }
+        timing?.stop()
     }
 
     /// Back-propagates the gradient with respect to the generated tensors (`target.gradients`)
@@ -192,65 +233,91 @@ extension HyperNetwork {
             headFinished?(t)
         }
         // Chunks of each head still running; the thread that takes a head's count to 0 finishes it.
-        let remaining = act.remainingChunks, lock = act.remainingLock
+        let remaining = act.remainingChunks
         for chunk in act.chunks where chunk.slot < 0 { remaining[chunk.entry] = chunk.count }
+        if !act.keepsActivations { return backwardRecomputing(layout, act, target, headFinished: headFinished) }
         Parallel.forTasks(act.chunks.count) { c in
-            let chunk = act.chunks[c], e = layout.entries[chunk.entry], head = heads[chunk.entry]
-            let R = chunk.hi - chunk.lo, row = e.firstRow + chunk.lo, area = e.spec.kernelArea
-            let headBase = p.offsets[head.inWeight]
-            let destination = chunk.slot < 0 ? p.gradients.base + headBase : act.partials.base + chunk.slot * headCount
-            func gradient(_ i: Int) -> UnsafeMutablePointer<Float> { destination + (p.offsets[i] - headBase) }
+            let chunk = act.chunks[c], e = layout.entries[chunk.entry], row = e.firstRow + chunk.lo
+            let rows = RowActivations(x: act.embedded.base + row * D, h0: act.h0.base + row * H,
+                                      a: act.blockA.map { $0.base + row * H }, h: act.blockH.map { $0.base + row * H })
+            backwardRows(e, head: chunk.entry, lo: chunk.lo, count: chunk.hi - chunk.lo, raw: act.raw.base + 6 * row, rows,
+                         dy: act.dOut.base + row * config.outputSize, dH: act.dH.base + row * H, dZ: act.dZ.base + row * H,
+                         target: target, destination: chunkDestination(chunk, act), accumulate: false)
+            finishChunk(c, act, headFinished: headFinished)
+        }
+    }
 
-            let raw = act.raw.base + 6 * row, dTarget = target.gradient(e.tensor).data + chunk.lo * area
-            let dy = act.dOut.base + row * config.outputSize
-            let scaling = Profile.start(.elementwise)
-            for r in 0..<R {
-                let scale = 1 / raw[6 * r + 5]
-                for k in 0..<area { dy[r * area + k] = dTarget[r * area + k] * scale }
+    /// Where chunk (or task) `chunk` writes its head's weight gradients: the head's gradient for
+    /// a tensor's first, else its partial slot.
+    func chunkDestination(_ chunk: RowChunk, _ act: INRActivations) -> UnsafeMutablePointer<Float> {
+        let headBase = parameters.offsets[heads[chunk.entry].inWeight]
+        return chunk.slot < 0 ? parameters.gradients.base + headBase : act.partials.base + chunk.slot * headParameterCount
+    }
+
+    /// Counts chunk `c` of its head done; the thread that finishes a head's last chunk adds the
+    /// head's further chunks' slots to its first, in chunk order (their slots are consecutive,
+    /// after the first chunk's), and reports the head.
+    func finishChunk(_ c: Int, _ act: INRActivations, headFinished: ((Int) -> Void)?) {
+        let chunk = act.chunks[c], lock = act.remainingLock, remaining = act.remainingChunks
+        lock.lock()
+        remaining[chunk.entry] -= 1
+        let headDone = remaining[chunk.entry] == 0
+        lock.unlock()
+        guard headDone else { return }
+        if chunk.count > 1 {
+            let headCount = headParameterCount
+            let g = parameters.gradients.base + parameters.offsets[heads[chunk.entry].inWeight], slots = act.partials.base
+            let firstSlot = act.chunks[c - chunk.index + 1].slot
+            let timing = Profile.start(.elementwise)
+            for j in 0..<headCount {
+                var sum = g[j]
+                for s in firstSlot..<(firstSlot + chunk.count - 1) { sum += slots[s * headCount + j] }
+                g[j] = sum
             }
-            let outWeight = gradient(head.outWeight), outBias = gradient(head.outBias)
+            timing?.stop()
+        }
+        headFinished?(chunk.entry)
+    }
+
+    /// The backward pass of rows `lo ..< lo + R` of entry `e` through head `t` (see `backward`),
+    /// on the calling thread, from the activations in `rows`, with scratch dy [R, area] and dH,
+    /// dZ [R, H]. The head's weight gradients go to `destination` (laid out as the head's
+    /// parameters): written, or added to what is there with `accumulate`.
+    func backwardRows(_ e: CoordinateLayout.Entry, head t: Int, lo: Int, count R: Int, raw: UnsafePointer<Float>, _ rows: RowActivations,
+                      dy: UnsafeMutablePointer<Float>, dH: UnsafeMutablePointer<Float>, dZ: UnsafeMutablePointer<Float>,
+                      target: ParameterSet, destination: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let H = config.hidden, D = embedding.width, p = parameters, head = heads[t], area = e.spec.kernelArea
+        let headBase = p.offsets[head.inWeight], beta: Float = accumulate ? 1 : 0
+        func gradient(_ i: Int) -> UnsafeMutablePointer<Float> { destination + (p.offsets[i] - headBase) }
+
+        let dTarget = target.gradient(e.parameter).data + lo * area
+        let scaling = Profile.start(.elementwise)
+        for r in 0..<R {
+            let scale = 1 / raw[6 * r + 5]
+            for k in 0..<area { dy[r * area + k] = dTarget[r * area + k] * scale }
+        }
+        let outWeight = gradient(head.outWeight), outBias = gradient(head.outBias)
+        if !accumulate {
             outWeight.update(repeating: 0, count: p.specs[head.outWeight].count)
             outBias.update(repeating: 0, count: p.specs[head.outBias].count)
-            for r in 0..<R { for k in 0..<area { outBias[e.outputStart + k] += dy[r * area + k] } }
-            scaling?.stop()
-            let last = act.last.base + row * H
-            Gemm.sgemmSingle(transA: true, m: area, n: H, k: R, a: dy, lda: area, b: last, ldb: H, beta: 0,
-                             c: outWeight + e.outputStart * H, ldc: H)
-            let dH = act.dH.base + row * H, dZ = act.dZ.base + row * H
-            Gemm.sgemmSingle(m: R, n: H, k: area, a: dy, lda: area, b: p.value(head.outWeight).data + e.outputStart * H, ldb: H,
-                             beta: 0, c: dH, ldc: H)
-            for (i, block) in head.blocks.enumerated().reversed() {
-                let a = act.blockA[i].base + row * H
-                let previous = i == 0 ? act.h0.base + row * H : act.blockH[i - 1].base + row * H
-                gradient(block.scale)[0] = Self.maskedBackward(dH, a, scale: p.value(block.scale)[0], into: dZ, rows: R, columns: H,
-                                                               biasGradient: gradient(block.bias))
-                Gemm.sgemmSingle(transA: true, m: H, n: H, k: R, a: dZ, lda: H, b: previous, ldb: H, beta: 0, c: gradient(block.weight), ldc: H)
-                Gemm.sgemmSingle(m: R, n: H, k: H, a: dZ, lda: H, b: p.value(block.weight).data, ldb: H, beta: 1, c: dH, ldc: H)
-            }
-            let h0 = act.h0.base + row * H, x = act.embedded.base + row * D
-            _ = Self.maskedBackward(dH, h0, scale: 1, into: dZ, rows: R, columns: H, biasGradient: gradient(head.inBias))
-            Gemm.sgemmSingle(transA: true, m: H, n: D, k: R, a: dZ, lda: H, b: x, ldb: D, beta: 0, c: gradient(head.inWeight), ldc: D)
-
-            lock.lock()
-            remaining[chunk.entry] -= 1
-            let headDone = remaining[chunk.entry] == 0
-            lock.unlock()
-            guard headDone else { return }
-            // Add the head's further chunks to its first, in chunk order (their slots are
-            // consecutive, after the first chunk's), on this thread.
-            if chunk.count > 1 {
-                let g = p.gradients.base + headBase, slots = act.partials.base
-                let firstSlot = act.chunks[c - chunk.lo / rowChunk + 1].slot
-                let timing = Profile.start(.elementwise)
-                for j in 0..<headCount {
-                    var sum = g[j]
-                    for s in firstSlot..<(firstSlot + chunk.count - 1) { sum += slots[s * headCount + j] }
-                    g[j] = sum
-                }
-                timing?.stop()
-            }
-            headFinished?(chunk.entry)
         }
+        for r in 0..<R { for k in 0..<area { outBias[e.outputStart + k] += dy[r * area + k] } }
+        scaling?.stop()
+        Gemm.sgemmSingle(transA: true, m: area, n: H, k: R, a: dy, lda: area, b: rows.last, ldb: H, beta: beta,
+                         c: outWeight + e.outputStart * H, ldc: H)
+        Gemm.sgemmSingle(m: R, n: H, k: area, a: dy, lda: area, b: p.value(head.outWeight).data + e.outputStart * H, ldb: H,
+                         beta: 0, c: dH, ldc: H)
+        for (i, block) in head.blocks.enumerated().reversed() {
+            let previous = i == 0 ? rows.h0 : rows.h[i - 1]
+            let ds = Self.maskedBackward(dH, rows.a[i], scale: p.value(block.scale)[0], into: dZ, rows: R, columns: H,
+                                         biasGradient: gradient(block.bias), accumulate: accumulate)
+            gradient(block.scale)[0] = accumulate ? gradient(block.scale)[0] + ds : ds
+            Gemm.sgemmSingle(transA: true, m: H, n: H, k: R, a: dZ, lda: H, b: previous, ldb: H, beta: beta, c: gradient(block.weight), ldc: H)
+            Gemm.sgemmSingle(m: R, n: H, k: H, a: dZ, lda: H, b: p.value(block.weight).data, ldb: H, beta: 1, c: dH, ldc: H)
+        }
+        _ = Self.maskedBackward(dH, rows.h0, scale: 1, into: dZ, rows: R, columns: H, biasGradient: gradient(head.inBias),
+                                accumulate: accumulate)
+        Gemm.sgemmSingle(transA: true, m: H, n: D, k: R, a: dZ, lda: H, b: rows.x, ldb: D, beta: beta, c: gradient(head.inWeight), ldc: D)
     }
 
     /// The parameter range of each head, in head order: they tile the parameters.
@@ -319,14 +386,15 @@ extension HyperNetwork {
     ///
     ///     dz = s·dh⊙[a > 0];   biasGradient[c] = Σ_r dz[r, c] (overwritten);   returns ds = Σ dh⊙a
     ///
-    /// (ds in 8 interleaved lanes, rows in order.)
+    /// (ds in 8 interleaved lanes, rows in order.) With `accumulate` the column sums are added
+    /// to `biasGradient` instead of overwriting it.
     static func maskedBackward(_ dH: UnsafePointer<Float>, _ a: UnsafePointer<Float>, scale s: Float,
                                into dZ: UnsafeMutablePointer<Float>, rows: Int, columns: Int,
-                               biasGradient sums: UnsafeMutablePointer<Float>) -> Float {
+                               biasGradient sums: UnsafeMutablePointer<Float>, accumulate: Bool = false) -> Float {
         let timing = Profile.start(.elementwise)
         defer { timing?.stop() }
         let vectorColumns = columns & ~7
-        sums.update(repeating: 0, count: columns)
+        if !accumulate { sums.update(repeating: 0, count: columns) }
         var lanes = SIMD8<Float>(), tail: Float = 0
         for r in 0..<rows {
             let d = dH + r * columns, x = a + r * columns, z = dZ + r * columns

@@ -41,6 +41,9 @@ public final class HyperNetwork: @unchecked Sendable {
     /// Rows per parallel chunk of the INR's work (`generate`, `backward`); a change alters the
     /// rounding of the gradient sums (and of products of other shapes), not what is computed.
     var rowChunk = HyperNetwork.defaultRowChunk
+    /// Layouts of more rows than this keep only their raw coordinates between `generate` and
+    /// `backward`, which recomputes the rest chunk by chunk (bounded memory; tests lower it).
+    var recomputeRows = HyperNetwork.defaultRecomputeRows
 
     /// Specs of an INR for the given target tensors (names `heads.t.…`, PyTorch-like).
     public static func specs(config: INRConfig, tensorCount: Int) -> [ParameterSpec] {

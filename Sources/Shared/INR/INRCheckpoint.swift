@@ -15,6 +15,8 @@ public struct INRCheckpoint {
     public var plan: RoundPlan
     public var optimizer: OptimizerSettings
     public var family: String
+    /// How a scalar width becomes a network, and which tensors the INR generates.
+    public var morph: MorphPlan
     public var classCount: Int
     public var mean: [Float], std: [Float]
     public var round: Int
@@ -39,6 +41,7 @@ public struct INRCheckpoint {
         let target = trainer.target
         config = trainer.inr.config; plan = trainer.plan; optimizer = trainer.optimizerSettings
         family = target.family; classCount = target.classCount
+        morph = target.morph ?? MorphPlan(family: target.family, baseWidths: [trainer.plan.pretrainedWidth])
         mean = target.mean; std = target.std; round = trainer.round; adamStep = trainer.optimizer.step; recipe = target.recipe
         ema = trainer.ema.average; raw = trainer.inr.parameters.values
         adamM = trainer.optimizer.firstMoment; adamV = trainer.optimizer.secondMoment
@@ -61,7 +64,7 @@ public struct INRCheckpoint {
     }
 
     public func save(to path: String) throws {
-        let specs = HyperNetwork.specs(config: config, tensorCount: base.specs.filter { $0.role.trainable }.count)
+        let specs = HyperNetwork.specs(config: config, tensorCount: morph.generated(base.specs).count)
         var tensors = [(String, Tensor)](), offset = 0
         for s in specs { tensors.append((s.name, Tensor(storage: ema, offset: offset, shape: s.shape))); offset += s.count }
         tensors.append(("state.inr", Tensor(storage: raw, offset: 0, shape: [raw.count])))
@@ -75,6 +78,7 @@ public struct INRCheckpoint {
         meta["plan"] = Self.encode(plan)
         meta["optimizer"] = Self.encode(optimizer)
         meta["family"] = family
+        meta["morph"] = Self.encode(morph)
         meta["class_count"] = String(classCount)
         meta["input_mean"] = Self.encode(mean)
         meta["input_std"] = Self.encode(std)
@@ -105,7 +109,12 @@ public struct INRCheckpoint {
                 throw Failure.invalid(path: path, problem: "state.progress disagrees with the metadata's round \(round) / adam_step \(adamStep)")
             }
         }
-        let network = try NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount)
+        let morph = meta["morph"] == nil ? MorphPlan(family: family, baseWidths: [plan.pretrainedWidth]) : try decode("morph", as: MorphPlan.self)
+        guard morph.family == family, morph.baseWidth == plan.pretrainedWidth else {
+            throw Failure.invalid(path: path, problem: "morph plan \(morph.family) at width \(morph.baseWidth) disagrees with family \(family) "
+                                  + "at pretrained width \(plan.pretrainedWidth)")
+        }
+        let network = try morph.network(width: morph.baseWidth, classCount: classCount)
         let base = network.makeParameters()
         for (i, s) in base.specs.enumerated() {
             guard let t = file["base." + s.name], t.shape == s.shape else {
@@ -113,7 +122,7 @@ public struct INRCheckpoint {
             }
             base.value(i).copy(from: t)
         }
-        let specs = HyperNetwork.specs(config: config, tensorCount: network.trainableSpecs.count)
+        let specs = HyperNetwork.specs(config: config, tensorCount: morph.generated(base.specs).count)
         let total = specs.reduce(0) { $0 + $1.count }
         func flat(_ name: String) throws -> FloatStorage {
             guard let t = file[name], t.count == total else { throw Failure.invalid(path: path, problem: "\(name) missing or not \(total) values") }
@@ -128,28 +137,28 @@ public struct INRCheckpoint {
             (ema.base + offset).update(from: t.data, count: s.count)
             offset += s.count
         }
-        var c = INRCheckpoint(config: config, plan: plan, optimizer: optimizer, family: family, classCount: classCount,
+        var c = INRCheckpoint(config: config, plan: plan, optimizer: optimizer, family: family, morph: morph, classCount: classCount,
                               mean: try decode("input_mean", as: [Float].self), std: try decode("input_std", as: [Float].self),
                               round: round, adamStep: adamStep, recipe: meta["recipe"] ?? "", ema: ema, raw: try flat("state.inr"),
                               adamM: try flat("state.adam_m"), adamV: try flat("state.adam_v"), base: base)
-        c.extra = meta.filter { !["format", "inr_config", "plan", "optimizer", "family", "class_count", "input_mean", "input_std",
+        c.extra = meta.filter { !["format", "inr_config", "plan", "optimizer", "family", "morph", "class_count", "input_mean", "input_std",
                                    "round", "adam_step", "recipe", CheckpointStore.digestKey].contains($0.key) }
         return c
     }
 
-    init(config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings, family: String, classCount: Int, mean: [Float],
+    init(config: INRConfig, plan: RoundPlan, optimizer: OptimizerSettings, family: String, morph: MorphPlan, classCount: Int, mean: [Float],
          std: [Float], round: Int, adamStep: Int, recipe: String, ema: FloatStorage, raw: FloatStorage, adamM: FloatStorage,
          adamV: FloatStorage, base: ParameterSet) {
-        self.config = config; self.plan = plan; self.optimizer = optimizer; self.family = family; self.classCount = classCount
+        self.config = config; self.plan = plan; self.optimizer = optimizer; self.family = family; self.morph = morph; self.classCount = classCount
         self.mean = mean; self.std = std; self.round = round; self.adamStep = adamStep; self.recipe = recipe
         self.ema = ema; self.raw = raw; self.adamM = adamM; self.adamV = adamV; self.base = base
     }
 
     /// A generator over the EMA parameters (or the raw, last-step parameters).
     public func makeGenerator(ema useEMA: Bool = true) -> NetworkGenerator {
-        let network = try! NetworkFamily.make(family, widths: [plan.pretrainedWidth], classCount: classCount)
-        let inr = HyperNetwork(config: config, targetSpecs: network.trainableSpecs, seed: 0)
+        let generated = morph.generated(base.specs).map { base.specs[$0] }
+        let inr = HyperNetwork(config: config, targetSpecs: generated, seed: 0)
         inr.parameters.values.base.update(from: (useEMA ? ema : raw).base, count: ema.count)
-        return NetworkGenerator(inr: inr, family: family, classCount: classCount)
+        return NetworkGenerator(inr: inr, morph: morph, classCount: classCount, base: base)
     }
 }

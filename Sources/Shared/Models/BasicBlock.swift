@@ -135,6 +135,9 @@ struct BasicBlock {
         }
     }
 
+    /// Number of state-dict entries of the block (conv1, conv2, projection and their norms or biases).
+    var parameterCount: Int { conv1.specs.count + conv2.specs.count + (downsample?.specs.count ?? 0) }
+
     /// y += x, element-wise.
     private func accumulate(_ y: Tensor, _ x: Tensor) {
         precondition(x.count == y.count, "shortcut gradient \(x.shape) vs \(y.shape)")
@@ -283,7 +286,9 @@ final class ResidualTrunk {
 
     /// Reverse of `forward`; needs the activations of the last forward, in training mode when the
     /// network has batch norm (the backward formula uses batch statistics).
-    func backward(_ p: ParameterSet, input: Tensor, dLogits: Tensor) {
+    /// With `firstParameter` > 0 the pass stops after the last block (in backward order) that
+    /// holds a parameter ≥ `firstParameter`; earlier blocks and the stem get no gradients.
+    func backward(_ p: ParameterSet, input: Tensor, dLogits: Tensor, from firstParameter: Int = 0) {
         let n = input.shape[0]
         guard let last = lastForward, last.batch == n, last.mode == .training || stem.norm == nil else {
             preconditionFailure("backward needs a training-mode forward of the same batch first")
@@ -292,7 +297,12 @@ final class ResidualTrunk {
         Linear.backward(x: a[pooled], weight: p.value(fcWeight), dy: dLogits, dx: g[pooled],
                         dWeight: p.gradient(fcWeight), dBias: p.gradient(fcBias))
         GlobalAvgPool.backward(dy: g[pooled], dx: g[blocks.last!.output])
-        for block in blocks.reversed() { block.backward(p, a, g, workspace: workspace) }
+        for block in blocks.reversed() {
+            // A block's parameters follow its conv1's weight in the state dict.
+            if firstParameter > 0 && block.conv1.weight + block.parameterCount <= firstParameter { return }
+            block.backward(p, a, g, workspace: workspace)
+        }
+        if firstParameter > stem.weight + stem.specs.count - 1 { return }
         if let stemPool { MaxPool2d.backward(x: a[stem.out], dy: g[stemOutput], dx: g[stem.out], stemPool) }
         ReLU.backward(y: a[stem.out], dy: g[stem.out], dx: g[stem.out])
         stem.backward(p, x: input, dy: g[stem.out], a, g, dx: nil, workspace: workspace)
@@ -330,5 +340,9 @@ extension ResidualNetwork {
 
     public func backward(_ parameters: ParameterSet, input: Tensor, dLogits: Tensor) {
         trunk.backward(parameters, input: input, dLogits: dLogits)
+    }
+
+    public func backward(_ parameters: ParameterSet, input: Tensor, dLogits: Tensor, from firstParameter: Int) {
+        trunk.backward(parameters, input: input, dLogits: dLogits, from: firstParameter)
     }
 }

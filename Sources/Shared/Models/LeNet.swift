@@ -1,20 +1,21 @@
-/// The LeNet variant of the NeuMeta paper (docs/algorithm.md §7), width w, input 1×28×28:
+/// The LeNet variant of the NeuMeta paper (docs/algorithm.md §7), width w, input C×S×S
+/// (the paper's 1×28×28 by default; 3×S×S for an RGB image folder, S ≥ 8):
 ///
-///     conv1: 1 → w,   3×3, padding 1 (replicate), bias; ReLU; avgpool 2
+///     conv1: C → w,   3×3, padding 1 (replicate), bias; ReLU; avgpool 2
 ///     conv2: w → 2w,  5×5, padding 2 (replicate), bias; ReLU; avgpool 2
 ///     conv3: 2w → 4w, 5×5, padding 2 (replicate), bias; ReLU; avgpool 2
 ///     fc:    4w → 10 on the feature map's top-left position ([:, :, 0, 0])
 ///
 /// Because the classifier reads only position (0, 0), each layer computes just the top-left
-/// region that position depends on (conv3: 2×2 of 7×7, conv2: 8×8 of 14×14, conv1: 20×20 of
-/// 28×28). The logits are exactly those of the full network (a test checks this against the
+/// region that position depends on (for 28×28: conv3 2×2 of 7×7, conv2 8×8 of 14×14, conv1
+/// 20×20 of 28×28; larger inputs need no more). The logits are exactly those of the full network (a test checks this against the
 /// full-size naive computation) at about a fifth of the work.
 public final class LeNet: Network {
     public let width: Int
     public let classCount: Int
     public var family: String { "lenet" }
     public var widths: [Int] { [width] }
-    public let inputShape = [1, 28, 28]
+    public let inputShape: [Int]
 
     let conv1: Conv2d, conv2: Conv2d, conv3: Conv2d
     let pool1: ConvGeometry, pool2: ConvGeometry, pool3: ConvGeometry
@@ -27,17 +28,22 @@ public final class LeNet: Network {
     private let names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
                          "conv3.weight", "conv3.bias", "fc.weight", "fc.bias"]
 
-    public init(width: Int, classCount: Int = 10) {
+    /// `inputShape`: [channels, side, side], side ≥ 8 (three poolings by 2 leave at least 1×1).
+    public init(width: Int, classCount: Int = 10, inputShape: [Int] = [1, 28, 28]) {
         precondition(width >= 1, "LeNet width must be at least 1, got \(width)")
+        precondition(inputShape.count == 3 && inputShape[0] >= 1 && inputShape[1] >= 8 && inputShape[2] == inputShape[1],
+                     "LeNet input must be C×S×S with S ≥ 8, got \(inputShape)")
         self.width = width
         self.classCount = classCount
-        // Regions needed, from the classifier back to the input.
+        self.inputShape = inputShape
+        let side = inputShape[1]
+        // Regions needed, from the classifier back to the input (feature maps of S, S/2, S/4).
         let p3 = 1, a3 = 2 * p3                                            // pool3 1×1 ← conv3 2×2
-        let p2 = ConvGeometry.inputExtent(output: a3, kernel: 5, stride: 1, padding: 2, size: 7)
+        let p2 = ConvGeometry.inputExtent(output: a3, kernel: 5, stride: 1, padding: 2, size: side / 4)
         let a2 = 2 * p2
-        let p1 = ConvGeometry.inputExtent(output: a2, kernel: 5, stride: 1, padding: 2, size: 14)
+        let p1 = ConvGeometry.inputExtent(output: a2, kernel: 5, stride: 1, padding: 2, size: side / 2)
         let a1 = 2 * p1
-        conv1 = Conv2d(ConvGeometry(channels: 1, height: 28, width: 28, kernel: 3, padding: 1, mode: .replicate,
+        conv1 = Conv2d(ConvGeometry(channels: inputShape[0], height: side, width: side, kernel: 3, padding: 1, mode: .replicate,
                                     outHeight: a1, outWidth: a1), outChannels: width)
         pool1 = ConvGeometry(channels: width, height: a1, width: a1, kernel: 2, stride: 2)
         conv2 = Conv2d(ConvGeometry(channels: width, height: p1, width: p1, kernel: 5, padding: 2, mode: .replicate,
@@ -57,7 +63,7 @@ public final class LeNet: Network {
     public var parameterSpecs: [ParameterSpec] {
         let w = width
         return [
-            ParameterSpec("conv1.weight", [w, 1, 3, 3], .convWeight), ParameterSpec("conv1.bias", [w], .bias),
+            ParameterSpec("conv1.weight", [w, inputShape[0], 3, 3], .convWeight), ParameterSpec("conv1.bias", [w], .bias),
             ParameterSpec("conv2.weight", [2 * w, w, 5, 5], .convWeight), ParameterSpec("conv2.bias", [2 * w], .bias),
             ParameterSpec("conv3.weight", [4 * w, 2 * w, 5, 5], .convWeight), ParameterSpec("conv3.bias", [4 * w], .bias),
             ParameterSpec("fc.weight", [classCount, 4 * w], .linearWeight), ParameterSpec("fc.bias", [classCount], .bias),

@@ -44,10 +44,19 @@ public protocol Network: AnyObject {
     /// Back-propagates `dLogits` through the last training-mode forward of the same input,
     /// accumulating parameter gradients into `parameters.gradients`.
     func backward(_ parameters: ParameterSet, input: Tensor, dLogits: Tensor)
+
+    /// `backward`, but only as far as the gradients of parameters `firstParameter...` need: a
+    /// network may leave the gradients of earlier parameters unaccumulated (a ResNet stops after
+    /// the first residual block that holds such a parameter).
+    func backward(_ parameters: ParameterSet, input: Tensor, dLogits: Tensor, from firstParameter: Int)
 }
 
 extension Network {
     public func makeParameters() -> ParameterSet { ParameterSet(specs: parameterSpecs) }
+
+    public func backward(_ parameters: ParameterSet, input: Tensor, dLogits: Tensor, from firstParameter: Int) {
+        backward(parameters, input: input, dLogits: dLogits)
+    }
 
     /// Trainable tensors only (the ones an INR generates and an optimizer updates).
     public var trainableSpecs: [ParameterSpec] { parameterSpecs.filter { $0.role.trainable } }

@@ -7,6 +7,7 @@ public enum NetworkFamily {
     public enum Failure: Error, CustomStringConvertible {
         case unknownFamily(String)
         case badWidths(family: String, widths: [Int], expected: String)
+        case badImageSize(family: String, size: Int, expected: String)
         case badMetadata(path: String, key: String, problem: String)
         case shapeMismatch(path: String, tensor: String, expected: [Int], found: [Int]?)
 
@@ -14,6 +15,7 @@ public enum NetworkFamily {
             switch self {
             case .unknownFamily(let f): "unknown network family '\(f)' (known: \(NetworkFamily.names.joined(separator: ", ")))"
             case .badWidths(let f, let w, let e): "family \(f) takes \(e), got widths \(w)"
+            case .badImageSize(let f, let s, let e): "family \(f) takes \(e), got image size \(s)"
             case .badMetadata(let p, let k, let problem): "\(p): metadata '\(k)' \(problem)"
             case .shapeMismatch(let p, let t, let e, let f):
                 f == nil ? "\(p): tensor '\(t)' is missing (expected shape \(e))"
@@ -25,15 +27,16 @@ public enum NetworkFamily {
     /// A network of `family` with the given widths: LeNet takes one width w; CIFAR ResNets
     /// (`resnetD`, D = 6n + 2) and ResNet-18 take their stage widths, optionally followed by
     /// every block's hidden width. A `-folded` suffix selects the batch-norm-folded form.
-    /// `imageSize`: the side of the square RGB input of the ResNets (nil: their default, 224
-    /// for ResNet-18 and 32 for the CIFAR ResNets); LeNet's input is fixed at 1×28×28.
+    /// `imageSize`: the side of the square RGB input (nil: the family's default input, 3×224×224
+    /// for ResNet-18, 3×32×32 for the CIFAR ResNets and greyscale 1×28×28 for LeNet).
     public static func make(_ family: String, widths: [Int], classCount: Int = 10, imageSize: Int? = nil) throws -> Network {
         let folded = family.hasSuffix("-folded")
         let name = folded ? String(family.dropLast("-folded".count)) : family
         switch name {
         case "lenet" where !folded:
             guard widths.count == 1, widths[0] >= 1 else { throw Failure.badWidths(family: family, widths: widths, expected: "one width ≥ 1") }
-            return LeNet(width: widths[0], classCount: classCount)
+            if let imageSize, imageSize < 8 { throw Failure.badImageSize(family: family, size: imageSize, expected: "RGB images of at least 8×8") }
+            return LeNet(width: widths[0], classCount: classCount, inputShape: imageSize.map { [3, $0, $0] } ?? [1, 28, 28])
         case "resnet18":
             guard let net = ResNet18(widths: widths, classCount: classCount, inputSize: imageSize ?? 224, batchNorm: !folded) else {
                 throw Failure.badWidths(family: family, widths: widths, expected: "4 stage widths (+ 8 block hidden widths)")
@@ -60,6 +63,16 @@ public enum NetworkFamily {
         case "lenet": return [w]
         case "resnet18": return [w, 2 * w, 4 * w, 8 * w]
         default: return [w, 2 * w, 4 * w]
+        }
+    }
+
+    /// The batch-norm-folded form of `network` and its parameters (same inference logits), or
+    /// nil when the network has no batch norm.
+    public static func foldedBatchNorm(_ network: Network, _ parameters: ParameterSet) -> (Network, ParameterSet)? {
+        switch network {
+        case let n as CIFARResNet where n.batchNorm: return n.foldedBatchNorm(parameters)
+        case let n as ResNet18 where n.batchNorm: return n.foldedBatchNorm(parameters)
+        default: return nil
         }
     }
 

@@ -57,7 +57,8 @@ public struct LossTerms: Sendable, Equatable {
 /// kernels allocate a few bytes of closure and libdispatch bookkeeping each, freed at once).
 public final class ConfigurationGradient: @unchecked Sendable {
     public let inr: HyperNetwork
-    public let family: String
+    /// The target family, its widths and which tensors are generated.
+    public let morph: MorphPlan
     public let dataset: any TrainingImages
     public let mean: [Float], std: [Float]
     /// The permuted pretrained network (reconstruction target) and its width.
@@ -70,12 +71,25 @@ public final class ConfigurationGradient: @unchecked Sendable {
     /// Views of the last batch size's images [n, C, H, W] and logit gradients [n, classes].
     private var batchViews: (n: Int, x: Tensor, dz: Tensor)?
 
-    public init(inr: HyperNetwork, family: String, dataset: any TrainingImages, mean: [Float], std: [Float],
-                pretrained: ParameterSet?, pretrainedWidth: Int?) {
-        self.inr = inr; self.family = family; self.dataset = dataset; self.mean = mean; self.std = std
-        self.pretrained = pretrained; self.pretrainedWidth = pretrainedWidth
-        generator = NetworkGenerator(inr: inr, family: family, classCount: dataset.classCount)
+    /// `pretrained`: the permuted base network, at `morph.baseWidth` (the reconstruction
+    /// target, and the source of the tensors that are not generated).
+    public init(inr: HyperNetwork, morph: MorphPlan, dataset: any TrainingImages, mean: [Float], std: [Float],
+                pretrained: ParameterSet?) {
+        self.inr = inr; self.morph = morph; self.dataset = dataset; self.mean = mean; self.std = std
+        self.pretrained = pretrained; self.pretrainedWidth = pretrained == nil ? nil : morph.baseWidth
+        generator = NetworkGenerator(inr: inr, morph: morph, classCount: dataset.classCount, base: pretrained)
     }
+
+    /// For a family whose one width is the scalar width and whose every tensor is generated
+    /// (LeNet), on the data's images (RGB ones of an image folder at their size).
+    public convenience init(inr: HyperNetwork, family: String, dataset: any TrainingImages, mean: [Float], std: [Float],
+                            pretrained: ParameterSet?, pretrainedWidth: Int?) {
+        let shape = dataset.batchImageShape
+        self.init(inr: inr, morph: MorphPlan(family: family, baseWidths: [pretrainedWidth ?? 1], imageSize: shape.channels == 3 ? shape.height : nil),
+                  dataset: dataset, mean: mean, std: std, pretrained: pretrained)
+    }
+
+    public var family: String { morph.family }
 
     deinit { labels.deallocate() }
 
@@ -104,15 +118,17 @@ public final class ConfigurationGradient: @unchecked Sendable {
         weights.zeroGradients()
         let logits = network.forward(weights, input: x, mode: .training)
         let (ce, correct) = SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: labels, dLogits: dz)
-        network.backward(weights, input: x, dLogits: dz)
+        // Only the generated tensors' gradients are used: a ResNet morphed in its last block
+        // back-propagates no further than that block.
+        network.backward(weights, input: x, dLogits: dz, from: c.generated.first ?? 0)
 
         var terms = LossTerms()
         terms.crossEntropy = ce; terms.correct = correct; terms.samples = n
-        terms.normRegularizer = Self.addNormRegularizer(weights, tensors: c.trainable, weight: config.lossWeights.normRegularizer)
+        terms.normRegularizer = Self.addNormRegularizer(weights, tensors: c.generated, weight: config.lossWeights.normRegularizer)
         var recWeight: Float = 0
         if let pretrained, config.width == pretrainedWidth, config.lossWeights.reconstruction > 0 {
             recWeight = config.lossWeights.reconstruction
-            terms.reconstruction = Self.addReconstruction(weights, target: pretrained, tensors: c.trainable, weight: recWeight)
+            terms.reconstruction = Self.addReconstruction(weights, target: pretrained, tensors: c.generated, weight: recWeight)
         }
         terms.total = ce + Double(config.lossWeights.normRegularizer) * terms.normRegularizer + Double(recWeight) * terms.reconstruction
         return terms

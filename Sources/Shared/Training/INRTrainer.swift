@@ -61,15 +61,19 @@ public struct RoundReport: Sendable {
 }
 
 /// What an INR is trained toward, recorded in its checkpoints: the permuted base network (the
-/// reconstruction target), its family, class count, input normalisation, and the recipe name.
+/// reconstruction target), its family and morph plan, class count, input normalisation, and the
+/// recipe name.
 public struct TrainingTarget {
     public let base: ParameterSet
     public let family: String
+    /// nil: every tensor generated, the one width scalar (LeNet), at the plan's pretrained width.
+    public let morph: MorphPlan?
     public let classCount: Int
     public let mean: [Float], std: [Float]
     public let recipe: String
-    public init(base: ParameterSet, family: String, classCount: Int, mean: [Float], std: [Float], recipe: String) {
-        self.base = base; self.family = family; self.classCount = classCount; self.mean = mean; self.std = std; self.recipe = recipe
+    public init(base: ParameterSet, family: String, morph: MorphPlan? = nil, classCount: Int, mean: [Float], std: [Float], recipe: String) {
+        self.base = base; self.family = family; self.morph = morph; self.classCount = classCount; self.mean = mean; self.std = std
+        self.recipe = recipe
     }
 }
 
@@ -298,6 +302,9 @@ public final class INRTrainer {
         guard checkpoint.config == inr.config, checkpoint.raw.count == n else { throw mismatch("another INR") }
         guard checkpoint.plan == plan else { throw mismatch("another round plan (widths, batches, rounds, seed or data size)") }
         guard checkpoint.optimizer == optimizerSettings else { throw mismatch("other optimizer settings") }
+        guard checkpoint.morph == (target.morph ?? MorphPlan(family: target.family, baseWidths: [plan.pretrainedWidth])) else {
+            throw mismatch("another morph plan (family, widths, generated tensors or input image size)")
+        }
         let base = target.base
         guard checkpoint.base.count == base.count, memcmp(checkpoint.base.values.base, base.values.base, 4 * base.count) == 0 else {
             throw mismatch("another (permuted) base network")

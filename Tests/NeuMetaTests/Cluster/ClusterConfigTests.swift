@@ -10,7 +10,7 @@ import Yams
 
     static func parse(_ yaml: String) throws -> ClusterConfig { try ClusterConfig.parse(yaml: yaml, baseDirectory: nil) }
 
-    static let experimentKeys = "family, dataset, data, recipe, widths, epochs, configurations_per_round, configurations_per_block, shared_batch, batch_size, noise, seed, inr, optimizer, reconstruction"
+    static let experimentKeys = "family, dataset, data, image_size, augment, content_hashes, recipe, widths, epochs, configurations_per_round, configurations_per_block, shared_batch, batch_size, noise, seed, inr, optimizer, reconstruction"
     static let topKeys = "experiment, base, evaluation, coordinator, keys, workers, checkpoints, output, threads"
 
     @Test func nullSectionsGiveTheDefaultsAndAnEmptyFileIsRefused() throws {
@@ -99,6 +99,47 @@ import Yams
         #expect(e != ClusterConfig.defaults)
     }
 
+    /// The image-folder keys: read with `dataset: folder`; set to other than their defaults
+    /// with another dataset they are refused on their line (the defaults may stay, as in the
+    /// shipped cluster.yaml).
+    @Test func imageFolderKeys() throws {
+        let folder = try Self.parse("""
+        experiment:
+          dataset: folder
+          data: /data/imagenet
+          image_size: 224
+          augment: false
+          content_hashes: true
+        workers: { prefetch: 0, in_memory: true }
+        """)
+        #expect(folder.experiment.dataset == .folder && folder.experiment.imageSize == 224)
+        #expect(!folder.experiment.augment && folder.experiment.contentHashes)
+        #expect(folder.workers.prefetch == 0 && folder.workers.inMemory)
+        #expect(ClusterConfig.defaults.workers.prefetch == 8 && !ClusterConfig.defaults.workers.inMemory)
+        #expect(try Self.parse("experiment: { image_size: null, augment: true, content_hashes: false }\n") == ClusterConfig.defaults)
+        for (key, value) in [("image_size", "64"), ("augment", "false"), ("content_hashes", "true")] {
+            #expect(throws: ConfigError(file: "cluster.yaml", line: 3, message: "experiment.\(key) applies to image folders only "
+                                        + "(experiment.dataset: folder), not to cifar10")) {
+                try Self.parse("experiment:\n  dataset: cifar10\n  \(key): \(value)\n")
+            }
+        }
+        #expect(throws: ConfigError(file: "cluster.yaml", line: 1, message: "experiment.image_size must be an integer in 1…4096, got '0'")) {
+            try Self.parse("experiment: { dataset: folder, image_size: 0 }\n")
+        }
+        #expect(throws: ConfigError(file: "cluster.yaml", line: 1, message: "workers.prefetch must be an integer ≥ 0, got '-1'")) {
+            try Self.parse("workers: { prefetch: -1 }\n")
+        }
+    }
+
+    /// configs/resnet18-folder.yaml: ResNet-18 on a 64-pixel image folder.
+    @Test func resnet18FolderYAML() throws {
+        let directory = Self.root.appendingPathComponent("configs")
+        let c = try ClusterConfig.load(path: directory.appendingPathComponent("resnet18-folder.yaml").path)
+        #expect(c.experiment.family == "resnet18" && c.experiment.dataset == .folder && c.experiment.imageSize == 64)
+        #expect(c.experiment.data == Self.root.appendingPathComponent("runs/fmnist-64").path)
+        #expect(c.base.checkpoint == Self.root.appendingPathComponent("runs/resnet18-16.safetensors").path && c.base.width == 16)
+    }
+
     @Test func relativePathsResolveAgainstTheConfigDirectory() throws {
         let yaml = "experiment: { data: ../data/fmnist }\nbase: { checkpoint: /abs/b.safetensors }\nevaluation: { out: ~/eval }\n"
             + "keys: { directory: ./k }\ncheckpoints: { directory: ck }\noutput: { inr: o/i.safetensors, metrics: m.jsonl }\n"
@@ -179,7 +220,7 @@ import Yams
         ("experiment:\n  widths:\n\n    max: 4\n", 4, "experiment.widths.min (8) must not exceed max (4)"),
         // enumerations
         ("experiment:\n  recipe: fancy\n", 2, "experiment.recipe must be one of default, paper, got 'fancy'"),
-        ("experiment:\n  dataset: mnist\n", 2, "experiment.dataset must be one of fashion-mnist, cifar10, cifar100, got 'mnist'"),
+        ("experiment:\n  dataset: mnist\n", 2, "experiment.dataset must be one of fashion-mnist, cifar10, cifar100, folder, got 'mnist'"),
         ("experiment:\n  family: lenet5\n", 2, "experiment.family must be one of lenet, resnet20, resnet32, resnet56, resnet18, got 'lenet5'"),
         // the document as a whole
         ("- 1\n- 2\n", 1, "the top level must be a mapping of \(topKeys), got a list"),

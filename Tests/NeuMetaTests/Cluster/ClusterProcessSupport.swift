@@ -74,29 +74,37 @@ final class ChildProcess: @unchecked Sendable {
 
 /// A small experiment in a temporary directory: a random LeNet width-8 base network, keys, and
 /// a cluster.yaml with a tiny INR and batch so that a round takes milliseconds even in a debug
-/// build. `rounds` rounds of 3 configurations; checkpoints every 2 rounds.
+/// build. `rounds` rounds of 3 configurations; checkpoints every 2 rounds. With `folder`, the
+/// data is that image folder (its training split a multiple of the batch, 16) at `imageSize`,
+/// and the base network takes RGB images of that size.
 struct ClusterFixture {
     static let rounds = 30
     static let configurationsPerRound = 3
     let directory: URL
+    /// The training data's directory (what workers read by default).
+    let data: String
     var keys: URL { directory.appendingPathComponent("keys") }
 
-    init(_ name: String) throws {
+    init(_ name: String, folder: (path: String, imageSize: Int)? = nil) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("neumeta-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        data = folder?.path ?? FashionMNIST.defaultDirectory
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let network = try NetworkFamily.make("lenet", widths: [8])
+        let network = try NetworkFamily.make("lenet", widths: [8], imageSize: folder?.imageSize)
         let parameters = network.makeParameters()
         var rng = SeededRandom(7)
         parameters.initializeDefault(rng: &rng)
-        try NetworkCheckpoint(network: network, parameters: parameters, mean: [0.286], std: [0.353])
+        try NetworkCheckpoint(network: network, parameters: parameters, mean: folder == nil ? [0.286] : [0.286, 0.286, 0.286],
+                              std: folder == nil ? [0.353] : [0.353, 0.353, 0.353])
             .save(to: directory.appendingPathComponent("base.safetensors").path)
         try KeyStore.generate(into: keys, workers: ["worker"])
         let batch = 16
-        // The default recipe's rounds read one shared mini-batch: epochs = rounds · batch / 60,000.
-        let epochs = Double(Self.rounds * batch) / 60_000
+        // The default recipe's rounds read one shared mini-batch: epochs = rounds · batch / images.
+        let images = try folder.map { try ImageFolderDataset(root: $0.path, split: "train").count } ?? 60_000
+        let epochs = Double(Self.rounds * batch) / Double(images)
+        let dataKeys = folder.map { "\($0.path)\n  dataset: folder\n  image_size: \($0.imageSize)" } ?? FashionMNIST.defaultDirectory
         let yaml = """
         experiment:
-          data: \(FashionMNIST.defaultDirectory)
+          data: \(dataKeys)
           widths: { min: 4, max: 8 }
           epochs: \(epochs)
           configurations_per_round: \(Self.configurationsPerRound)
@@ -132,10 +140,10 @@ struct ClusterFixture {
                                                 "--skip-evaluation", "--exit-with-parent"] + extra, in: directory, label: label, wrapper: wrapper)
     }
 
-    func worker(_ name: String, endpoint: String, keys: URL? = nil, data: String = FashionMNIST.defaultDirectory, threads: Int = 1,
-                wrapper: [String] = []) throws -> ChildProcess {
-        try ChildProcess(Products.worker, ["--connect", endpoint, "--keys", (keys ?? self.keys).path, "--name", name, "--data", data,
-                                           "--threads", String(threads), "--exit-with-parent"], in: directory, label: name, wrapper: wrapper)
+    func worker(_ name: String, endpoint: String, keys: URL? = nil, data: String? = nil, threads: Int = 1,
+                wrapper: [String] = [], extra: [String] = []) throws -> ChildProcess {
+        try ChildProcess(Products.worker, ["--connect", endpoint, "--keys", (keys ?? self.keys).path, "--name", name, "--data", data ?? self.data,
+                                           "--threads", String(threads), "--exit-with-parent"] + extra, in: directory, label: name, wrapper: wrapper)
     }
 
     /// The endpoint the coordinator logged ("listening on tcp://127.0.0.1:PORT"), once it has.

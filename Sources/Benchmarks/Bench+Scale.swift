@@ -6,19 +6,26 @@ import NeuMeta
 /// workers, M configurations per round and gradients in `precision`.
 struct ScalePoint: Sendable, CustomStringConvertible {
     let family: String, workers: Int, configurations: Int, precision: String
+    /// Configurations per reduction block (`--configs-per-block`): each worker sends one
+    /// gradient per block it computes.
+    let perBlock: Int
 
-    var description: String { "\(family) N=\(workers) M=\(configurations) \(precision)" }
+    var description: String { "\(family) N=\(workers) M=\(configurations) \(precision)" + (perBlock > 1 ? " B=\(perBlock)" : "") }
+    /// Gradients the coordinator receives per round.
+    var blocks: Int { (configurations + perBlock - 1) / perBlock }
 
-    /// "family:N:M:precision", e.g. "resnet18:64:64:float32".
+    /// "family:N:M:precision[:B]", e.g. "resnet18:64:64:float32" or "resnet18:64:128:float32:2".
     init?(_ text: Substring) {
         let f = text.split(separator: ":").map(String.init)
-        guard f.count == 4, ["lenet", "resnet18"].contains(f[0]), let n = Int(f[1]), let m = Int(f[2]), n >= 1, m >= 1,
-              ["float32", "bfloat16"].contains(f[3]) else { return nil }
-        self.init(family: f[0], workers: n, configurations: m, precision: f[3])
+        guard f.count == 4 || f.count == 5, ["lenet", "resnet18"].contains(f[0]), let n = Int(f[1]), let m = Int(f[2]), n >= 1, m >= 1,
+              ["float32", "bfloat16"].contains(f[3]), let b = f.count == 5 ? Int(f[4]) : 1,
+              (1...WireProtocol.maxConfigurationsPerBlock).contains(b) else { return nil }
+        self.init(family: f[0], workers: n, configurations: m, precision: f[3], perBlock: b)
     }
 
-    init(family: String, workers: Int, configurations: Int, precision: String) {
+    init(family: String, workers: Int, configurations: Int, precision: String, perBlock: Int = 1) {
         self.family = family; self.workers = workers; self.configurations = configurations; self.precision = precision
+        self.perBlock = perBlock
     }
 }
 
@@ -40,7 +47,7 @@ struct ScaleMeasurement {
     let dropped: Int, refused: Int
 
     /// The gradient bytes of each worker's last configuration: min(M, N) of the M received.
-    var criticalBytesReceived: Double { bytesReceived * Double(min(point.configurations, point.workers)) / Double(point.configurations) }
+    var criticalBytesReceived: Double { bytesReceived * Double(min(point.blocks, point.workers)) / Double(point.blocks) }
     var configurationsPerSecond: Double { Double(point.configurations) / roundSeconds }
     var notComputingShare: Double { max(0, 1 - computeSeconds / roundSeconds) }
 }
@@ -51,10 +58,11 @@ struct ScaleMeasurement {
 /// C the configuration time per worker (S · ⌈M/N⌉); of the gradients (M · P · 4 or 2 bytes)
 /// only the last configuration of each worker, min(M, N) · P · (4 or 2) bytes, is on the
 /// critical path — a worker with several sends each while computing the next; bytes sent
-/// N · 4P (the stepped parameters go to every worker as float32). One rate for both
-/// directions: with M = N they carry nearly the same bytes, and separate ingress and egress
-/// rates fitted to them (`ingressBytesPerSecond`, `egressBytesPerSecond`, reported beside)
-/// are not well determined. Fits are non-negative least squares (a rate is never negative).
+/// N · 4P (the stepped parameters go to every worker as float32). With blocks of B
+/// configurations, M counts blocks (one gradient each) and C = S · B · ⌈blocks/N⌉. One rate for
+/// both directions: with M = N they carry nearly the same bytes; separate ingress and egress
+/// rates (`ingressBytesPerSecond`, `egressBytesPerSecond`, reported beside) are determined only
+/// by points whose directions carry different bytes (blocks, bfloat16, M > N). Fits are non-negative least squares (a rate is never negative).
 struct ScaleModel {
     let fixedSeconds, wireBytesPerSecond: Double
     /// The same fit with a rate per direction (infinite where the fit gives that direction no cost).
@@ -63,7 +71,7 @@ struct ScaleModel {
     let updateParametersPerSecond, sumValuesPerSecond: Double
 
     init(_ points: [ScaleMeasurement]) {
-        let step = Self.nonNegativeLeastSquares(points.map { [Double($0.parameters), Double($0.point.configurations * $0.parameters)] },
+        let step = Self.nonNegativeLeastSquares(points.map { [Double($0.parameters), Double($0.point.blocks * $0.parameters)] },
                                                 points.map(\.stepSeconds))
         updateParametersPerSecond = 1 / step[0]
         sumValuesPerSecond = 1 / step[1]
@@ -76,17 +84,20 @@ struct ScaleModel {
         egressBytesPerSecond = 1 / split[2]
     }
 
-    /// AdamW's seconds for M configurations of P parameters.
+    /// AdamW's seconds for `m` gradients (blocks) of P parameters.
     func stepSeconds(configurations m: Int, parameters p: Int) -> Double {
         Double(p) / updateParametersPerSecond + Double(m * p) / sumValuesPerSecond
     }
 
-    /// Predicted round seconds for N workers, M configurations of `seconds` each, P parameters,
-    /// gradients of `gradientBytes` bytes per value.
-    func roundSeconds(workers n: Int, configurations m: Int, parameters p: Int, gradientBytes: Int, seconds: Double) -> Double {
-        let compute = seconds * Double((m + n - 1) / n)
-        return compute + fixedSeconds + stepSeconds(configurations: m, parameters: p)
-            + Double(min(m, n) * p * gradientBytes + n * p * 4) / wireBytesPerSecond
+    /// Predicted round seconds for N workers, M configurations of `seconds` each in blocks of
+    /// `perBlock` (each worker sums a block and sends one gradient), P parameters, gradients of
+    /// `gradientBytes` bytes per value.
+    func roundSeconds(workers n: Int, configurations m: Int, perBlock b: Int = 1, parameters p: Int, gradientBytes: Int,
+                      seconds: Double) -> Double {
+        let blocks = (m + b - 1) / b
+        let compute = seconds * Double(b * ((blocks + n - 1) / n))
+        return compute + fixedSeconds + stepSeconds(configurations: blocks, parameters: p)
+            + Double(min(blocks, n) * p * gradientBytes + n * p * 4) / wireBytesPerSecond
     }
 
     /// min ‖A x − y‖ over x ≥ 0, for few columns: the best unconstrained least-squares fit over
@@ -171,6 +182,7 @@ extension Bench {
                        m.failedWorkers))
             measured.append(m)
             let key = "scale_\(point.family)_\(point.workers)w_\(point.configurations)c" + (point.precision == "bfloat16" ? "_bf16" : "")
+                + (point.perBlock > 1 ? "_b\(point.perBlock)" : "")
             out.add("\(key)_configurations_per_s", m.configurationsPerSecond, "\(point): configurations/s",
                     String(format: "%.2f (round %.2f s, step %.2f s)", m.configurationsPerSecond, m.roundSeconds, m.stepSeconds),
                     section: first ? "scale (synthetic workers, \(seconds) s per configuration, CURVE on loopback)" : nil)
@@ -224,7 +236,7 @@ extension Bench {
             func d(_ key: String) throws -> Double { Double(try v(key)) ?? .nan }
             func mib(_ key: String) throws -> Int { Int(try d(key) * 1048576) }
             let point = ScalePoint(family: try v("family"), workers: Int(try d("workers")), configurations: Int(try d("configurations")),
-                                   precision: try v("precision"))
+                                   precision: try v("precision"), perBlock: column["per_block"] == nil ? 1 : Int(try d("per_block")))
             return ScaleMeasurement(point: point, parameters: Int(try d("parameters")), roundSeconds: try d("round_s"),
                                     computeSeconds: try d("compute_s"), stepSeconds: try d("step_s"), bytesSent: try d("bytes_sent"),
                                     bytesReceived: try d("bytes_received"), rounds: Int(try d("rounds")),
@@ -264,7 +276,7 @@ extension Bench {
     /// of the memory available.
     static func memoryShortfall(_ point: ScalePoint) -> String? {
         let bytes = 4 * parameterCount(point.family)
-        let need = (point.configurations + 7) * bytes + point.workers * (3 * bytes + 40 << 20)
+        let need = (point.blocks + 7) * bytes + point.workers * (3 * bytes + 40 << 20)  // the coordinator holds a gradient per block
         guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
               let kib = Int(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
@@ -282,7 +294,8 @@ extension Bench {
         let coordinator = Process()
         coordinator.executableURL = executables.appendingPathComponent("neumeta-coordinator")
         coordinator.arguments = ["synthetic", "--keys", keys.path, "--family", point.family, "--workers", String(point.workers),
-                                 "--configurations", String(point.configurations), "--rounds", String(rounds),
+                                 "--configurations", String(point.configurations), "--configs-per-block", String(point.perBlock),
+                                 "--rounds", String(rounds),
                                  "--gradients", point.precision, "--exit-with-parent"]
         coordinator.standardOutput = try FileHandle(forWritingTo: stdoutURL)
         coordinator.standardError = try FileHandle(forWritingTo: stderrURL)
@@ -403,22 +416,22 @@ extension Bench {
         func mib(_ b: Int) -> String { String(format: "%.0f", Double(b) / 1048576) }
         var csv = "family,workers,configurations,precision,parameters,rounds,round_s,compute_s,step_s,bytes_received,bytes_sent,"
             + "configurations_per_s,not_computing_share,coordinator_peak_rss_mib,worker_max_rss_mib,workers_total_rss_mib,"
-            + "join_s,dropped,refused,model_round_s\n"
+            + "join_s,dropped,refused,model_round_s,per_block\n"
         var md = "| INR | N | M | wire | round s | configs/s | not computing | model round s | step s | in MB | out MB "
             + "| coordinator RSS MiB | worker RSS MiB (max / all) | all joined after s | dropped |\n"
             + "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         for m in measured {
             let p = m.point
-            let modelled = model.roundSeconds(workers: p.workers, configurations: p.configurations, parameters: m.parameters,
+            let modelled = model.roundSeconds(workers: p.workers, configurations: p.configurations, perBlock: p.perBlock, parameters: m.parameters,
                                               gradientBytes: p.precision == "float32" ? 4 : 2, seconds: seconds)
             csv += [p.family, "\(p.workers)", "\(p.configurations)", p.precision, "\(m.parameters)", "\(m.rounds)",
                     String(format: "%.4f", m.roundSeconds), String(format: "%.4f", m.computeSeconds), String(format: "%.4f", m.stepSeconds),
                     String(format: "%.0f", m.bytesReceived), String(format: "%.0f", m.bytesSent), String(format: "%.4f", m.configurationsPerSecond),
                     String(format: "%.4f", m.notComputingShare), mib(m.coordinatorPeakRSS), mib(m.workerMaxRSS), mib(m.workersTotalRSS),
-                    String(format: "%.2f", m.joinSeconds ?? -1), "\(m.dropped)", "\(m.refused)", String(format: "%.4f", modelled)]
+                    String(format: "%.2f", m.joinSeconds ?? -1), "\(m.dropped)", "\(m.refused)", String(format: "%.4f", modelled), "\(p.perBlock)"]
                 .joined(separator: ",") + "\n"
             md += "| \(p.family) | \(p.workers)" + (m.workersMean < Double(p.workers) ? String(format: " (%.0f)", m.workersMean) : "")
-                + " | \(p.configurations) | \(p.precision) | " + String(format: "%.2f | %.2f | %.1f%% | %.2f | %.2f | %.0f | %.0f",
+                + " | \(p.configurations)" + (p.perBlock > 1 ? " in blocks of \(p.perBlock)" : "") + " | \(p.precision) | " + String(format: "%.2f | %.2f | %.1f%% | %.2f | %.2f | %.0f | %.0f",
                 m.roundSeconds, m.configurationsPerSecond, 100 * m.notComputingShare, modelled, m.stepSeconds, m.bytesReceived / 1e6, m.bytesSent / 1e6)
                 + " | \(mib(m.coordinatorPeakRSS)) | \(mib(m.workerMaxRSS)) / \(mib(m.workersTotalRSS)) | "
                 + (m.joinSeconds.map { String(format: "%.2f", $0) } ?? "–") + " | \(m.dropped) |\n"

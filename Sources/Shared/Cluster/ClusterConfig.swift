@@ -80,9 +80,9 @@ public struct ClusterConfig: Sendable, Equatable {
         public var optimizer = Optimizer()
         /// λ_rec at round 0, the reconstruction weight at the pretrained width; ≥ 0.
         public var reconstruction: Float?
-        /// What the INR generates: the whole network, or a ResNet's last block (set by `--morph`).
+        /// What the INR generates: the whole network, or a ResNet's last block.
         public var morph = MorphScope.all
-        /// What happens to a base network's batch norm (set by `--batch-norm`).
+        /// What happens to a ResNet base's batch norm: folded into its convolutions, or kept and recalibrated after sampling.
         public var batchNorm = BatchNormHandling.fold
         public init() {}
     }

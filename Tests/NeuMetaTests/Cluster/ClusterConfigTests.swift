@@ -10,7 +10,7 @@ import Yams
 
     static func parse(_ yaml: String) throws -> ClusterConfig { try ClusterConfig.parse(yaml: yaml, baseDirectory: nil) }
 
-    static let experimentKeys = "family, dataset, data, image_size, augment, content_hashes, recipe, widths, epochs, configurations_per_round, configurations_per_block, shared_batch, batch_size, noise, seed, inr, optimizer, reconstruction"
+    static let experimentKeys = "family, dataset, data, image_size, augment, content_hashes, recipe, morph, batch_norm, widths, epochs, configurations_per_round, configurations_per_block, shared_batch, batch_size, noise, seed, inr, optimizer, reconstruction"
     static let topKeys = "experiment, base, evaluation, coordinator, keys, workers, checkpoints, output, threads"
 
     @Test func nullSectionsGiveTheDefaultsAndAnEmptyFileIsRefused() throws {
@@ -58,11 +58,14 @@ import Yams
           dataset: cifar100
           data: data/cifar-100
           recipe: paper
+          morph: last-block
+          batch_norm: recalibrate
           widths:
             min: 4
             max: 64
           epochs: 12.5
           configurations_per_round: 3
+          configurations_per_block: 2
           batch_size: 64
           noise: 0.25
           seed: 18446744073709551615
@@ -81,7 +84,8 @@ import Yams
         var e = ClusterConfig()
         e.experiment.family = "resnet20"; e.experiment.dataset = .cifar100; e.experiment.data = "data/cifar-100"
         e.experiment.recipe = .paper; e.experiment.widths.min = 4; e.experiment.widths.max = 64
-        e.experiment.epochs = 12.5; e.experiment.configurationsPerRound = 3; e.experiment.batchSize = 64
+        e.experiment.morph = .lastBlock; e.experiment.batchNorm = .recalibrate
+        e.experiment.epochs = 12.5; e.experiment.configurationsPerRound = 3; e.experiment.configurationsPerBlock = 2; e.experiment.batchSize = 64
         e.experiment.noise = 0.25; e.experiment.seed = .max
         e.experiment.inr.hidden = 128; e.experiment.inr.layers = 5; e.experiment.inr.frequencies = 10
         e.experiment.optimizer.learningRate = 2e-3; e.experiment.optimizer.cosine = false; e.experiment.optimizer.emaDecay = 0.99
@@ -220,6 +224,8 @@ import Yams
         ("experiment:\n  widths:\n\n    max: 4\n", 4, "experiment.widths.min (8) must not exceed max (4)"),
         // enumerations
         ("experiment:\n  recipe: fancy\n", 2, "experiment.recipe must be one of default, paper, got 'fancy'"),
+        ("experiment:\n  family: resnet20\n  morph: first-block\n", 3, "experiment.morph must be one of all, last-block, got 'first-block'"),
+        ("experiment:\n  batch_norm: drop\n", 2, "experiment.batch_norm must be one of fold, recalibrate, got 'drop'"),
         ("experiment:\n  dataset: mnist\n", 2, "experiment.dataset must be one of fashion-mnist, cifar10, cifar100, folder, got 'mnist'"),
         ("experiment:\n  family: lenet5\n", 2, "experiment.family must be one of lenet, resnet20, resnet32, resnet56, resnet18, got 'lenet5'"),
         // the document as a whole

@@ -144,13 +144,10 @@ public final class WorkerJob {
             let first = index == indices.lowerBound, last = index == indices.upperBound - 1
             terms.append(try objective.compute(config) { t in
                 let r = ranges[t]
-                var values = g + r.lowerBound
-                if let sum, !first {
-                    let acc = sum + r.lowerBound
-                    for i in 0..<r.count { acc[i] += values[i] }
-                    values = acc
-                } else if let sum, !last {
-                    (sum + r.lowerBound).update(from: values, count: r.count)
+                var values = UnsafePointer(g + r.lowerBound)
+                if let sum, !(first && last) {  // a block of several: its running sum
+                    RoundPlan.accumulateBlock(sum + r.lowerBound, values, count: r.count, first: first)
+                    values = UnsafePointer(sum + r.lowerBound)
                 }
                 guard last else { return }
                 let perPiece = WireProtocol.frameBytes / encoding.bytesPerElement

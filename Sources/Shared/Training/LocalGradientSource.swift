@@ -44,14 +44,9 @@ public final class LocalGradientSource: GradientSource {
             for c in indices {
                 terms.append(try objective.compute(configurations[c]))
                 guard !buffers.isEmpty else { continue }
-                // The block's sum ((g₀ + g₁) + g₂)… in Float, as `WorkerJob.gradient(round:block:piece:)` forms it.
                 let destination = buffers[block].base, source = gradients.base, first = c == indices.lowerBound
                 Parallel.forRanges(gradients.count, minimum: 1 << 16) { r in
-                    if first {
-                        (destination + r.lowerBound).update(from: source + r.lowerBound, count: r.count)
-                    } else {
-                        for i in r { destination[i] += source[i] }
-                    }
+                    RoundPlan.accumulateBlock(destination + r.lowerBound, source + r.lowerBound, count: r.count, first: first)
                 }
             }
         }

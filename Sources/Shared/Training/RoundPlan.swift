@@ -42,6 +42,18 @@ public struct RoundPlan: Sendable, Equatable, Codable {
         return (block * blockSize)..<min(configurationsPerRound, (block + 1) * blockSize)
     }
 
+    /// One step of a block's gradient sum over `count` values: the block's first configuration
+    /// starts it (`sum = g`), every later one adds to it (`sum += g`, in Float), so a block
+    /// summed here in index order is ((g₀ + g₁) + g₂)… bit for bit wherever it is computed —
+    /// `WorkerJob` and `LocalGradientSource` both sum blocks with this.
+    public static func accumulateBlock(_ sum: UnsafeMutablePointer<Float>, _ gradient: UnsafePointer<Float>, count: Int, first: Bool) {
+        if first {
+            sum.update(from: gradient, count: count)
+        } else {
+            for i in 0..<count { sum[i] += gradient[i] }
+        }
+    }
+
     /// Mini-batches per epoch (the last partial batch is dropped).
     public var batchesPerEpoch: Int { max(1, datasetCount / batchSize) }
     /// Mini-batches a round consumes: 1 with `sharedBatch`, otherwise one per configuration.

@@ -418,8 +418,7 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
                     .diverged(round: round, block: block, workers: [strikes.first.name, "another worker"])]
         }
         verifiedFinite.insert(block)
-        let backoff = quarantine[strikes.first].map { min($0.backoff * 2, Self.quarantineMax) } ?? Self.quarantineInitial
-        quarantine[strikes.first] = (clock + backoff, backoff)
+        quarantine(strikes.first)
         return [.log("round \(round) block \(block) is finite as the coordinator computes it: the workers that returned it non-finite "
                      + "are faulty or hostile (quarantined); recomputing elsewhere")]
     }
@@ -437,7 +436,10 @@ public struct CoordinatorState<WorkerID: Hashable & Sendable>: Sendable {
     /// Refuses `id`'s identity for a back-off that doubles on every repeat.
     private mutating func quarantine(_ id: WorkerID) {
         guard let name = name(of: id) else { return }
-        let identity = Identity(key: keys[id] ?? "", name: name)
+        quarantine(Identity(key: keys[id] ?? "", name: name))
+    }
+
+    private mutating func quarantine(_ identity: Identity) {
         let backoff = quarantine[identity].map { min($0.backoff * 2, Self.quarantineMax) } ?? Self.quarantineInitial
         quarantine[identity] = (clock + backoff, backoff)
     }

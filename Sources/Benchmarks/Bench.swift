@@ -7,7 +7,7 @@ import NeuMeta
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "neumeta-bench",
-        abstract: "Measure sgemm, the base-network step, the INR training step, the SHP permutation, gradient messages over CURVE and cluster rounds (build with -c release).",
+        abstract: "Measure sgemm, the base-network step, the INR training step, the SHP permutation, gradient messages over CURVE, cluster rounds and the cost of sampled networks (build with -c release).",
         discussion: """
         Parts (--parts, comma-separated; default all):
 
@@ -61,6 +61,13 @@ struct Bench: ParsableCommand {
         optimizer step (summed over the heads, which are stepped as their gradient pieces \
         arrive, overlapping the round), over the rounds after the first 5.
 
+        generation: the cost of a sampled network: milliseconds to generate one from the INR at \
+        each of --generation-widths with K = 1 and K = --generation-samples (median of --repeats \
+        after a warm-up call that builds the width's buffers), and the bytes stored as float32 — \
+        the INR against one individually trained network of every integer width of its trained \
+        range. The INR is --inr, or a freshly initialised default-recipe LeNet INR (generation \
+        time does not depend on the trained values).
+
         scale (only when named): the coordinator's cost of a round at scale. Per point, \
         `neumeta-coordinator synthetic` (the real ClusterServer and AdamW on the INR of LeNet or \
         ResNet-18, default recipe: 8 or 62 heads, 7.2 or 55.6 MB) and N `neumeta-worker \
@@ -80,8 +87,8 @@ struct Bench: ParsableCommand {
         """
     )
 
-    @Option(help: "Comma-separated parts to run: sgemm, lenet, inr, permute, wire, cluster, scale (scale runs only when named).")
-    var parts = "sgemm,lenet,inr,permute,wire,cluster"
+    @Option(help: "Comma-separated parts to run: sgemm, lenet, inr, permute, wire, cluster, generation, scale (scale runs only when named).")
+    var parts = "sgemm,lenet,inr,permute,wire,cluster,generation"
 
     @Flag(help: "Few repeats and steps: every part in seconds (figures are noisier).")
     var quick = false
@@ -123,6 +130,15 @@ struct Bench: ParsableCommand {
     @Option(help: "ResNet-20 checkpoint for the permute part (default: random initialisation at width 64).")
     var resnetBase: String?
 
+    @Option(name: .customLong("inr"), help: "Trained INR checkpoint for the generation part (default: a new default-recipe LeNet INR).")
+    var generationINR: String?
+
+    @Option(help: "Widths the generation part samples.")
+    var generationWidths = "4,8,16,24,32,48"
+
+    @Option(help: "K of the generation part's noise-averaged samples.")
+    var generationSamples = 10
+
     @Option(help: "Seed of the INR round plan, initialisations and path search.")
     var seed: UInt64 = 0
 
@@ -134,7 +150,7 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var blas: BLASOptions
 
-    static let knownParts: Set<String> = ["sgemm", "lenet", "inr", "permute", "wire", "cluster", "scale"]
+    static let knownParts: Set<String> = ["sgemm", "lenet", "inr", "permute", "wire", "cluster", "generation", "scale"]
     /// Steps/s of a plain PyTorch CPU implementation of the same step (paper recipe, batch 128), measured on a 2-core AVX2 machine: the reference of `speedup_vs_pytorch`.
     static let pytorchStepsPerSecond = 5.6
 
@@ -147,6 +163,8 @@ struct Bench: ParsableCommand {
                               ("--cluster-rounds", clusterRounds), ("--scale-rounds", scaleRounds)] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
+        _ = try parseWidths(generationWidths, option: "--generation-widths")
+        if generationSamples < 1 { throw ValidationError("--generation-samples must be at least 1") }
         if let profiledSteps, profiledSteps < 0 { throw ValidationError("--profiled-steps must not be negative") }
         if !(scaleSeconds >= 0 && scaleSeconds <= 3600) { throw ValidationError("--scale-seconds must be between 0 and 3600") }
         if let scalePointsOption {
@@ -176,6 +194,7 @@ struct Bench: ParsableCommand {
         if selected.contains("permute") { try permutePart(&out) }
         if selected.contains("wire") { try wirePart(&out) }
         if selected.contains("cluster") { try clusterPart(&out) }
+        if selected.contains("generation") { try generationPart(&out) }
         if selected.contains("scale") { try scalePart(&out) }
         let loadEnd = Self.loadAverage()
         out.add("load_average_end", loadEnd, "load average (1, 5, 15 min) at end",

@@ -8,11 +8,12 @@ struct Evaluate: ParsableCommand {
         abstract: "Test accuracy of sampled networks across widths, beside individually trained and L1-pruned baselines.",
         discussion: """
         For each width: the network sampled from the EMA INR with K = 1 and with K = --samples \
-        (noise-averaged), an individually trained network of that width (read from \
-        --baselines DIR/<family>-<w>.safetensors; trained there first with --train-baselines), \
+        (noise-averaged), an individually trained network of that width (read from --baselines \
+        DIR/<family>-<w>.safetensors, for a ResNet DIR/<family>-<morph>-<w>.safetensors; trained \
+        there first with --train-baselines, the train-base recipe), \
         L1-norm channel pruning of the base network without fine-tuning (widths up to the \
-        base width), and the permuted base network resampled to the width (nearest channel \
-        position, weights scaled by the fan-in ratio). Writes the table as CSV and Markdown and an SVG plot next to --out. \
+        base width), and the permuted base network resampled to the width (neighbouring channels \
+        merged or split: outputs averaged, inputs summed; docs/algorithm.md §2). Writes the table as CSV and Markdown and an SVG plot next to --out. \
         Widths are the INR's scalar width: LeNet's w, a ResNet's first stage width (morph all; \
         the other widths keep the base's ratios) or its last block's hidden width (morph \
         last-block). Sampled networks with batch norm get their running statistics recomputed \
@@ -25,7 +26,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "INR checkpoint (train output).") var inr: String
     @Option(help: "Comma-separated widths.") var widths = "4,6,8,12,16,20,24,28,32,36,40,48"
     @Option(help: "K of the noise-averaged column.") var samples = 10
-    @Option(help: "Directory of individually trained baselines (<family>-<w>.safetensors).") var baselines = "runs/baselines"
+    @Option(help: "Directory of individually trained baselines (<family>-<w>.safetensors; a ResNet's <family>-<morph>-<w>.safetensors).") var baselines = "runs/baselines"
     @Flag(help: "Train missing individual baselines (train-base recipe) into --baselines.") var trainBaselines = false
     @Option(help: "Epochs for baselines trained with --train-baselines.") var baselineEpochs = 5
     @Option(help: "Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.svg (default: next to --inr).") var out: String?
@@ -84,7 +85,7 @@ struct Evaluate: ParsableCommand {
                 let pruned = try L1Pruning.prune(checkpoint.base, from: baseNetwork, to: network)
                 row["pruning_l1"] = try accuracy(network, pruned, mean: checkpoint.mean, std: checkpoint.std)
             }
-            // The permuted base network resampled to this width (nearest channel, fan-in scaled):
+            // The permuted base network resampled to this width (outputs averaged, inputs summed):
             // what intra-model smoothness alone gives, without any INR.
             let resampled = network.makeParameters()
             PretrainedResampling.resample(checkpoint.base, into: resampled)
@@ -107,22 +108,30 @@ struct Evaluate: ParsableCommand {
     }
 
     /// The individually trained network of `width`, trained first when asked and missing.
+    /// LeNet's lives at `<family>-<w>.safetensors`; a ResNet's, whose scalar width stands for
+    /// several, at `<family>-<morph>-<w>.safetensors` (its widths: `MorphPlan.widths(for:)`).
     func individualBaseline(_ checkpoint: INRCheckpoint, _ sets: SampledNetworkData, width: Int) throws -> NetworkCheckpoint? {
-        let family = checkpoint.family, path = "\(baselines)/\(family)-\(width).safetensors"
+        let family = checkpoint.family, morph = checkpoint.morph
+        let widths = morph.widths(for: width), singleWidth = morph.baseWidths.count == 1
+        let path = singleWidth ? "\(baselines)/\(family)-\(width).safetensors" : "\(baselines)/\(family)-\(morph.scope.rawValue)-\(width).safetensors"
         if FileManager.default.fileExists(atPath: path) {
-            // A broken baseline costs its cell, not the whole table.
-            do { return try NetworkCheckpoint.load(path: path) } catch {
+            // A broken or mismatched baseline costs its cell, not the whole table.
+            do {
+                let baseline = try NetworkCheckpoint.load(path: path)
+                guard baseline.network.widths == widths else {
+                    log("ignoring the individual baseline \(path): its widths \(baseline.network.widths) are not \(widths)")
+                    return nil
+                }
+                return baseline
+            } catch {
                 log("ignoring the individual baseline \(path): \(error)")
                 return nil
             }
         }
         guard trainBaselines else { return nil }
-        log("training the individual baseline \(family) width \(width) (\(baselineEpochs) epochs) into \(path)")
-        guard checkpoint.morph.scope == .all, checkpoint.morph.baseWidths.count == 1 else {
-            log("no individual baseline \(path): --train-baselines trains single-width families (train-base --widths makes the others)")
-            return nil
-        }
-        var arguments = ["--family", family, "--width", String(width), "--epochs", String(baselineEpochs),
+        log("training the individual baseline \(family) widths \(widths) (\(baselineEpochs) epochs) into \(path)")
+        try FileManager.default.createDirectory(atPath: baselines, withIntermediateDirectories: true)
+        var arguments = ["--family", family, "--widths", widths.map(String.init).joined(separator: ","), "--epochs", String(baselineEpochs),
                          "--dataset", sets.dataset.kind.rawValue, "--data", sets.directory, "--out", path]
         if let size = sets.dataset.imageSize { arguments += ["--image-size", String(size)] }
         let command = try TrainBase.parse(arguments)

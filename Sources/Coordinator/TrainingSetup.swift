@@ -35,6 +35,8 @@ struct ExperimentOptions: ParsableArguments {
     @Option(help: "Sinusoidal frequencies F (overrides experiment.inr.frequencies).") var frequencies: Int?
     @Option(help: "INR hidden width (overrides experiment.inr.hidden).") var hidden: Int?
     @Option(help: "INR layers L (overrides experiment.inr.layers).") var layers: Int?
+    @Option(help: "What generated weights are the INR's output added to: none, or base (the permuted base network resampled to the width; the INR starts from it) (overrides experiment.inr.prior).")
+    var prior: String?
     @Option(help: "AdamW learning rate (overrides experiment.optimizer.learning_rate).") var lr: Float?
     @Option(help: "Cosine learning-rate schedule: true or false (overrides experiment.optimizer.cosine).") var cosine: Bool?
     @Option(help: "Decay of the saved parameter EMA, in [0, 1) (overrides experiment.optimizer.ema_decay).") var emaDecay: Float?
@@ -92,6 +94,7 @@ struct ExperimentOptions: ParsableArguments {
         try check(logEvery >= 1, "--log-every must be at least 1")
         if let morph { try check(MorphScope(rawValue: morph) != nil, "--morph must be all or last-block") }
         if let batchNorm { try check(BatchNormHandling(rawValue: batchNorm) != nil, "--batch-norm must be fold or recalibrate") }
+        if let prior { try check(WeightPrior(rawValue: prior) != nil, "--prior must be none or base") }
         if let recipe {
             try check(ClusterConfig.Recipe(rawValue: recipe) != nil,
                       "--recipe must be one of \(ClusterConfig.Recipe.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -137,6 +140,7 @@ struct ExperimentOptions: ParsableArguments {
         if let frequencies { c.experiment.inr.frequencies = frequencies }
         if let hidden { c.experiment.inr.hidden = hidden }
         if let layers { c.experiment.inr.layers = layers }
+        if let prior, let p = WeightPrior(rawValue: prior) { c.experiment.inr.prior = p }
         if let lr { c.experiment.optimizer.learningRate = lr }
         if let cosine { c.experiment.optimizer.cosine = cosine }
         if let emaDecay { c.experiment.optimizer.emaDecay = emaDecay }
@@ -208,6 +212,7 @@ struct TrainingSetup {
         if let v = e.inr.hidden { config.hidden = v }
         if let v = e.inr.layers { config.layers = v }
         if let v = e.inr.frequencies { config.frequencies = v }
+        if let v = e.inr.prior { config.prior = v }
         if let v = e.optimizer.learningRate { optimizer.learningRate = v }
         if let v = e.optimizer.cosine { optimizer.cosineSchedule = v }
         if let v = e.optimizer.emaDecay { optimizer.emaDecay = v }
@@ -281,7 +286,7 @@ struct TrainingSetup {
         let target = TrainingTarget(base: permuted, family: network.family, morph: morph, classCount: classCount, mean: checkpoint.mean,
                                     std: checkpoint.std, recipe: recipe.rawValue)
         log("INR (\(recipe.rawValue) recipe): \(inr.parameters.count) parameters, hidden \(config.hidden), L \(config.layers), "
-            + "F \(config.frequencies); \(plan.rounds) rounds × \(plan.configurationsPerRound) configurations "
+            + "F \(config.frequencies), prior \(config.prior.rawValue); \(plan.rounds) rounds × \(plan.configurationsPerRound) configurations "
             + "(\(String(format: "%.2f", plan.epochs)) epochs), widths \(plan.minWidth)…\(plan.maxWidth)")
         return INRTrainer(inr: inr, plan: plan, optimizer: optimizer, target: target)
     }

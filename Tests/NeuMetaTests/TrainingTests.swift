@@ -161,21 +161,60 @@ import Testing
 }
 
 @Suite struct ResamplingTests {
-    @Test func resampledTargetPicksNearestChannelsAndScalesFanIn() {
+    /// Halving merges neighbouring channels: an output channel is the mean of the two it covers,
+    /// an input channel the sum (fan-in); classes map to themselves; the same width is a copy.
+    @Test func halvingAveragesOutputsAndSumsInputs() {
         let big = LeNet(width: 4), small = LeNet(width: 2)
         let p = big.makeParameters(), q = small.makeParameters()
-        for i in 0..<p.count { p.values.base[i] = Float(i) }
+        for i in 0..<p.count { p.values.base[i] = Float(i % 97) }
         PretrainedResampling.resample(p, into: q)
-        // conv1.bias [4] → [2]: channels ⌊(j + ½)·2⌋ = 1, 3.
-        #expect(q.value("conv1.bias").toArray() == [p.value("conv1.bias")[1], p.value("conv1.bias")[3]])
-        // conv2.weight [8, 4, 5, 5] → [4, 2, 5, 5]: out 1,3,5,7; in 1,3; values × 4/2.
+        let b = p.value("conv1.bias")
+        #expect(q.value("conv1.bias").toArray() == [(b[0] + b[1]) / 2, (b[2] + b[3]) / 2])
+        // conv2.weight [8, 4, 5, 5] → [4, 2, 5, 5]: out 2 = mean of 4, 5; in 1 = sum of 2, 3.
         let w = p.value("conv2.weight"), v = q.value("conv2.weight")
-        #expect(v[((2 * 2 + 1) * 25) + 7] == 2 * w[((5 * 4 + 3) * 25) + 7])
-        // fc.weight [10, 16] → [10, 8]: classes map to themselves.
-        #expect(q.value("fc.weight")[3 * 8 + 0] == 2 * p.value("fc.weight")[3 * 16 + 1])
+        func at(_ o: Int, _ i: Int) -> Float { w[((o * 4 + i) * 25) + 7] }
+        let expected = ((at(4, 2) + at(4, 3)) + (at(5, 2) + at(5, 3))) / 2
+        #expect(abs(v[((2 * 2 + 1) * 25) + 7] - expected) <= 1e-4 * abs(expected))
+        // fc.weight [10, 16] → [10, 8]: classes map to themselves, inputs 2 and 3 summed.
+        let fc = p.value("fc.weight")
+        #expect(q.value("fc.weight")[3 * 8 + 1] == fc[3 * 16 + 2] + fc[3 * 16 + 3])
         let same = big.makeParameters()
         PretrainedResampling.resample(p, into: same)
         #expect(Array(same.values.buffer) == Array(p.values.buffer))
+    }
+
+    /// Any ratio, down and up, against the formula evaluated naively in Double: overlap lengths
+    /// A[j, s] = max(0, min((j+1)·S/T, s+1) − max(j·S/T, s)) over every base channel s.
+    /// Tolerance 1e-5 relative: the product sums ≤ 6 Float terms.
+    @Test(arguments: [(4, 3), (4, 6), (3, 7), (5, 2)]) func anyRatioMatchesTheOverlapFormula(from: Int, to: Int) {
+        let p = LeNet(width: from).makeParameters(), q = LeNet(width: to).makeParameters()
+        var rng = SeededRandom(3)
+        p.initializeDefault(rng: &rng)
+        PretrainedResampling.resample(p, into: q)
+        func overlap(_ j: Int, _ s: Int, _ T: Int, _ S: Int) -> Double {
+            let step = Double(S) / Double(T)
+            return max(0, min(Double(j + 1) * step, Double(s + 1)) - max(Double(j) * step, Double(s)))
+        }
+        for t in q.specs.indices {
+            let d = q.specs[t], s = p.specs[t], src = p.value(t), dst = q.value(t), area = d.kernelArea
+            let (O, I, sO, sI) = (d.outSize, d.inSize, s.outSize, s.inSize)
+            for o in 0..<O {
+                for i in 0..<I {
+                    for k in 0..<area {
+                        var sum = 0.0
+                        for so in 0..<sO {
+                            let wo = O == sO ? (so == o ? 1 : 0) : overlap(o, so, O, sO) / (Double(sO) / Double(O))
+                            for si in 0..<sI {
+                                let wi = d.shape.count == 1 ? 1 : (I == sI ? (si == i ? 1 : 0) : overlap(i, si, I, sI))
+                                sum += wo * wi * Double(src[(so * sI + si) * area + k])
+                            }
+                        }
+                        let got = Double(dst[(o * I + i) * area + k])
+                        #expect(abs(got - sum) <= 1e-5 * max(1, abs(sum)), "\(d.name)[\(o), \(i), \(k)]: \(got) vs \(sum)")
+                    }
+                }
+            }
+        }
     }
 }
 

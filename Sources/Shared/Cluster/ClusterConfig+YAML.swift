@@ -90,6 +90,7 @@ extension ClusterConfig.Experiment {
                 ("hidden", { e.inr.hidden = try $0.orNull { try $0.int(atLeast: 1) } }),
                 ("layers", { e.inr.layers = try $0.orNull { try $0.int(atLeast: 1) } }),
                 ("frequencies", { e.inr.frequencies = try $0.orNull { try $0.int(atLeast: 1) } }),
+                ("prior", { e.inr.prior = try $0.orNull { try $0.choice() } }),
             ]) }),
             ("optimizer", { n in try n.fields([
                 ("learning_rate", { e.optimizer.learningRate = try $0.orNull { try $0.number("a positive number") { $0 > 0 } } }),

@@ -101,6 +101,8 @@ public struct ClusterConfig: Sendable, Equatable {
         public var layers: Int?
         /// Sinusoidal frequencies F of the coordinate encoding; ≥ 1.
         public var frequencies: Int?
+        /// What generated values are added to: nothing, or the resampled base network.
+        public var prior: WeightPrior?
         public init() {}
     }
 

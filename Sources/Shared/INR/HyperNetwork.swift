@@ -1,5 +1,16 @@
 import Foundation
 
+/// What a generated value is the INR's output added to (docs/algorithm.md §2).
+public enum WeightPrior: String, Sendable, Equatable, Codable, CaseIterable {
+    /// The value is the INR's output alone (the paper's INR).
+    case none
+    /// The value is the permuted base network resampled to the width
+    /// (`PretrainedResampling`: neighbouring channels merged or split) plus the INR's output,
+    /// whose output layers start at zero: training starts from the resampled base, which at
+    /// the base width is the base network itself.
+    case base
+}
+
 /// Size of NeuMeta's implicit neural representation (docs/algorithm.md §2).
 public struct INRConfig: Sendable, Equatable, Codable {
     /// Hidden width H of every head.
@@ -12,11 +23,26 @@ public struct INRConfig: Sendable, Equatable, Codable {
     public var outputSize = 25
     /// Coordinate normaliser: the largest trained width.
     public var norm: Float = 32
+    /// What generated values are added to.
+    public var prior = WeightPrior.none
 
     public init() {}
     public init(hidden: Int, layers: Int, frequencies: Int, outputSize: Int, norm: Float) {
         self.hidden = hidden; self.layers = layers; self.frequencies = frequencies
         self.outputSize = outputSize; self.norm = norm
+    }
+
+    enum CodingKeys: String, CodingKey { case hidden, layers, frequencies, outputSize, norm, prior }
+
+    /// Decodes every field; a spec or checkpoint without `prior` means `.none`.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hidden = try c.decode(Int.self, forKey: .hidden)
+        layers = try c.decode(Int.self, forKey: .layers)
+        frequencies = try c.decode(Int.self, forKey: .frequencies)
+        outputSize = try c.decode(Int.self, forKey: .outputSize)
+        norm = try c.decode(Float.self, forKey: .norm)
+        prior = try c.decodeIfPresent(WeightPrior.self, forKey: .prior) ?? .none
     }
 }
 
@@ -28,7 +54,8 @@ public struct INRConfig: Sendable, Equatable, Codable {
 ///     y  = W_out h_{L−1} + b_out                              [outputSize]
 ///
 /// and the generated value is y[outputStart + kk] / in_size (fan-in scaling by the raw, noisy
-/// input-channel count of that coordinate).
+/// input-channel count of that coordinate), plus the resampled base network's value there
+/// when `config.prior` is `.base` (`NetworkGenerator` adds it).
 public final class HyperNetwork: @unchecked Sendable {
     public let config: INRConfig
     public let targetSpecs: [ParameterSpec]
@@ -83,5 +110,9 @@ public final class HyperNetwork: @unchecked Sendable {
         self.heads = heads
         var rng = SeededRandom(seed, 0x1A4)
         parameters.initializeDefault(rng: &rng)
+        if config.prior == .base {
+            // Zero output layers: every generated value starts as the prior's.
+            for h in heads { parameters.value(h.outWeight).fill(0); parameters.value(h.outBias).fill(0) }
+        }
     }
 }

@@ -1,15 +1,17 @@
 /// Turns an INR into target networks of any width: per-width networks, coordinate layouts and
 /// weight buffers are built once and reused.
 ///
-/// The generated tensors (`MorphPlan.generated`) come from the INR; every other tensor is the
-/// permuted base network's (`base`), copied once when a width is first used. Running
+/// The generated tensors (`MorphPlan.generated`) come from the INR (plus the resampled base
+/// with `WeightPrior.base`); every other tensor is the permuted base network's (`base`), copied
+/// once when a width is first used. Running
 /// statistics of morphed batch-norm layers start at PyTorch's defaults (mean 0, variance 1)
 /// until `BatchNormRecalibration` recomputes them.
 public final class NetworkGenerator: @unchecked Sendable {
     public let inr: HyperNetwork
     public let morph: MorphPlan
     public let classCount: Int
-    /// The permuted base network (copied tensors); nil only when every tensor is generated.
+    /// The permuted base network (copied tensors, and the prior); nil only when every tensor is
+    /// generated and there is no prior.
     public let base: ParameterSet?
 
     struct WidthCache {
@@ -20,6 +22,14 @@ public final class NetworkGenerator: @unchecked Sendable {
         let generated: [Int]
         /// Accumulator for K-sample averaging.
         let average: ParameterSet
+        /// With `WeightPrior.base`: the base network's generated tensors resampled to this
+        /// width, in head order (added to the INR's output); empty otherwise.
+        let prior: [Tensor]
+    }
+
+    public enum Failure: Error, CustomStringConvertible {
+        case priorWithoutBase
+        public var description: String { "an INR with the base-network prior needs the base network, and none was given" }
     }
 
     private var caches: [Int: WidthCache] = [:]
@@ -71,7 +81,18 @@ public final class NetworkGenerator: @unchecked Sendable {
             }
         }
         let layout = CoordinateLayout(specs: generated.map { weights.specs[$0] }, outputSize: inr.config.outputSize, parameters: generated)
-        let c = WidthCache(network: network, weights: weights, layout: layout, generated: generated, average: average)
+        var prior = [Tensor]()
+        if inr.config.prior == .base {
+            guard let base else { throw Failure.priorWithoutBase }
+            for t in generated {
+                let spec = weights.specs[t]
+                guard let j = base.index(of: spec.name) else { preconditionFailure("generated tensor \(spec.name) is not in the base") }
+                let p = Tensor(zeros: spec.shape)
+                PretrainedResampling.resample(base.value(j), base.specs[j], into: p, spec)
+                prior.append(p)
+            }
+        }
+        let c = WidthCache(network: network, weights: weights, layout: layout, generated: generated, average: average, prior: prior)
         caches[width] = c
         recency.append(width)
         return c
@@ -83,6 +104,10 @@ public final class NetworkGenerator: @unchecked Sendable {
         let c = try cache(width: width)
         var rng = SeededRandom(noiseSeed)
         inr.generate(c.layout, noise: noise, rng: &rng, activations: activations, into: c.weights)
+        for (p, t) in zip(c.prior, c.generated) {
+            let w = c.weights.value(t)
+            for i in 0..<w.count { w.data[i] += p.data[i] }
+        }
         return (c.network, c.weights)
     }
 

@@ -69,7 +69,7 @@ import Yams
           batch_size: 64
           noise: 0.25
           seed: 18446744073709551615
-          inr: { hidden: 128, layers: 5, frequencies: 10 }
+          inr: { hidden: 128, layers: 5, frequencies: 10, prior: base }
           optimizer: { learning_rate: 2e-3, cosine: false, ema_decay: 0.99, weight_decay: 0.0001, gradient_clip: 1 }
           reconstruction: 0.5
         base: { checkpoint: /abs/base.safetensors, width: 48, epochs: 9 }
@@ -87,7 +87,7 @@ import Yams
         e.experiment.morph = .lastBlock; e.experiment.batchNorm = .recalibrate
         e.experiment.epochs = 12.5; e.experiment.configurationsPerRound = 3; e.experiment.configurationsPerBlock = 2; e.experiment.batchSize = 64
         e.experiment.noise = 0.25; e.experiment.seed = .max
-        e.experiment.inr.hidden = 128; e.experiment.inr.layers = 5; e.experiment.inr.frequencies = 10
+        e.experiment.inr.hidden = 128; e.experiment.inr.layers = 5; e.experiment.inr.frequencies = 10; e.experiment.inr.prior = .base
         e.experiment.optimizer.learningRate = 2e-3; e.experiment.optimizer.cosine = false; e.experiment.optimizer.emaDecay = 0.99
         e.experiment.optimizer.weightDecay = 0.0001; e.experiment.optimizer.gradientClip = 1
         e.experiment.reconstruction = 0.5
@@ -202,7 +202,7 @@ import Yams
         ("experiment:\n  batch_size: 12.5\n", 2, "experiment.batch_size must be an integer ≥ 1, got '12.5'"),
         ("experiment:\n  batch_size: \"12\"\n", 2, "experiment.batch_size must be an integer ≥ 1, got the quoted string \"12\""),
         ("base:\n  width: wide\n", 2, "base.width must be an integer ≥ 1, got 'wide'"),
-        ("experiment:\n  inr: [1]\n", 2, "experiment.inr must be a mapping of hidden, layers, frequencies, got a list"),
+        ("experiment:\n  inr: [1]\n", 2, "experiment.inr must be a mapping of hidden, layers, frequencies, prior, got a list"),
         ("experiment: [1, 2]\n", 1, "experiment must be a mapping of \(experimentKeys), got a list"),
         ("evaluation:\n  widths: 8\n", 2, "evaluation.widths must be a non-empty list, got '8'"),
         ("evaluation:\n  widths: [4, 8,\n    x]\n", 3, "evaluation.widths[2] must be an integer ≥ 1, got 'x'"),
@@ -225,6 +225,7 @@ import Yams
         // enumerations
         ("experiment:\n  recipe: fancy\n", 2, "experiment.recipe must be one of default, paper, got 'fancy'"),
         ("experiment:\n  family: resnet20\n  morph: first-block\n", 3, "experiment.morph must be one of all, last-block, got 'first-block'"),
+        ("experiment:\n  inr: { prior: pretrained }\n", 2, "experiment.inr.prior must be one of none, base, got 'pretrained'"),
         ("experiment:\n  batch_norm: drop\n", 2, "experiment.batch_norm must be one of fold, recalibrate, got 'drop'"),
         ("experiment:\n  dataset: mnist\n", 2, "experiment.dataset must be one of fashion-mnist, cifar10, cifar100, folder, got 'mnist'"),
         ("experiment:\n  family: lenet5\n", 2, "experiment.family must be one of lenet, resnet20, resnet32, resnet56, resnet18, got 'lenet5'"),

@@ -19,7 +19,7 @@ struct Coordinator: ParsableCommand {
         critical); e.g. --log-level warning leaves only warnings and errors.
         """,
         subcommands: [Run.self, Keygen.self, TrainBase.self, Permute.self, Train.self, Evaluate.self, Sample.self, ExportFolder.self,
-                      Synthetic.self]
+                      Study.self, Synthetic.self]
     )
 
     static func main() {

@@ -19,8 +19,9 @@ struct Train: ParsableCommand {
         networks sampled at the smallest, middle and largest trained width.
 
         Recipes: 'paper' is the paper's recipe exactly (16 frequencies, noise 1, one width per \
-        step); 'default' is ours (6 frequencies, noise 0.5, two uniformly drawn widths per step \
-        on one shared mini-batch; constant learning rate 1e-3 as in the paper).
+        step); 'default' is ours (the INR's output added to the base network resampled to the \
+        width, 6 frequencies, noise 0.5, two uniformly drawn widths per step on one shared \
+        mini-batch; constant learning rate 1e-3 as in the paper).
 
         Example: neumeta-coordinator train --config cluster.yaml --epochs 6 --out runs/inr.safetensors --checkpoint-dir runs/train-checkpoints
         """

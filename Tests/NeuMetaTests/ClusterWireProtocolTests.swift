@@ -82,8 +82,8 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
 
     @Test func headerLayoutIsLittleEndianAndFixed() throws {
         let header = try wireFrames(.work(round: 0x0102, blocks: [7]))[0]
-        // magic · version 6 · kind 4 · reserved · body length 16 · round (u64) · count 1 · block 7
-        #expect(header == Array("NMC1".utf8) + [6, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
+        // magic · version 7 · kind 4 · reserved · body length 16 · round (u64) · count 1 · block 7
+        #expect(header == Array("NMC1".utf8) + [7, 0, 4, 0, 16, 0, 0, 0] + [2, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [7, 0, 0, 0])
     }
 
     /// A bfloat16 gradient: half the bytes on the wire, widened to binary32 on receipt, rounded
@@ -131,8 +131,8 @@ func wireDecode(_ frames: [[UInt8]]) throws(WireError) -> Message {
     }
 
     @Test func helloFromAnotherVersionDecodesSoItCanBeRefused() throws {
-        var frames = try wireFrames(.hello(workerName: "old", protocolVersion: 7, dataFingerprint: "x"))
-        #expect(try wireDecode(frames) == .hello(workerName: "old", protocolVersion: 7, dataFingerprint: "x"))
+        var frames = try wireFrames(.hello(workerName: "old", protocolVersion: 6, dataFingerprint: "x"))
+        #expect(try wireDecode(frames) == .hello(workerName: "old", protocolVersion: 6, dataFingerprint: "x"))
         frames = try wireFrames(.heartbeat)
         frames[0][4] = 9
         #expect(throws: WireError.unsupportedVersion(9)) { try wireDecode(frames) }

@@ -69,8 +69,9 @@
 /// of the round's slowest configuration, as bucketed all-reduce does in data-parallel training;
 /// only the last head's traffic is left between one round's computation and the next.
 public enum WireProtocol {
-    /// Bumped on any change to the layouts above.
-    public static let version: UInt16 = 6
+    /// Bumped on any change to the layouts above, or to what a worker computes from the job
+    /// spec (7: `INRConfig.prior`, which a worker of version 6 would ignore).
+    public static let version: UInt16 = 7
     /// Bytes per tensor frame (the last frame of a tensor may be shorter), and the most a
     /// gradient piece carries.
     public static let frameBytes = 1 << 20

@@ -110,8 +110,11 @@ struct Evaluate: ParsableCommand {
     /// The individually trained network of `width`, trained first when asked and missing.
     /// LeNet's lives at `<family>-<w>.safetensors`; a ResNet's, whose scalar width stands for
     /// several, at `<family>-<morph>-<w>.safetensors` (its widths: `MorphPlan.widths(for:)`).
+    /// A family whose batch norm was folded for generation is trained with batch norm, as
+    /// networks of it are (`resnet20-folded` → `resnet20`).
     func individualBaseline(_ checkpoint: INRCheckpoint, _ sets: SampledNetworkData, width: Int) throws -> NetworkCheckpoint? {
-        let family = checkpoint.family, morph = checkpoint.morph
+        let morph = checkpoint.morph
+        let family = checkpoint.family.hasSuffix("-folded") ? String(checkpoint.family.dropLast("-folded".count)) : checkpoint.family
         let widths = morph.widths(for: width), singleWidth = morph.baseWidths.count == 1
         let path = singleWidth ? "\(baselines)/\(family)-\(width).safetensors" : "\(baselines)/\(family)-\(morph.scope.rawValue)-\(width).safetensors"
         if FileManager.default.fileExists(atPath: path) {

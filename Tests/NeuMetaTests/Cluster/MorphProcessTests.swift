@@ -76,5 +76,15 @@ import Testing
         for suffix in ["csv", "md", "svg"] {
             #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent("inr.eval.\(suffix)").path))
         }
+
+        // The individually trained baseline of a last-block width: the base's widths with that
+        // hidden width, trained with batch norm (also when the INR's base was folded).
+        let withBaseline = try run(["evaluate", "--inr", "inr.safetensors", "--widths", "12", "--samples", "1", "--data", directory.path,
+                                    "--baselines", "baselines", "--train-baselines", "--baseline-epochs", "1", "--json"],
+                                   in: directory, label: "evaluate-baselines")
+        let row = ((try JSONSerialization.jsonObject(with: Data(withBaseline.utf8)) as? [String: Any])?["rows"] as? [[String: Any]])?.first
+        #expect(row?["individual"] as? Double != nil, "evaluate printed \(withBaseline)")
+        let baseline = try NetworkCheckpoint.load(path: directory.appendingPathComponent("baselines/resnet20-last-block-12.safetensors").path)
+        #expect(baseline.network.widths == [4, 8, 16, 4, 4, 4, 8, 8, 8, 16, 16, 12] && baseline.network.family == "resnet20")
     }
 }

@@ -67,15 +67,7 @@ import Testing
                                           lossWeights: LossWeights(normRegularizer: 0.1, reconstruction: 1))
         let terms = try objective.compute(configuration)
         #expect(terms.reconstruction > 0 && terms.samples == 3)
-        let analytic = Array(inr.parameters.gradients.buffer)
-        let p = inr.parameters
-        var a = [Float](), f = [Float]()
-        for i in 0..<p.specs.count {
-            let picks = Array(stride(from: i % 4, to: p.specs[i].count, by: 4))
-            f += finiteDifference(p.value(i), at: picks, h: 2e-3) { (try? objective.compute(configuration).total) ?? .nan }
-            a += picks.map { analytic[p.offsets[i] + $0] }
-        }
-        expectRelativeL2(a, f, below: 0.03, "configuration gradient with the prior")
+        try expectConfigurationGradientMatchesFiniteDifferences(objective, configuration, every: 4, "configuration gradient with the prior")
     }
 
     /// A ResNet morphed in its last block: the prior covers the generated tensors only.

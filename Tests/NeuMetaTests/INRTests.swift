@@ -219,15 +219,7 @@ func syntheticImages(count: Int, seed: UInt64) -> ImageDataset {
                                    lossWeights: LossWeights(normRegularizer: 0.1, reconstruction: 1))
         let terms = try objective.compute(config)
         #expect(terms.reconstruction > 0 && terms.normRegularizer > 0 && terms.samples == 3)
-        let analytic = Array(inr.parameters.gradients.buffer)
-        let p = inr.parameters
-        var a = [Float](), f = [Float]()
-        for i in 0..<p.specs.count {
-            let picks = Array(stride(from: i % 4, to: p.specs[i].count, by: 4))
-            f += finiteDifference(p.value(i), at: picks, h: 2e-3) { (try? objective.compute(config).total) ?? .nan }
-            a += picks.map { analytic[p.offsets[i] + $0] }
-        }
-        expectRelativeL2(a, f, below: 0.03, "whole configuration gradient")
+        try expectConfigurationGradientMatchesFiniteDifferences(objective, config, every: 4, "whole configuration gradient")
     }
 
     @Test func sameInputsGiveBitIdenticalGradients() throws {

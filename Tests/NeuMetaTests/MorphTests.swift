@@ -123,15 +123,7 @@ func syntheticRGB(count: Int, size: Int, seed: UInt64) -> ImageDataset {
                                    lossWeights: LossWeights(normRegularizer: 0.1, reconstruction: 1))
         let terms = try objective.compute(config)
         #expect(terms.reconstruction > 0 && terms.normRegularizer > 0 && terms.samples == 4)
-        let analytic = Array(inr.parameters.gradients.buffer)
-        let p = inr.parameters
-        var a = [Float](), f = [Float]()
-        for i in 0..<p.specs.count {
-            let picks = Array(stride(from: i % 3, to: p.specs[i].count, by: 3))
-            f += finiteDifference(p.value(i), at: picks, h: 2e-3) { (try? objective.compute(config).total) ?? .nan }
-            a += picks.map { analytic[p.offsets[i] + $0] }
-        }
-        expectRelativeL2(a, f, below: 0.03, "last-block configuration gradient")
+        try expectConfigurationGradientMatchesFiniteDifferences(objective, config, every: 3, "last-block configuration gradient")
     }
 
     /// Recalibration sets each layer's running mean to the average of its batch means and its

@@ -55,6 +55,24 @@ func finiteDifference(_ t: Tensor, at indices: [Int], h: Float = 1e-2, _ loss: (
 }
 
 /// Σ y·r in Double: a scalar probe whose gradient with respect to y is r.
+/// The INR gradient `objective` computes for `configuration` against central differences
+/// (h = 2e-3) of its total loss, on every `every`-th entry of each INR tensor (starting at the
+/// tensor's index mod `every`), compared as one vector: relative L2 error under 3%. The target
+/// network's ReLUs make a few entries' quotients cross kinks, hence the whole-vector measure.
+func expectConfigurationGradientMatchesFiniteDifferences(_ objective: ConfigurationGradient, _ configuration: Configuration,
+                                                          every: Int, _ what: String,
+                                                          sourceLocation: SourceLocation = #_sourceLocation) throws {
+    _ = try objective.compute(configuration)
+    let p = objective.inr.parameters, analytic = Array(p.gradients.buffer)
+    var a = [Float](), f = [Float]()
+    for i in 0..<p.specs.count {
+        let picks = Array(stride(from: i % every, to: p.specs[i].count, by: every))
+        f += finiteDifference(p.value(i), at: picks, h: 2e-3) { (try? objective.compute(configuration).total) ?? .nan }
+        a += picks.map { analytic[p.offsets[i] + $0] }
+    }
+    expectRelativeL2(a, f, below: 0.03, what, sourceLocation: sourceLocation)
+}
+
 func probe(_ y: Tensor, _ r: Tensor) -> Double {
     var s = 0.0
     for i in 0..<y.count { s += Double(y[i]) * Double(r[i]) }

@@ -16,8 +16,9 @@ struct Evaluate: ParsableCommand {
         merged or split: outputs averaged, inputs summed; docs/algorithm.md §2). Writes the table as CSV and Markdown and an SVG plot next to --out. \
         Widths are the INR's scalar width: LeNet's w, a ResNet's first stage width (morph all; \
         the other widths keep the base's ratios) or its last block's hidden width (morph \
-        last-block). Sampled networks with batch norm get their running statistics recomputed \
-        on --recalibration-batches training batches; the baselines keep theirs.
+        last-block). Networks with batch norm that were not trained at their width (sampled, \
+        pruned, resampled) get their running statistics recomputed on --recalibration-batches \
+        training batches; individually trained ones keep theirs.
 
         Example: neumeta-coordinator evaluate --inr runs/inr.safetensors --widths 4,8,16,32,48 --samples 10 --json
         """
@@ -53,9 +54,7 @@ struct Evaluate: ParsableCommand {
     func run() throws {
         blas.apply()
         let checkpoint = try INRCheckpoint.load(path: inr)
-        let sets = try SampledNetworkData(checkpoint: checkpoint, dataset: dataset, directory: data)
-        let test = sets.test
-        let generator = checkpoint.makeGenerator(ema: !raw)
+        let variant = try SampledVariant(checkpoint, dataset: dataset, directory: data, ema: !raw, recalibrationBatches: recalibrationBatches)
         let family = checkpoint.family, baseWidth = checkpoint.plan.pretrainedWidth
         let baseNetwork = try checkpoint.morph.network(width: baseWidth, classCount: checkpoint.classCount)
         let kColumn = "neumeta_k\(samples)"
@@ -66,31 +65,20 @@ struct Evaluate: ParsableCommand {
         let prefix = out ?? (inr.hasSuffix(".safetensors") ? String(inr.dropLast(".safetensors".count)) : inr) + ".eval"
         let start = Date()
         for width in try parsedWidths() {
-            func accuracy(_ network: Network, _ weights: ParameterSet, mean: [Float], std: [Float]) throws -> Double {
-                try BaseTrainer.accuracy(network: network, parameters: weights, data: test, mean: mean, std: std)
-            }
             var row: [String: Double] = [:]
-            let (network, k1) = try generator.sample(width: width, samples: 1, noise: checkpoint.plan.noise, seed: seed)
-            try sets.recalibrate(network, k1, checkpoint: checkpoint, batches: recalibrationBatches)
-            row["neumeta_k1"] = try accuracy(network, k1, mean: checkpoint.mean, std: checkpoint.std)
-            if samples != 1 {
-                let (_, kw) = try generator.sample(width: width, samples: samples, noise: checkpoint.plan.noise, seed: seed)
-                try sets.recalibrate(network, kw, checkpoint: checkpoint, batches: recalibrationBatches)
-                row[kColumn] = try accuracy(network, kw, mean: checkpoint.mean, std: checkpoint.std)
-            }
-            if let individual = try individualBaseline(checkpoint, sets, width: width) {
-                row["individual"] = try accuracy(individual.network, individual.parameters, mean: individual.mean, std: individual.std)
+            let one = try variant.accuracy(width: width, samples: 1, seed: seed)
+            row["neumeta_k1"] = one.accuracy
+            if samples != 1 { row[kColumn] = try variant.accuracy(width: width, samples: samples, seed: seed).accuracy }
+            if let individual = try individualBaseline(checkpoint, variant.sets, width: width) {
+                row["individual"] = try BaseTrainer.accuracy(network: individual.network, parameters: individual.parameters, data: variant.sets.test,
+                                                             mean: individual.mean, std: individual.std)
             }
             if width <= baseWidth {
-                let pruned = try L1Pruning.prune(checkpoint.base, from: baseNetwork, to: network)
-                row["pruning_l1"] = try accuracy(network, pruned, mean: checkpoint.mean, std: checkpoint.std)
+                let pruned = try L1Pruning.prune(checkpoint.base, from: baseNetwork, to: one.network)
+                row["pruning_l1"] = try variant.testAccuracy(one.network, pruned)
             }
-            // The permuted base network resampled to this width (outputs averaged, inputs summed):
-            // what intra-model smoothness alone gives, without any INR.
-            let resampled = network.makeParameters()
-            PretrainedResampling.resample(checkpoint.base, into: resampled)
-            row["resampled"] = try accuracy(network, resampled, mean: checkpoint.mean, std: checkpoint.std)
-            table.add(width: width, params: network.parameterSpecs.reduce(0) { $0 + $1.count }, accuracies: row)
+            row["resampled"] = try variant.resampledBaseAccuracy(width: width)
+            table.add(width: width, params: one.parameters, accuracies: row)
             log("width \(width): " + columns.map { c in row[c].map { String(format: "%@ %.2f%%", c, 100 * $0) } ?? "\(c) –" }.joined(separator: "  ")
                 + String(format: "  (%@ elapsed)", formatDuration(Date().timeIntervalSince(start))))
         }
@@ -98,7 +86,7 @@ struct Evaluate: ParsableCommand {
                                                 (prefix as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try table.csv.write(toFile: prefix + ".csv", atomically: true, encoding: .utf8)
         try table.markdown.write(toFile: prefix + ".md", atomically: true, encoding: .utf8)
-        var plot = LinePlot(title: "\(family), \(test.name), trained widths \(checkpoint.plan.minWidth)-\(checkpoint.plan.maxWidth)",
+        var plot = LinePlot(title: "\(family), \(variant.sets.test.name), trained widths \(checkpoint.plan.minWidth)-\(checkpoint.plan.maxWidth)",
                             xLabel: "width", yLabel: "test accuracy %")
         for c in columns { plot.add(series: c, points: table.points(c)) }
         try plot.writeSVG(to: prefix + ".svg")

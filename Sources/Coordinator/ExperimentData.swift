@@ -36,3 +36,46 @@ struct SampledNetworkData {
                                                batches: batches, batchSize: checkpoint.plan.batchSize, seed: checkpoint.plan.seed)
     }
 }
+
+/// One INR's sampled networks under test, and the training-free baselines made from its base.
+struct SampledVariant {
+    let checkpoint: INRCheckpoint
+    let generator: NetworkGenerator
+    let sets: SampledNetworkData
+    /// Training batches a network with batch norm has its running statistics recomputed on.
+    let recalibrationBatches: Int
+
+    /// `dataset`/`directory` as `SampledNetworkData`'s; `ema: false` samples from the raw
+    /// last-step INR parameters.
+    init(_ checkpoint: INRCheckpoint, dataset: String? = nil, directory: String?, ema: Bool = true,
+         recalibrationBatches: Int = BatchNormRecalibration.defaultBatches) throws {
+        self.checkpoint = checkpoint
+        generator = checkpoint.makeGenerator(ema: ema)
+        sets = try SampledNetworkData(checkpoint: checkpoint, dataset: dataset, directory: directory)
+        self.recalibrationBatches = recalibrationBatches
+    }
+
+    /// Test accuracy of a network that was never trained at its width (sampled, pruned or
+    /// resampled). Its batch-norm statistics, if it has any, are recomputed first: all such
+    /// networks get the same data-dependent step, so a table compares what they are made of.
+    func testAccuracy(_ network: Network, _ weights: ParameterSet) throws -> Double {
+        try sets.recalibrate(network, weights, checkpoint: checkpoint, batches: recalibrationBatches)
+        return try BaseTrainer.accuracy(network: network, parameters: weights, data: sets.test, mean: checkpoint.mean, std: checkpoint.std)
+    }
+
+    /// Test accuracy of the width-`width` network averaged over `samples` noise draws (K),
+    /// with the network and its weights.
+    func accuracy(width: Int, samples: Int, seed: UInt64) throws -> (accuracy: Double, parameters: Int, network: Network, weights: ParameterSet) {
+        let (network, weights) = try generator.sample(width: width, samples: samples, noise: checkpoint.plan.noise, seed: seed)
+        return (try testAccuracy(network, weights), network.parameterSpecs.reduce(0) { $0 + $1.count }, network, weights)
+    }
+
+    /// Test accuracy of the permuted base network resampled to `width` (outputs averaged,
+    /// inputs summed; no INR): what intra-model smoothness alone gives.
+    func resampledBaseAccuracy(width: Int) throws -> Double {
+        let network = try checkpoint.morph.network(width: width, classCount: checkpoint.classCount)
+        let resampled = network.makeParameters()
+        PretrainedResampling.resample(checkpoint.base, into: resampled)
+        return try testAccuracy(network, resampled)
+    }
+}

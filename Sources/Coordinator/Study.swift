@@ -86,28 +86,6 @@ struct StudyOptions: ParsableArguments {
     }
 }
 
-/// One INR's sampled networks under test.
-struct SampledVariant {
-    let checkpoint: INRCheckpoint
-    let generator: NetworkGenerator
-    let sets: SampledNetworkData
-
-    init(_ checkpoint: INRCheckpoint, directory: String) throws {
-        self.checkpoint = checkpoint
-        generator = checkpoint.makeGenerator()
-        sets = try SampledNetworkData(checkpoint: checkpoint, dataset: nil, directory: directory)
-    }
-
-    /// Test accuracy of the width-`width` network averaged over `samples` noise draws (K), and
-    /// the network's parameter count.
-    func accuracy(width: Int, samples: Int, seed: UInt64) throws -> (accuracy: Double, parameters: Int, weights: ParameterSet) {
-        let (network, weights) = try generator.sample(width: width, samples: samples, noise: checkpoint.plan.noise, seed: seed)
-        try sets.recalibrate(network, weights, checkpoint: checkpoint, batches: BatchNormRecalibration.defaultBatches)
-        let accuracy = try BaseTrainer.accuracy(network: network, parameters: weights, data: sets.test, mean: checkpoint.mean, std: checkpoint.std)
-        return (accuracy, network.parameterSpecs.reduce(0) { $0 + $1.count }, weights)
-    }
-}
-
 struct StudyExtrapolation: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "extrapolation",
@@ -143,11 +121,7 @@ struct StudyExtrapolation: ParsableCommand {
                 parameters = one.parameters
                 row["\(name)_k\(k)"] = try variant.accuracy(width: width, samples: k, seed: study.seed).accuracy
             }
-            let network = try noisy.checkpoint.morph.network(width: width, classCount: noisy.checkpoint.classCount)
-            let resampled = network.makeParameters()
-            PretrainedResampling.resample(noisy.checkpoint.base, into: resampled)
-            row["resampled"] = try BaseTrainer.accuracy(network: network, parameters: resampled, data: noisy.sets.test,
-                                                        mean: noisy.checkpoint.mean, std: noisy.checkpoint.std)
+            row["resampled"] = try noisy.resampledBaseAccuracy(width: width)
             table.add(width: width, params: parameters, accuracies: row)
             log("width \(width): " + columns.map { c in String(format: "%@ %.2f%%", c, 100 * row[c]!) }.joined(separator: "  "))
         }

@@ -85,7 +85,7 @@ struct TrainingRun {
         var saved = trainer.checkpoint()
         saved.extra["base_checkpoint"] = setup.settings.base.checkpoint
         saved.extra["dataset"] = setup.dataset.kind.rawValue
-        saved.extra["batch_norm"] = setup.settings.experiment.batchNorm.rawValue
+        saved.extra["batch_norm"] = setup.settings.experiment.resolvedBatchNorm.rawValue
         saved.extra["train_seconds"] = String(format: "%.1f", seconds)
         let out = setup.settings.output.inr
         let directory = (out as NSString).deletingLastPathComponent

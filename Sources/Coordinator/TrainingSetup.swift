@@ -46,7 +46,7 @@ struct ExperimentOptions: ParsableArguments {
     @Flag(help: "Skip the channel permutation (ablation).") var noPermute = false
     @Option(help: "What the INR generates: all (every tensor) or last-block (a ResNet's last block; overrides experiment.morph).")
     var morph: String?
-    @Option(help: "A ResNet base's batch norm: fold or recalibrate (overrides experiment.batch_norm).") var batchNorm: String?
+    @Option(help: "A ResNet base's batch norm: fold or recalibrate (overrides experiment.batch_norm; default: recalibrate with --morph all, fold with last-block).") var batchNorm: String?
 
     @Option(help: "Checkpoint directory (overrides checkpoints.directory).") var checkpointDir: String?
     @Option(help: "Checkpoint every this many rounds (overrides checkpoints.every_rounds).") var checkpointEvery: Int?
@@ -191,7 +191,7 @@ struct TrainingSetup {
             throw ValidationError("\(e.data) holds \(classCount) classes; the base network \(basePath) classifies \(checkpoint.network.classCount)")
         }
         var network = checkpoint.network, parameters = checkpoint.parameters
-        if e.batchNorm == .fold, let folded = NetworkFamily.foldedBatchNorm(network, parameters) {
+        if e.resolvedBatchNorm == .fold, let folded = NetworkFamily.foldedBatchNorm(network, parameters) {
             (network, parameters) = folded
             log("folded the base network's batch norm into its convolutions (\(network.family))")
         }

@@ -73,7 +73,7 @@ extension ClusterConfig.Experiment {
             ("content_hashes", { e.contentHashes = try $0.bool(); if e.contentHashes { folderOnly("content_hashes", $0) } }),
             ("recipe", { e.recipe = try $0.choice() }),
             ("morph", { e.morph = try $0.choice() }),
-            ("batch_norm", { e.batchNorm = try $0.choice() }),
+            ("batch_norm", { e.batchNorm = try $0.orNull { try $0.choice() } }),
             ("widths", { e.widths = try .read($0) }),
             ("epochs", { e.epochs = try $0.number("a positive number") { $0 > 0 } }),
             ("configurations_per_round", {

@@ -82,9 +82,16 @@ public struct ClusterConfig: Sendable, Equatable {
         public var reconstruction: Float?
         /// What the INR generates: the whole network, or a ResNet's last block.
         public var morph = MorphScope.all
-        /// What happens to a ResNet base's batch norm: folded into its convolutions, or kept and recalibrated after sampling.
-        public var batchNorm = BatchNormHandling.fold
+        /// What happens to a ResNet base's batch norm: folded into its convolutions, or kept and
+        /// recalibrated after sampling; nil: as `resolvedBatchNorm` decides by `morph`.
+        public var batchNorm: BatchNormHandling?
         public init() {}
+
+        /// The batch-norm handling in effect. By default a whole-network morph recalibrates: every
+        /// layer's channel statistics change with the width, and generating folded convolutions
+        /// from the resampled base diverged (docs/results.md); a last-block morph folds, so a
+        /// sampled network needs no data, at no cost in accuracy there.
+        public var resolvedBatchNorm: BatchNormHandling { batchNorm ?? (morph == .all ? .recalibrate : .fold) }
     }
 
     /// Trained widths, 1 ≤ min ≤ max; max is also the coordinate normaliser.

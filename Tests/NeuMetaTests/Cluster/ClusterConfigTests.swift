@@ -103,6 +103,20 @@ import Yams
         #expect(e != ClusterConfig.defaults)
     }
 
+    /// batch_norm null (the default) follows the morph: recalibrate for the whole network, fold
+    /// for the last block; a value given wins over either.
+    @Test func batchNormDefaultFollowsTheMorph() throws {
+        #expect(ClusterConfig.defaults.experiment.batchNorm == nil)
+        let all = try Self.parse("experiment:\n  morph: all\n  batch_norm: null\n")
+        #expect(all.experiment.batchNorm == nil && all.experiment.resolvedBatchNorm == .recalibrate)
+        let last = try Self.parse("experiment:\n  morph: last-block\n")
+        #expect(last.experiment.resolvedBatchNorm == .fold)
+        let folded = try Self.parse("experiment:\n  morph: all\n  batch_norm: fold\n")
+        #expect(folded.experiment.resolvedBatchNorm == .fold)
+        let kept = try Self.parse("experiment:\n  morph: last-block\n  batch_norm: recalibrate\n")
+        #expect(kept.experiment.resolvedBatchNorm == .recalibrate)
+    }
+
     /// The image-folder keys: read with `dataset: folder`; set to other than their defaults
     /// with another dataset they are refused on their line (the defaults may stay, as in the
     /// shipped cluster.yaml).

@@ -110,7 +110,8 @@ import Testing
         defer { worker.kill() }
         #expect(coordinator.wait(timeout: 120) == 0, "\(coordinator.stderr.suffix(3000))")
 
-        // ResNet-18 on the folder's 16×16 images: morphed by the INR (batch norm folded), a round trains.
+        // ResNet-18 on the folder's 16×16 images: morphed whole by the INR (batch norm kept and
+        // recalibrated, the default for morph all), two rounds train and the sampled networks test.
         let network = try NetworkFamily.make("resnet18", widths: [2, 4, 8, 16], classCount: 10, imageSize: Self.imageSize)
         let parameters = network.makeParameters()
         var rng = SeededRandom(9)
@@ -122,5 +123,7 @@ import Testing
                                                              "--rounds", "2", "--checkpoint-dir", "resnet18-checkpoints", "--out", "resnet18-inr.safetensors"],
                                       in: fixture.directory, label: "resnet18")
         #expect(resnet.wait(timeout: 120) == 0, "\(resnet.stderr.suffix(3000))")
+        let inr = try INRCheckpoint.load(path: fixture.directory.appendingPathComponent("resnet18-inr.safetensors").path)
+        #expect(inr.family == "resnet18" && inr.extra["batch_norm"] == "recalibrate")
     }
 }

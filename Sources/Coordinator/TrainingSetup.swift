@@ -194,6 +194,10 @@ struct TrainingSetup {
         if e.resolvedBatchNorm == .fold, let folded = NetworkFamily.foldedBatchNorm(network, parameters) {
             (network, parameters) = folded
             log("folded the base network's batch norm into its convolutions (\(network.family))")
+            if e.morph == .all {
+                log("note: --morph all with folded batch norm starts below the base width from a near-chance network (merged channels "
+                    + "break the folded scales) and can diverge; --batch-norm recalibrate, the default for all, starts from a working one (docs/results.md)")
+            }
         }
         self.network = network
         do { morph = try MorphPlan(base: network, scope: e.morph) } catch { throw ValidationError("\(error)") }

@@ -447,7 +447,8 @@ import Testing
         impostor.close()
         poisoner.close()
         #expect(sent > 1000)
-        #expect(coordinator.wait(timeout: 240) == 0, "\(coordinator.stderr.suffix(3000))")
+        #expect(coordinator.wait(timeout: 240) == 0,
+                "\(coordinator.stderr.suffix(3000))\nworker w1 (running: \(worker.process.isRunning)):\n\(worker.stderr.suffix(3000))")
         #expect(coordinator.stderr.contains("dropped malformed message"))
         let summary = try #require(ClusterFixture.summary(of: coordinator))
         #expect(summary["params_digest"] as? String == (try Self.reference.value()))

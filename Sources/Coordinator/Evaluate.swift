@@ -102,7 +102,7 @@ struct Evaluate: ParsableCommand {
     /// networks of it are (`resnet20-folded` → `resnet20`).
     func individualBaseline(_ checkpoint: INRCheckpoint, _ sets: SampledNetworkData, width: Int) throws -> NetworkCheckpoint? {
         let morph = checkpoint.morph
-        let family = checkpoint.family.hasSuffix("-folded") ? String(checkpoint.family.dropLast("-folded".count)) : checkpoint.family
+        let family = NetworkFamily.unfolded(checkpoint.family)
         let widths = morph.widths(for: width), singleWidth = morph.baseWidths.count == 1
         let path = singleWidth ? "\(baselines)/\(family)-\(width).safetensors" : "\(baselines)/\(family)-\(morph.scope.rawValue)-\(width).safetensors"
         if FileManager.default.fileExists(atPath: path) {

@@ -30,8 +30,7 @@ public enum NetworkFamily {
     /// `imageSize`: the side of the square RGB input (nil: the family's default input, 3×224×224
     /// for ResNet-18, 3×32×32 for the CIFAR ResNets and greyscale 1×28×28 for LeNet).
     public static func make(_ family: String, widths: [Int], classCount: Int = 10, imageSize: Int? = nil) throws -> Network {
-        let folded = family.hasSuffix("-folded")
-        let name = folded ? String(family.dropLast("-folded".count)) : family
+        let name = unfolded(family), folded = name != family
         switch name {
         case "lenet" where !folded:
             guard widths.count == 1, widths[0] >= 1 else { throw Failure.badWidths(family: family, widths: widths, expected: "one width ≥ 1") }
@@ -55,11 +54,16 @@ public enum NetworkFamily {
         }
     }
 
+    /// The family with batch norm of a `-folded` family name (`resnet20-folded` → `resnet20`);
+    /// any other name as it is.
+    public static func unfolded(_ family: String) -> String {
+        family.hasSuffix("-folded") ? String(family.dropLast("-folded".count)) : family
+    }
+
     /// The widths of `family` scaled from one base width w: LeNet [w], CIFAR ResNets
     /// [w, 2w, 4w], ResNet-18 [w, 2w, 4w, 8w].
     public static func widths(_ family: String, scaledFrom w: Int) -> [Int] {
-        let name = family.hasSuffix("-folded") ? String(family.dropLast("-folded".count)) : family
-        switch name {
+        switch unfolded(family) {
         case "lenet": return [w]
         case "resnet18": return [w, 2 * w, 4 * w, 8 * w]
         default: return [w, 2 * w, 4 * w]
